@@ -1,0 +1,5 @@
+"""``python -m tensortap``: the command line."""
+
+from tensortap.cli import main
+
+main()

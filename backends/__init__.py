@@ -1,0 +1,1 @@
+"""Framework adapters: one module per framework behind tensortap.core.backend.Backend."""

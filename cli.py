@@ -1,0 +1,47 @@
+"""The ``tensortap`` command line (``python -m tensortap``).
+
+Every command has ``--help``.  Bad input ends with one line on stderr, ``error: ...``,
+and exit status 2 — never a traceback (``TensortapError`` and ``click.UsageError``).
+Commands stay thin: they parse options and call the library.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from tensortap.core.errors import TensortapError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+
+
+class _Group(click.Group):
+    """Turns tensortap's own errors into one line and exit status 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TensortapError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tensortap")
+def main() -> None:
+    """Capture, store and look at what every layer of a neural network computes."""
+
+
+@main.command()
+def demo() -> None:
+    """Train a small CNN on scikit-learn's digits, capture it, and summarise every layer."""
+    from tensortap.demo import run_demo
+
+    run_demo()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
