@@ -1,0 +1,439 @@
+"""Class activation maps (the Grad-CAM family) from stored activations and gradients.
+
+Pure NumPy and framework-free: a CAM here is computed offline, from what a run stored —
+the activations ``A`` of a spatial layer and the gradients ``G = dy/dA`` of the run's
+per-sample target score ``y`` — never by running the model again.  Each method is a small
+function from ``(A, G)`` shaped ``(sample, height, width, channel)`` to the raw map
+``(sample, height, width)`` after the ReLU, with its formula and paper in the docstring
+(the torch-cam layout).  :func:`cam` reads a run, finds the dimensions by *name*
+(a PyTorch run stores ``channel, height, width``, a Keras run ``height, width, channel``),
+normalises each sample's map to [0, 1] and resizes it to the model input's size.
+
+>>> import tensortap as tt
+>>> tt.cam(run, "conv2d_1", method="gradcam++")          # doctest: +SKIP
+<xarray.DataArray 'cam' (sample: 32, y: 28, x: 28)> ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from tensortap.core.errors import NoGradientsError, ViewError
+
+__all__ = [
+    "CAM_METHODS",
+    "cam",
+    "cam_maps",
+    "gradcam",
+    "gradcam_plus_plus",
+    "hirescam",
+    "input_size",
+    "layercam",
+    "normalize_maps",
+    "resize_bilinear",
+    "xgradcam",
+]
+
+#: Canonical order of a map tensor inside this module: channels last.
+_MAP_DIMS = ("sample", "height", "width", "channel")
+#: Samples read and processed at once by :func:`cam`: bounds memory on runs of many GB.
+_BLOCK = 256
+
+
+def _relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0.0)
+
+
+def gradcam(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+    r"""Grad-CAM: channels weighted by their spatially averaged gradient.
+
+    .. math::
+
+        w_c = \frac{1}{HW} \sum_{i,j} G_{ijc}, \qquad
+        L = \mathrm{ReLU}\Big(\sum_c w_c A_{\cdot\cdot c}\Big)
+
+    Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based
+    Localization", ICCV 2017, https://arxiv.org/abs/1610.02391
+
+    Parameters
+    ----------
+    activations, gradients : ndarray, shape (sample, height, width, channel)
+
+    Returns
+    -------
+    ndarray, shape (sample, height, width)
+        The map after the ReLU, not normalised.
+    """
+    weights = gradients.mean(axis=(1, 2))  # (sample, channel)
+    return _relu(np.einsum("nhwc,nc->nhw", activations, weights))
+
+
+def gradcam_plus_plus(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+    r"""Grad-CAM++: pixel-wise weighted positive gradients.
+
+    With the exponential-score trick of the paper (``Y = exp(S)``), the higher derivatives
+    are powers of the first one and ``exp(S)`` cancels in :math:`\alpha`:
+
+    .. math::
+
+        \alpha_{ijc} = \frac{G_{ijc}^2}{2 G_{ijc}^2 + \sum_{a,b} A_{abc}\, G_{ijc}^3}, \qquad
+        w_c = \sum_{i,j} \alpha_{ijc}\, \mathrm{ReLU}(G_{ijc}), \qquad
+        L = \mathrm{ReLU}\Big(\sum_c w_c A_{\cdot\cdot c}\Big)
+
+    with :math:`\alpha = 0` where the denominator is 0 (no gradient there).  The remaining
+    positive factor ``exp(S)`` of the first derivative scales a sample's whole map and
+    disappears in the per-sample normalisation.
+
+    Chattopadhyay et al., "Grad-CAM++: Improved Visual Explanations for Deep Convolutional
+    Networks", WACV 2018, https://arxiv.org/abs/1710.11063 (eq. 19)
+
+    Parameters
+    ----------
+    activations, gradients : ndarray, shape (sample, height, width, channel)
+
+    Returns
+    -------
+    ndarray, shape (sample, height, width)
+    """
+    g2 = gradients**2
+    g3 = g2 * gradients
+    spatial_sum = activations.sum(axis=(1, 2), keepdims=True)  # sum_ab A_abc
+    denominator = 2.0 * g2 + spatial_sum * g3
+    safe = np.where(denominator != 0.0, denominator, 1.0)
+    alpha = np.where(denominator != 0.0, g2 / safe, 0.0)
+    weights = (alpha * _relu(gradients)).sum(axis=(1, 2))  # (sample, channel)
+    return _relu(np.einsum("nhwc,nc->nhw", activations, weights))
+
+
+def layercam(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+    r"""LayerCAM: every location weighted by its own positive gradient.
+
+    .. math::
+
+        L = \mathrm{ReLU}\Big(\sum_c \mathrm{ReLU}(G_{\cdot\cdot c}) \odot A_{\cdot\cdot c}\Big)
+
+    Jiang et al., "LayerCAM: Exploring Hierarchical Class Activation Maps for Localization",
+    IEEE TIP 30, 2021, https://doi.org/10.1109/TIP.2021.3089943
+
+    Parameters
+    ----------
+    activations, gradients : ndarray, shape (sample, height, width, channel)
+
+    Returns
+    -------
+    ndarray, shape (sample, height, width)
+    """
+    return _relu((_relu(gradients) * activations).sum(axis=-1))
+
+
+def hirescam(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+    r"""HiResCAM: the element-wise product of gradients and activations, summed over channels.
+
+    .. math::
+
+        L = \mathrm{ReLU}\Big(\sum_c G_{\cdot\cdot c} \odot A_{\cdot\cdot c}\Big)
+
+    Unlike Grad-CAM it does not average the gradients, so the map provably reflects the
+    locations the model used (for models ending in one fully connected layer).
+
+    Draelos & Carin, "Use HiResCAM instead of Grad-CAM for faithful explanations of
+    convolutional neural networks", 2020, https://arxiv.org/abs/2011.08891
+
+    Parameters
+    ----------
+    activations, gradients : ndarray, shape (sample, height, width, channel)
+
+    Returns
+    -------
+    ndarray, shape (sample, height, width)
+    """
+    return _relu((gradients * activations).sum(axis=-1))
+
+
+def xgradcam(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+    r"""XGrad-CAM: gradients averaged with the normalised activations as weights.
+
+    .. math::
+
+        w_c = \sum_{i,j} \frac{A_{ijc}}{\sum_{a,b} A_{abc}}\, G_{ijc}, \qquad
+        L = \mathrm{ReLU}\Big(\sum_c w_c A_{\cdot\cdot c}\Big)
+
+    A channel whose activations sum to 0 gets weight 0.
+
+    Fu et al., "Axiom-based Grad-CAM: Towards Accurate Visualization and Explanation of
+    CNNs", BMVC 2020, https://arxiv.org/abs/2008.02312
+
+    Parameters
+    ----------
+    activations, gradients : ndarray, shape (sample, height, width, channel)
+
+    Returns
+    -------
+    ndarray, shape (sample, height, width)
+    """
+    spatial_sum = activations.sum(axis=(1, 2))  # (sample, channel)
+    safe = np.where(spatial_sum != 0.0, spatial_sum, 1.0)
+    weights = np.where(spatial_sum != 0.0, (activations * gradients).sum(axis=(1, 2)) / safe, 0.0)
+    return _relu(np.einsum("nhwc,nc->nhw", activations, weights))
+
+
+CamMethod = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+#: The CAM methods by name (read-only; ``tt.cam(method=...)`` accepts these keys).
+CAM_METHODS: Mapping[str, CamMethod] = MappingProxyType(
+    {
+        "gradcam": gradcam,
+        "gradcam++": gradcam_plus_plus,
+        "layercam": layercam,
+        "hirescam": hirescam,
+        "xgradcam": xgradcam,
+    }
+)
+
+
+def _method(name: str) -> CamMethod:
+    try:
+        return CAM_METHODS[name]
+    except (KeyError, TypeError):
+        raise ViewError(
+            f"unknown CAM method {name!r}; choose one of: {', '.join(CAM_METHODS)}"
+        ) from None
+
+
+def cam_maps(activations: np.ndarray, gradients: np.ndarray, method: str = "gradcam") -> np.ndarray:
+    """Raw maps of one method, before normalisation and resizing.
+
+    Parameters
+    ----------
+    activations, gradients : ndarray, shape (sample, height, width, channel)
+        Channels last.  Computed in float64 whatever the storage dtype.
+    method : str
+        A key of :data:`CAM_METHODS`.
+
+    Returns
+    -------
+    ndarray of float64, shape (sample, height, width), non-negative
+    """
+    function = _method(method)
+    a = np.asarray(activations, dtype=np.float64)
+    g = np.asarray(gradients, dtype=np.float64)
+    if a.shape != g.shape or a.ndim != 4:
+        raise ValueError(f"activations {a.shape} and gradients {g.shape} must both be (n, h, w, c)")
+    return function(a, g)
+
+
+def normalize_maps(maps: np.ndarray) -> np.ndarray:
+    r"""Min-max normalise each sample's map to [0, 1].
+
+    .. math:: \hat L = \frac{L - \min L}{\max L - \min L}
+
+    A constant map becomes all ones if positive and stays all zeros if zero (no NaN: a
+    sample whose target gets no positive evidence at this layer shows nothing).
+    """
+    maps = np.asarray(maps, dtype=np.float64)
+    low = maps.min(axis=(1, 2), keepdims=True)
+    high = maps.max(axis=(1, 2), keepdims=True)
+    span = high - low
+    flat = np.where(high > 0.0, 1.0, 0.0) * np.ones_like(maps)
+    return np.where(span > 0.0, (maps - low) / np.where(span > 0.0, span, 1.0), flat)
+
+
+def resize_bilinear(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of ``(sample, height, width)`` maps to ``size = (height, width)``.
+
+    Pixel centres are aligned (``align_corners=False``), the convention of OpenCV's
+    ``INTER_LINEAR`` and ``torch.nn.functional.interpolate``: output pixel ``i`` samples the
+    source at ``(i + 0.5) * in / out - 0.5``, clamped to the edge.
+    """
+    maps = np.asarray(maps)
+    out_h, out_w = int(size[0]), int(size[1])
+    in_h, in_w = maps.shape[1], maps.shape[2]
+    if (in_h, in_w) == (out_h, out_w):
+        return maps.copy()
+
+    def axis(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        src = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+        src = np.clip(src, 0.0, n_in - 1)
+        lo = np.floor(src).astype(np.intp)
+        hi = np.minimum(lo + 1, n_in - 1)
+        return lo, hi, src - lo
+
+    y0, y1, wy = axis(in_h, out_h)
+    x0, x1, wx = axis(in_w, out_w)
+    top = maps[:, y0][:, :, x0] * (1 - wx) + maps[:, y0][:, :, x1] * wx
+    bottom = maps[:, y1][:, :, x0] * (1 - wx) + maps[:, y1][:, :, x1] * wx
+    wy = wy[None, :, None]
+    return top * (1 - wy) + bottom * wy
+
+
+def _sample_positions(n_samples: int, sample: int | Sequence[int] | None) -> np.ndarray:
+    """Positions (0-based, in committed-sample order) to compute, validated."""
+    if sample is None:
+        return np.arange(n_samples)
+    positions = np.atleast_1d(np.asarray(sample))
+    if positions.dtype.kind not in "iu" or positions.ndim != 1:
+        raise ViewError(f"sample must be an int or a list of ints, got {sample!r}")
+    bad = positions[(positions < -n_samples) | (positions >= n_samples)]
+    if bad.size:
+        raise ViewError(
+            f"sample {int(bad[0])} is out of range: the run has {n_samples} committed samples "
+            f"(0..{n_samples - 1})"
+        )
+    return np.where(positions < 0, positions + n_samples, positions)
+
+
+def input_size(run: Any) -> tuple[int, int] | None:
+    """``(height, width)`` of the model's first image-like input, or ``None`` if unknown.
+
+    Looked up by dimension name in the stored inputs, then in the run's attrs
+    (``tensortap.inputs``: name, shape and dims of each model input).
+    """
+    try:
+        stored = run.inputs()
+    except Exception:  # no stored inputs: fall back to the recorded input specs
+        stored = None
+    if stored is not None and "height" in stored.dims and "width" in stored.dims:
+        return int(stored.sizes["height"]), int(stored.sizes["width"])
+    specs = (getattr(run, "attrs", None) or {}).get("inputs") or []
+    if isinstance(specs, Mapping):
+        specs = [dict(spec, name=name) for name, spec in specs.items()]
+    for spec in specs:
+        if not isinstance(spec, Mapping):
+            continue
+        dims, shape = list(spec.get("dims") or ()), list(spec.get("shape") or ())
+        if "height" in dims and "width" in dims and len(shape) == len(dims):
+            height, width = shape[dims.index("height")], shape[dims.index("width")]
+            if height and width:
+                return int(height), int(width)
+    return None
+
+
+def _spatial(array: xr.DataArray, key: str) -> xr.DataArray:
+    """The array as ``(sample, height, width, channel)``, dims found by name."""
+    dims = tuple(str(d) for d in array.dims)
+    if "height" not in dims or "width" not in dims:
+        raise ViewError(
+            f"layer {key!r} has dims {dims[1:]}: a CAM needs a spatial layer with 'height' "
+            f"and 'width' (a convolution or pooling output)"
+        )
+    if "channel" not in dims:  # a single-channel map stored without a channel axis
+        array = array.expand_dims("channel", axis=-1)
+    extra = [d for d in array.dims if d not in _MAP_DIMS]
+    if extra:
+        raise ViewError(f"layer {key!r} has dims {dims[1:]}: cannot compute a 2-D CAM over {extra}")
+    return array.transpose(*_MAP_DIMS)
+
+
+def cam(
+    run: Any,
+    key: str,
+    method: str = "gradcam",
+    sample: int | Sequence[int] | None = None,
+    *,
+    size: tuple[int, int] | None = None,
+    upsample: bool = True,
+    normalize: bool = True,
+    resize: Callable[[np.ndarray, tuple[int, int]], np.ndarray] | None = None,
+) -> xr.DataArray:
+    """Class activation maps of one layer, computed from a run's stored tensors.
+
+    Parameters
+    ----------
+    run : tensortap.Run
+        A run captured with ``gradients=True``.
+    key : str
+        Node key of a spatial layer (dims include ``height`` and ``width``).
+    method : str
+        One of :data:`CAM_METHODS`: ``gradcam``, ``gradcam++``, ``layercam``, ``hirescam``,
+        ``xgradcam``.
+    sample : int, sequence of int or None
+        Positions among the committed samples (negative counts from the end); ``None``
+        computes every sample.
+    size : (int, int), optional
+        Output ``(height, width)``; defaults to the model input's size.
+    upsample : bool
+        ``False`` keeps the layer's resolution (for comparisons before interpolation).
+    normalize : bool
+        Min-max normalise each sample to [0, 1] (after the method's ReLU).  ``False``
+        returns the raw maps.
+    resize : callable, optional
+        ``resize(maps, (height, width))`` replacing the built-in NumPy bilinear resize
+        (:func:`resize_bilinear`), e.g. one based on OpenCV in ``viz``.
+
+    Returns
+    -------
+    xarray.DataArray, dims ("sample", "y", "x")
+        In [0, 1] when ``normalize``; coordinate ``sample`` holds the run's sample indices;
+        attrs name the layer, method and target.
+
+    Raises
+    ------
+    LayerNotFoundError
+        ``key`` is not in the run (raised by the run, with suggestions).
+    NoGradientsError
+        The run holds no gradients for the layer.
+    ViewError
+        Unknown method, a layer without spatial dims, or a sample out of range.
+    """
+    function = _method(method)
+    activation = run.activation(key)  # LayerNotFoundError with suggestions
+    has_gradient = getattr(run, "has_gradient", None)
+    if has_gradient is not None and not has_gradient(key):
+        raise NoGradientsError(
+            f"the run holds no gradients for layer {key!r}; capture it again with "
+            f"gradients=True (tt.capture(..., gradients=True) or `tensortap capture --gradients`)"
+        )
+    gradient = run.gradient(key)
+    if gradient is None:
+        raise NoGradientsError(
+            f"the run holds no gradients for layer {key!r}; capture it again with gradients=True"
+        )
+    activation, gradient = _spatial(activation, key), _spatial(gradient, key)
+    positions = _sample_positions(int(activation.sizes["sample"]), sample)
+
+    target = size if size is not None else (input_size(run) if upsample else None)
+    if upsample and target is None:
+        raise ViewError(
+            f"cannot tell the model input's size for layer {key!r}; pass size=(height, width) "
+            f"or upsample=False"
+        )
+    resize = resize or resize_bilinear
+
+    blocks = []
+    for start in range(0, len(positions), _BLOCK):
+        chosen = positions[start : start + _BLOCK]
+        # Read only the chosen samples; .values loads them (zarr/dask) in one go.
+        a = np.asarray(activation.isel(sample=chosen).values, dtype=np.float64)
+        g = np.asarray(gradient.isel(sample=chosen).values, dtype=np.float64)
+        maps = function(a, g)
+        if normalize:
+            maps = normalize_maps(maps)
+        if upsample and target is not None:
+            maps = np.asarray(resize(maps, target), dtype=np.float64)
+            if normalize:  # interpolation stays inside [min, max]; clip float round-off
+                maps = np.clip(maps, 0.0, 1.0)
+        blocks.append(maps)
+    height, width = activation.sizes["height"], activation.sizes["width"]
+    out_h, out_w = target if (upsample and target is not None) else (height, width)
+    values = np.concatenate(blocks) if blocks else np.zeros((0, out_h, out_w))
+
+    samples = activation["sample"].values[positions] if "sample" in activation.coords else positions
+    run_attrs = getattr(run, "attrs", None) or {}
+    return xr.DataArray(
+        values.astype(np.float32),
+        dims=("sample", "y", "x"),
+        coords={"sample": samples, "y": np.arange(out_h), "x": np.arange(out_w)},
+        name="cam",
+        attrs={
+            "long_name": f"{method} map of {key}",
+            "units": "normalised" if normalize else "",
+            "method": method,
+            "layer": key,
+            "target": str(run_attrs.get("target", "")),
+            "layer_size": [int(height), int(width)],
+        },
+    )
