@@ -1,0 +1,977 @@
+"""The served app: ``tensortap serve PATH`` (DESIGN.md §5, issue 5).
+
+One Panel module over the :mod:`tensortap.viz` functions, in the spirit of
+``tensorboard --logdir`` but with the full tensors:
+
+* a run picker over every run found under PATH (PATH is one run or a folder of runs,
+  searched recursively);
+* the layer list with shapes and summary statistics, a sample picker with the stored input
+  thumbnail, its label and prediction;
+* tabs with the feature-map grid of the chosen layer and sample, the zoomed map of one
+  channel and the samples that excite it most; the distribution of the layer and across
+  layers with the dead/saturated units; the CAM overlay with method and class selectors;
+  the comparison of two runs;
+* a live mode: a periodic callback calls :meth:`Run.refresh` so samples committed by a
+  capture that is still running show up without a restart.
+
+Safety, because a served folder is a file-system view: the server binds 127.0.0.1 unless
+asked otherwise, serves no static folder, and reaches runs only through
+:class:`RunCatalog`, which refuses absolute paths, ``..``, symlinks and anything it did
+not list itself — whatever the URL's ``?run=`` says.
+
+Laziness, because runs can be many GB: opening a run reads metadata only; every picture is
+drawn from one sample (or from the stored statistics) when its tab is shown, and a plain
+HTTP GET builds only the page skeleton: the run is opened when the browser's websocket
+connects (``pn.state.onload``), which keeps 100 concurrent page requests cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
+
+import holoviews as hv
+import numpy as np
+import pandas as pd
+import panel as pn
+from bokeh.models.widgets.tables import NumberFormatter
+from tensortap.core.errors import RunNotFoundError, TensortapError
+
+__all__ = [
+    "RunAccessError",
+    "RunCatalog",
+    "RunEntry",
+    "TensortapApp",
+    "is_run_dir",
+    "make_server",
+    "serve",
+]
+
+log = logging.getLogger(__name__)
+
+#: CAM methods of ``tt.cam`` (DESIGN.md §3), in the order the selector shows them.
+CAM_METHODS = ("gradcam", "gradcam++", "layercam", "hirescam", "xgradcam")
+#: Largest ``zarr.json`` read while looking for runs; a run's root metadata is small unless
+#: consolidated, and a huge file is not worth parsing to decide "is this a run".
+_MAX_METADATA_BYTES = 64 * 2**20
+#: Folders visited at most while searching PATH, so a mistaken ``serve /`` returns.
+_MAX_SCANNED_DIRS = 20_000
+#: Seconds a scan is reused: many sessions start at once (a page reload storm) and each
+#: would otherwise walk the tree.
+_SCAN_TTL_S = 5.0
+_THUMBNAIL_PX = 150
+_SIDEBAR_PX = 360
+
+
+class RunAccessError(TensortapError, PermissionError):
+    """A run location outside the served folder, or given in a form the server refuses."""
+
+
+# --------------------------------------------------------------------------- run discovery
+
+
+def is_run_dir(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is the root group of a tensortap run (schema 1).
+
+    Reads only ``zarr.json``: a Zarr v3 group whose attributes hold a ``tensortap`` block.
+
+    Parameters
+    ----------
+    path
+        A folder.
+
+    Returns
+    -------
+    bool
+        ``False`` for anything unreadable, never an exception.
+    """
+    meta = Path(path) / "zarr.json"
+    try:
+        if not meta.is_file() or meta.stat().st_size > _MAX_METADATA_BYTES:
+            return False
+        doc = json.loads(meta.read_bytes())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(doc, dict) or doc.get("node_type") != "group":
+        return False
+    attrs = doc.get("attributes")
+    return isinstance(attrs, dict) and isinstance(attrs.get("tensortap"), dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RunEntry:
+    """One run the server may show.
+
+    Attributes
+    ----------
+    id
+        Its path relative to the served folder, POSIX style (``"."`` when the served path
+        is itself a run): what the run picker shows and what ``?run=`` accepts.
+    path
+        Its real, absolute location.
+    """
+
+    id: str
+    path: Path
+
+
+class RunCatalog:
+    """The runs under one folder, and the only way the app reaches a run.
+
+    Parameters
+    ----------
+    root
+        A run, or a folder searched recursively for runs. Hidden folders and symbolic links
+        are not followed: a link could lead outside ``root``.
+
+    Raises
+    ------
+    RunNotFoundError
+        ``root`` does not exist or is not a folder.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        given = Path(root).expanduser()
+        if not given.exists():
+            raise RunNotFoundError(
+                f"{str(root)!r} does not exist: give a run made by `tensortap capture` "
+                "or a folder that contains runs"
+            )
+        if not given.is_dir():
+            raise RunNotFoundError(
+                f"{str(root)!r} is a file, not a run: a run is a folder with a zarr.json"
+            )
+        # The user chose PATH, so a link *as* PATH is fine; below it, nothing escapes.
+        self.root = Path(os.path.realpath(given))
+        self._cache: tuple[float, tuple[RunEntry, ...]] | None = None
+
+    def runs(self, *, rescan: bool = False) -> tuple[RunEntry, ...]:
+        """Every run under the root, sorted by id (cached for a few seconds).
+
+        Parameters
+        ----------
+        rescan
+            Walk the folder again even if a recent listing exists (new runs appear).
+        """
+        now = time.monotonic()
+        if rescan or self._cache is None or now - self._cache[0] > _SCAN_TTL_S:
+            self._cache = (now, tuple(self._scan()))
+        return self._cache[1]
+
+    def _scan(self) -> Iterable[RunEntry]:
+        if is_run_dir(self.root):
+            yield RunEntry(".", self.root)
+            return
+        visited = 0
+        for dirpath, dirnames, _ in os.walk(self.root, followlinks=False):
+            visited += 1
+            if visited > _MAX_SCANNED_DIRS:
+                log.warning("stopped looking for runs after %d folders", _MAX_SCANNED_DIRS)
+                return
+            keep = []
+            for name in sorted(dirnames):
+                child = Path(dirpath, name)
+                if name.startswith(".") or child.is_symlink():
+                    continue
+                if is_run_dir(child):
+                    yield RunEntry(child.relative_to(self.root).as_posix(), child)
+                else:  # never descend into a run: its subgroups are not runs
+                    keep.append(name)
+            dirnames[:] = keep
+
+    def resolve(self, run_id: object) -> RunEntry:
+        """The run called ``run_id``, if and only if it is one this catalog lists.
+
+        Parameters
+        ----------
+        run_id
+            A run id as :meth:`runs` gives it, e.g. from a ``?run=`` query argument.
+
+        Raises
+        ------
+        RunAccessError
+            ``run_id`` is not a plain relative path inside the root: absolute, with ``..``,
+            a drive or backslashes, or leading (through links) outside the root.
+        RunNotFoundError
+            A well-formed id that names no run under the root.
+        """
+        if not isinstance(run_id, str) or not run_id or len(run_id) > 1024:
+            raise RunAccessError(f"refused run {run_id!r}: expected a run id from the list")
+        posix = PurePosixPath(run_id)
+        if (
+            "\x00" in run_id
+            or "\\" in run_id
+            or posix.is_absolute()
+            or PureWindowsPath(run_id).drive
+            or ".." in posix.parts
+        ):
+            raise RunAccessError(
+                f"refused run {run_id!r}: only runs under the served folder can be opened; "
+                "use a relative id from the run list, without '..'"
+            )
+        real = Path(os.path.realpath(self.root.joinpath(*posix.parts)))
+        if real != self.root and self.root not in real.parents:
+            raise RunAccessError(
+                f"refused run {run_id!r}: it leads outside the served folder"
+            )
+        for rescan in (False, True):
+            for entry in self.runs(rescan=rescan):
+                if entry.path == real:
+                    return entry
+        raise RunNotFoundError(
+            f"no run {run_id!r} under the served folder; choose one of the listed runs"
+        )
+
+
+# --------------------------------------------------------------------------- small views
+
+
+def _dim(array: Any, *names: str) -> str | None:
+    """The first of ``names`` that is a dimension of ``array`` (dims are found by name)."""
+    return next((name for name in names if name in array.dims), None)
+
+
+def input_thumbnail(run: Any, sample: int, name: str | None = None) -> hv.Element:
+    """The stored model input of one sample, as a small picture.
+
+    Images (``height``, ``width`` and optionally ``channel``) become an ``hv.RGB`` (three
+    channels) or a grey ``hv.Image``; anything else becomes a curve of its values.
+
+    Parameters
+    ----------
+    run
+        An open run.
+    sample
+        Position of the sample among the committed ones.
+    name
+        Which input of a multi-input model (default: the first).
+    """
+    data = run.inputs(name).isel(sample=sample)
+    values = np.asarray(data.values, dtype="float64")
+    finite = values[np.isfinite(values)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    size = {"width": _THUMBNAIL_PX, "height": _THUMBNAIL_PX, "xaxis": None, "yaxis": None}
+    y_dim, x_dim = _dim(data, "height", "y"), _dim(data, "width", "x")
+    if y_dim and x_dim:
+        channel = _dim(data, "channel")
+        order = [y_dim, x_dim] + ([channel] if channel else [])
+        image = data.copy(data=scaled).transpose(*order, ...).values
+        height, width = image.shape[:2]
+        bounds = (0, 0, width, height)
+        if image.ndim == 3 and image.shape[2] >= 3:
+            return hv.RGB(np.clip(image[..., :3], 0, 1)[::-1], bounds=bounds).opts(**size)
+        grey = image if image.ndim == 2 else image.mean(axis=2)
+        return hv.Image(grey[::-1], bounds=bounds).opts(cmap="gray", clim=(0, 1), **size)
+    flat = scaled.ravel()
+    return hv.Curve((np.arange(flat.size), flat), "index", "value").opts(
+        width=_THUMBNAIL_PX * 2, height=_THUMBNAIL_PX // 2, toolbar=None
+    )
+
+
+def layer_summary(run: Any) -> pd.DataFrame:
+    """One row per layer: key, type, stored shape and summary statistics.
+
+    Statistics come from the stored per-channel stats (``run.stats``), weighted by each
+    channel's value count, so no activation is read.
+
+    Parameters
+    ----------
+    run
+        An open run.
+    """
+    rows = []
+    for key in run.layers:
+        node = dict(run.node(key))
+        row: dict[str, Any] = {"layer": key, "type": node.get("layer_type", "")}
+        try:
+            act = run.activation(key)
+            row["shape"] = " × ".join(str(n) for n in act.shape[1:])
+            stats = run.stats(key)
+            count = np.asarray(stats["count"].values, dtype="float64")
+            total = count.sum()
+            if total > 0:
+                mean = np.asarray(stats["mean"].values, dtype="float64")
+                std = np.asarray(stats["std"].values, dtype="float64")
+                grand = float((count * mean).sum() / total)
+                # Pooled variance: within-channel spread plus spread of the channel means.
+                var = float((count * (std**2 + (mean - grand) ** 2)).sum() / total)
+                zeros = np.asarray(stats["zero_fraction"].values, dtype="float64")
+                peak = np.asarray(stats["max"].values, dtype="float64")
+                row.update(
+                    mean=grand,
+                    std=var**0.5,
+                    zeros=float((count * zeros).sum() / total),
+                    dead=float(np.mean(peak <= 0)),
+                )
+        except TensortapError as err:  # a layer with damaged stats still gets a row
+            row["note"] = str(err)
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    for column in ("shape", "mean", "std", "zeros", "dead"):
+        if column not in frame:
+            frame[column] = np.nan if column != "shape" else ""
+    return frame.set_index("layer")[["type", "shape", "mean", "std", "zeros", "dead"]]
+
+
+# --------------------------------------------------------------------------- the app
+
+
+class TensortapApp:
+    """One browser session's app over the runs of a :class:`RunCatalog`.
+
+    Parameters
+    ----------
+    catalog
+        Where runs may come from.
+    run_id
+        Run to show first (e.g. from ``?run=``); validated by the catalog. Default: the
+        first run listed.
+    live_period_ms
+        How often live mode re-reads the commit record.
+    defer
+        Open the run only when the browser connects (``pn.state.onload``), as a served
+        session does. ``False`` opens it at once (benchmarks, tests without a browser).
+
+    Attributes
+    ----------
+    layout
+        The servable Panel object.
+    timings
+        Seconds spent by the latest update of each view (for the benchmark).
+    """
+
+    _TABS = ("Feature maps", "Distributions", "CAM", "Compare")
+
+    def __init__(
+        self,
+        catalog: RunCatalog,
+        run_id: str | None = None,
+        *,
+        live_period_ms: int = 1000,
+        defer: bool = True,
+    ) -> None:
+        from tensortap import viz  # imported here: viz/__init__ re-exports this module
+
+        self._viz = viz
+        self.catalog = catalog
+        self.run: Any = None
+        self.timings: dict[str, float] = {}
+        self._live_period_ms = live_period_ms
+        self._live_callback: Any = None
+        self._busy = False  # set while one change fans out to several widgets
+        self._stale: set[str] = set()
+
+        entries = catalog.runs()
+        ids = [entry.id for entry in entries]
+        self.notice = pn.pane.Alert("", alert_type="warning", visible=False, margin=(5, 10))
+        first = ids[0] if ids else None
+        if run_id is not None:
+            try:
+                first = catalog.resolve(run_id).id
+            except TensortapError as err:
+                self._warn(str(err))
+
+        # -- sidebar widgets
+        self.run_select = pn.widgets.Select(name="Run", options=ids, value=first)
+        self.rescan_button = pn.widgets.Button(name="↻ rescan", width=90, align="end")
+        self.live_toggle = pn.widgets.Checkbox(name="Live: follow a running capture")
+        self.status = pn.pane.Markdown("", margin=(0, 10), css_classes=["tt-status"])
+        self.layer_select = pn.widgets.Select(name="Layer", options=[])
+        self.sample_slider = pn.widgets.EditableIntSlider(
+            name="Sample", start=0, end=1, value=0, fixed_start=0
+        )
+        self.sample_info = pn.pane.Markdown("", margin=(0, 10), css_classes=["tt-sample-info"])
+        self.thumbnail = pn.Column(css_classes=["tt-thumbnail"], margin=0)
+        self.channel_slider = pn.widgets.EditableIntSlider(
+            name="Channel", start=0, end=1, value=0, fixed_start=0
+        )
+        self.layer_table = pn.widgets.Tabulator(
+            pd.DataFrame(),
+            disabled=True,
+            selectable=1,
+            show_index=True,
+            height=260,
+            sizing_mode="stretch_width",
+            formatters={
+                "mean": NumberFormatter(format="0.000"),
+                "std": NumberFormatter(format="0.000"),
+                "zeros": NumberFormatter(format="0.0%"),
+                "dead": NumberFormatter(format="0.0%"),
+            },
+            css_classes=["tt-layers"],
+        )
+        # -- main-area selectors
+        self.method_select = pn.widgets.Select(name="CAM method", options=list(CAM_METHODS))
+        self.class_select = pn.widgets.Select(name="Class", options={"stored target": None})
+        self.compare_select = pn.widgets.Select(name="Compare with", options=[])
+
+        # -- views: each is a container refilled by one builder
+        self._builders: dict[str, Callable[[], Any]] = {
+            "thumbnail": self._build_thumbnail,
+            "feature_maps": self._build_feature_maps,
+            "zoom": self._build_zoom,
+            "top_samples": self._build_top_samples,
+            "distribution": self._build_distribution,
+            "distributions": self._build_distributions,
+            "dead_units": self._build_dead_units,
+            "cam": self._build_cam,
+            "compare": self._build_compare,
+        }
+        self._tab_of = {
+            "feature_maps": 0,
+            "zoom": 0,
+            "top_samples": 0,
+            "distribution": 1,
+            "distributions": 1,
+            "dead_units": 1,
+            "cam": 2,
+            "compare": 3,
+        }
+        self._views = {
+            name: pn.Column(css_classes=[f"tt-{name.replace('_', '-')}"], margin=0)
+            for name in self._builders
+            if name != "thumbnail"
+        }
+        self._views["thumbnail"] = self.thumbnail
+        self.tabs = self._build_tabs()
+        self.layout = self._build_layout()
+
+        self.run_select.param.watch(self._on_run, "value")
+        self.rescan_button.on_click(self._on_rescan)
+        self.live_toggle.param.watch(self._on_live, "value")
+        self.layer_select.param.watch(self._on_layer, "value")
+        self.layer_table.param.watch(self._on_table_selection, "selection")
+        self.sample_slider.param.watch(self._on_sample, "value")
+        self.channel_slider.param.watch(self._on_channel, "value")
+        self.method_select.param.watch(lambda _: self._update("cam"), "value")
+        self.class_select.param.watch(lambda _: self._update("cam"), "value")
+        self.compare_select.param.watch(lambda _: self._update("compare"), "value")
+        self.tabs.param.watch(self._on_tab, "active")
+
+        if not ids:
+            self._warn(f"no run under {catalog.root}: capture one with `tensortap capture`")
+        elif defer and pn.state.curdoc is not None:
+            pn.state.onload(self._open_selected)
+        else:
+            self._open_selected()
+
+    # -- layout
+
+    def _build_tabs(self) -> pn.Tabs:
+        v = self._views
+        feature_tab = pn.Column(
+            pn.pane.Markdown("### Channel maps of the layer for the chosen sample"),
+            v["feature_maps"],
+            pn.Row(
+                pn.Column(pn.pane.Markdown("### Chosen channel"), v["zoom"]),
+                pn.Column(pn.pane.Markdown("### Samples that excite it most"), v["top_samples"]),
+            ),
+            name="Feature maps",
+        )
+        distribution_tab = pn.Column(
+            pn.Row(
+                pn.Column(pn.pane.Markdown("### This layer"), v["distribution"]),
+                pn.Column(pn.pane.Markdown("### Dead and saturated units"), v["dead_units"]),
+            ),
+            pn.pane.Markdown("### All layers"),
+            v["distributions"],
+            name="Distributions",
+        )
+        cam_tab = pn.Column(
+            pn.Row(self.method_select, self.class_select),
+            v["cam"],
+            name="CAM",
+        )
+        compare_tab = pn.Column(self.compare_select, v["compare"], name="Compare")
+        return pn.Tabs(
+            feature_tab, distribution_tab, cam_tab, compare_tab, dynamic=False,
+            sizing_mode="stretch_width",
+        )
+
+    def _build_layout(self) -> pn.viewable.Viewable:
+        sidebar = pn.Column(
+            pn.Row(self.run_select, self.rescan_button),
+            self.live_toggle,
+            self.status,
+            pn.layout.Divider(),
+            self.layer_select,
+            self.layer_table,
+            pn.layout.Divider(),
+            self.sample_slider,
+            pn.Row(self.thumbnail, self.sample_info),
+            pn.layout.Divider(),
+            self.channel_slider,
+            width=_SIDEBAR_PX,
+            css_classes=["tt-sidebar"],
+        )
+        header = pn.Row(
+            pn.pane.Markdown(
+                "## tensortap",
+                margin=(0, 10),
+                styles={"color": "white"},
+            ),
+            pn.pane.Markdown(
+                f"serving runs under `{self.catalog.root}`",
+                margin=(0, 10),
+                align="center",
+                styles={"color": "#d0e4f5"},
+            ),
+            styles={"background": "#1f4e79"},
+            sizing_mode="stretch_width",
+        )
+        return pn.Column(
+            header,
+            self.notice,
+            pn.Row(sidebar, pn.Column(self.tabs, sizing_mode="stretch_width")),
+            sizing_mode="stretch_width",
+        )
+
+    def servable(self) -> pn.viewable.Viewable:
+        """The Panel object a server hands to one session."""
+        return self.layout
+
+    # -- messages
+
+    def _warn(self, text: str, kind: str = "warning") -> None:
+        self.notice.object = text
+        self.notice.alert_type = kind
+        self.notice.visible = True
+
+    def _clear_warning(self) -> None:
+        self.notice.visible = False
+
+    # -- opening runs
+
+    def _open_selected(self) -> None:
+        self._open(self.run_select.value)
+
+    def _open(self, run_id: str | None) -> None:
+        from tensortap.core.run import open_run
+
+        self._stop_live()
+        self.run = None
+        started = time.perf_counter()
+        try:
+            entry = self.catalog.resolve(run_id)
+            run = open_run(entry.path)
+            layers = list(run.layers)
+            table = layer_summary(run)
+        except Exception as err:  # a bad or partial run is a message, never a broken page
+            log.warning("cannot open run %r: %s", run_id, err)
+            self._warn(f"Cannot open run {run_id!r}: {err}", "danger")
+            self.status.object = ""
+            for view in self._views.values():
+                view.objects = []
+            return
+        self.run = run
+        self._clear_warning()
+        with pn.io.hold():
+            self._busy = True
+            try:
+                self.layer_table.value = table
+                self.layer_select.options = {
+                    f"{key}  ({table.loc[key, 'shape']})": key for key in layers
+                }
+                spatial = [k for k in layers if table.loc[k, "shape"].count("×") >= 2]
+                self.layer_select.value = (spatial or layers or [None])[-1]
+                self._select_table_row()
+                self._set_sample_range()
+                self.sample_slider.value = 0
+                self._set_channel_range()
+                others = [e.id for e in self.catalog.runs() if e.id != entry.id]
+                self.compare_select.options = others
+                self.compare_select.value = others[0] if others else None
+                self._set_class_options()
+            finally:
+                self._busy = False
+            self._update_status()
+            self._update(*self._builders)
+        self.timings["open"] = time.perf_counter() - started
+        if run.status == "capturing":
+            self.live_toggle.value = True  # a run still being written: follow it
+        elif self.live_toggle.value:
+            self._start_live()
+
+    def _set_sample_range(self) -> None:
+        n = self.run.samples if self.run is not None else 0
+        # A slider whose start equals its end is an error in the browser: keep end ≥ 1 and
+        # let the views say "no such sample" instead.
+        self.sample_slider.end = max(n - 1, 1)
+        self.sample_slider.fixed_end = max(n - 1, 1)
+
+    def _channels(self) -> int:
+        if self.run is None or self.layer_select.value is None:
+            return 0
+        stats = self.run.stats(self.layer_select.value)
+        return int(stats.sizes.get("channel", 1))
+
+    def _set_channel_range(self) -> None:
+        n = self._channels()
+        self.channel_slider.end = max(n - 1, 1)
+        self.channel_slider.fixed_end = max(n - 1, 1)
+        if self.channel_slider.value > n - 1:
+            self.channel_slider.value = 0
+
+    def _set_class_options(self) -> None:
+        options: dict[str, Any] = {"stored target": None}
+        run = self.run
+        outputs = run.outputs() if run is not None and run.output_names else None
+        if outputs is not None and outputs.ndim == 2:
+            names = run.attrs.get("class_names") or []
+            for c in range(int(outputs.shape[1])):
+                label = f"{c}: {names[c]}" if c < len(names) else str(c)
+                options[label] = c
+        self.class_select.options = options
+        self.class_select.value = None
+
+    def _update_status(self) -> None:
+        run = self.run
+        if run is None:
+            self.status.object = ""
+            return
+        attrs = run.attrs
+        model = attrs.get("model", {}) or {}
+        state = run.status
+        badge = {"complete": "✅", "capturing": "⏳", "failed": "❌"}.get(state, "")
+        self.status.object = (
+            f"**{model.get('name', 'model')}** · {attrs.get('framework', '')} · "
+            f"{badge} {state} · **{run.samples}** samples · {len(run.layers)} layers"
+        )
+
+    # -- live mode
+
+    def _on_live(self, event: Any) -> None:
+        if event.new:
+            self._start_live()
+        else:
+            self._stop_live()
+
+    def _start_live(self) -> None:
+        if self._live_callback is None and pn.state.curdoc is not None:
+            self._live_callback = pn.state.add_periodic_callback(
+                self.poll, period=self._live_period_ms
+            )
+
+    def _stop_live(self) -> None:
+        if self._live_callback is not None:
+            self._live_callback.stop()
+            self._live_callback = None
+
+    def poll(self) -> bool:
+        """Re-read the run's commit record; redraw what new samples change.
+
+        Called every ``live_period_ms`` in live mode.
+
+        Returns
+        -------
+        bool
+            Whether the run changed (more samples or another status).
+        """
+        run = self.run
+        if run is None:
+            return False
+        before = (run.samples, run.status)
+        try:
+            run.refresh()
+        except Exception as err:  # a capture that died mid-write: say so, keep serving
+            self._warn(f"live update failed: {err}")
+            return False
+        if (run.samples, run.status) == before:
+            return False
+        with pn.io.hold():
+            self._set_sample_range()
+            self._update_status()
+            self.layer_table.value = layer_summary(run)
+            self._update("distribution", "distributions", "dead_units", "top_samples")
+            if before[0] == 0:  # the first samples arrived: everything can be drawn now
+                self._update(*self._builders)
+        return True
+
+    # -- events
+
+    def _on_rescan(self, _: Any) -> None:
+        ids = [entry.id for entry in self.catalog.runs(rescan=True)]
+        current = self.run_select.value
+        self.run_select.options = ids
+        if current in ids:
+            self.run_select.value = current
+
+    def _on_run(self, event: Any) -> None:
+        if not self._busy:
+            self._open(event.new)
+
+    def _on_layer(self, event: Any) -> None:
+        if self._busy or self.run is None:
+            return
+        with pn.io.hold():
+            self._busy = True
+            try:
+                self._select_table_row()
+                self._set_channel_range()
+            finally:
+                self._busy = False
+            self._update(
+                "feature_maps", "zoom", "top_samples", "distribution", "cam", "compare"
+            )
+
+    def _select_table_row(self) -> None:
+        keys = list(self.layer_table.value.index)
+        if self.layer_select.value in keys:
+            self.layer_table.selection = [keys.index(self.layer_select.value)]
+
+    def _on_table_selection(self, event: Any) -> None:
+        if self._busy or not event.new:
+            return
+        keys = list(self.layer_table.value.index)
+        if event.new[0] < len(keys):
+            self.layer_select.value = keys[event.new[0]]
+
+    def _on_sample(self, _: Any) -> None:
+        if not self._busy and self.run is not None:
+            self._update("thumbnail", "feature_maps", "zoom", "cam")
+
+    def _on_channel(self, _: Any) -> None:
+        if not self._busy and self.run is not None:
+            self._update("zoom", "top_samples")
+
+    def _on_tab(self, event: Any) -> None:
+        due = [name for name in self._stale if self._tab_of.get(name) == event.new]
+        if due:
+            self._update(*due)
+
+    # -- drawing
+
+    def _update(self, *names: str) -> None:
+        """Redraw the named views now if visible, else when their tab is shown."""
+        for name in names:
+            tab = self._tab_of.get(name)
+            if tab is not None and tab != self.tabs.active:
+                self._stale.add(name)
+                continue
+            self._stale.discard(name)
+            self._draw(name)
+
+    def _draw(self, name: str) -> None:
+        view = self._views[name]
+        started = time.perf_counter()
+        try:
+            if self.run is None:
+                raise RunNotFoundError("no run is open")
+            obj = self._builders[name]()
+        except TensortapError as err:  # the view cannot show this: say why, in place
+            obj = pn.pane.Alert(str(err), alert_type="warning", margin=(5, 5))
+        except Exception as err:
+            log.exception("view %s failed", name)
+            obj = pn.pane.Alert(
+                f"{name.replace('_', ' ')} failed: {type(err).__name__}: {err}",
+                alert_type="danger",
+                margin=(5, 5),
+            )
+        if isinstance(obj, (hv.core.Dimensioned, hv.core.ViewableTree)):
+            current = view.objects[0] if view.objects else None
+            if isinstance(current, pn.pane.HoloViews):
+                current.object = obj
+            else:
+                view.objects = [pn.pane.HoloViews(obj, backend="bokeh", margin=(0, 5))]
+        else:
+            view.objects = [obj]
+        self.timings[name] = time.perf_counter() - started
+
+    # -- builders: one viz call each
+
+    @property
+    def _key(self) -> str:
+        return self.layer_select.value
+
+    def _sample(self) -> int:
+        n = self.run.samples
+        if n == 0:
+            from tensortap.core.errors import ViewError
+
+            raise ViewError(
+                "no committed sample yet" + (" — live mode is on" if self.live_toggle.value else "")
+            )
+        return min(int(self.sample_slider.value), n - 1)
+
+    def _build_thumbnail(self) -> Any:
+        sample = self._sample()
+        run = self.run
+        parts = [f"**sample {sample}**"]
+        names = run.attrs.get("class_names") or []
+
+        def _class(value: Any) -> str:
+            value = value.item() if hasattr(value, "item") else value
+            if isinstance(value, (int, np.integer)) and 0 <= int(value) < len(names):
+                return f"{value} ({names[int(value)]})"
+            return str(value)
+
+        if run.labels is not None:
+            parts.append(f"label **{_class(run.labels.values[sample])}**")
+        if run.predictions is not None:
+            parts.append(f"prediction **{_class(run.predictions.values[sample])}**")
+        self.sample_info.object = "<br>".join(parts)
+        if not run.input_names:
+            return pn.pane.Markdown("*(inputs not stored)*")
+        return input_thumbnail(run, sample)
+
+    def _build_feature_maps(self) -> Any:
+        return self._viz.feature_maps(self.run, self._key, sample=self._sample())
+
+    def _build_zoom(self) -> Any:
+        return self._viz.feature_map(
+            self.run, self._key, sample=self._sample(), channel=int(self.channel_slider.value)
+        )
+
+    def _build_top_samples(self) -> Any:
+        return self._viz.top_samples(self.run, self._key, int(self.channel_slider.value), k=9)
+
+    def _build_distribution(self) -> Any:
+        return self._viz.distribution(self.run, self._key)
+
+    def _build_distributions(self) -> Any:
+        return self._viz.distributions(self.run)
+
+    def _build_dead_units(self) -> Any:
+        return self._viz.dead_units(self.run)
+
+    def _build_cam(self) -> Any:
+        return self._viz.cam_overlay(
+            self.run, self._key, sample=self._sample(), method=self.method_select.value
+        )
+
+    def _build_compare(self) -> Any:
+        other_id = self.compare_select.value
+        if other_id is None:
+            return pn.pane.Markdown(
+                "Only one run is served: serve a folder holding two runs of the same model "
+                "to compare them."
+            )
+        from tensortap.core.run import open_run
+
+        other = open_run(self.catalog.resolve(other_id).path)
+        return self._viz.compare(self.run, other, key=self._key)
+
+
+# --------------------------------------------------------------------------- serving
+
+
+def _session_app(catalog: RunCatalog, live_period_ms: int) -> pn.viewable.Viewable:
+    """Build one session's page; ``?run=`` is validated by the catalog."""
+    raw = pn.state.session_args.get("run") if pn.state.session_args else None
+    run_id = raw[0].decode("utf-8", "replace") if raw else None
+    app = TensortapApp(catalog, run_id, live_period_ms=live_period_ms)
+    return app.servable()
+
+
+def _origins(address: str, port: int) -> list[str]:
+    """Hosts whose pages may open the websocket: the bound address, and localhost for
+    loopback (browsers send whichever name the user typed)."""
+    hosts = {address}
+    if address in ("127.0.0.1", "localhost", "::1"):
+        hosts |= {"127.0.0.1", "localhost"}
+    elif address in ("0.0.0.0", "::", ""):
+        import socket
+
+        hosts |= {"127.0.0.1", "localhost", socket.gethostname(), socket.getfqdn()}
+    return sorted(f"{host}:{port}" for host in hosts)
+
+
+def make_server(
+    path: str | os.PathLike[str],
+    *,
+    address: str = "127.0.0.1",
+    port: int = 5006,
+    show: bool = False,
+    live_period_ms: int = 1000,
+) -> Any:
+    """Create (but do not start) the Bokeh server of ``tensortap serve``.
+
+    Parameters
+    ----------
+    path
+        A run, or a folder searched recursively for runs.
+    address
+        Interface to bind; loopback unless the caller says otherwise.
+    port
+        TCP port.
+    show
+        Open a browser tab once started.
+    live_period_ms
+        Live-mode polling period.
+
+    Returns
+    -------
+    bokeh.server.server.Server
+        Call ``.start()`` then ``.io_loop.start()``.
+
+    Raises
+    ------
+    RunNotFoundError
+        ``path`` does not exist or holds no run.
+    """
+    catalog = RunCatalog(path)
+    runs = catalog.runs()
+    if not runs:
+        raise RunNotFoundError(
+            f"no tensortap run under {str(path)!r}: a run is a folder whose zarr.json "
+            "holds a 'tensortap' block; make one with `tensortap capture`"
+        )
+    hv.extension("bokeh", logo=False)
+    pn.extension("tabulator", notifications=False)
+
+    def app() -> pn.viewable.Viewable:
+        return _session_app(catalog, live_period_ms)
+
+    # No static_dirs: nothing on disk is served but Panel's and Bokeh's own bundled
+    # resources, so every script and stylesheet comes from this server (offline use).
+    server = pn.serve(
+        {"/": app},
+        address=address,
+        port=port,
+        show=show,
+        start=False,
+        title="tensortap",
+        websocket_origin=_origins(address, port),
+        liveness=True,
+        verbose=False,
+    )
+    server.tensortap_runs = runs  # for the caller's start-up line
+    return server
+
+
+def serve(
+    path: str | os.PathLike[str],
+    *,
+    address: str = "127.0.0.1",
+    port: int = 5006,
+    show: bool = False,
+    live_period_ms: int = 1000,
+) -> None:
+    """Serve the runs under ``path`` until interrupted (``tensortap serve``).
+
+    Parameters are those of :func:`make_server`.
+    """
+    server = make_server(
+        path, address=address, port=port, show=show, live_period_ms=live_period_ms
+    )
+    server.start()
+    host = f"[{address}]" if ":" in address else address
+    count = len(server.tensortap_runs)
+    print(
+        f"tensortap: serving {count} run{'s' * (count != 1)} under "
+        f"{Path(path).expanduser().resolve()} at http://{host}:{server.port}/",
+        flush=True,
+    )
+    try:
+        server.io_loop.start()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
