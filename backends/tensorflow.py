@@ -1,0 +1,396 @@
+"""TensorFlow / Keras 3 backend: capture graph and capture sessions for any Keras model.
+
+How it works
+------------
+Nothing is ever rebuilt: no ``keras.Model(inputs, layer.output)`` sub-models, which raise
+"Graph disconnected" for nested models and cannot see inside subclassed ones.  Instead
+``call`` is wrapped on the selected layer instances *while TensorFlow traces* one
+``tf.function`` per input signature (unknown batch size); each wrapper records the tensors
+its layer produced and, when gradients are asked for, ``tape.watch``-es them.  The traced
+concrete function returns the model outputs, the recorded activations and the gradients
+of the per-sample target together; the wrappers are removed (``finally``) as soon as the
+trace ends, so between batches — and after any error — the model is exactly as it was.
+
+Keys are the layer path below the root model (``mobilenetv2_1.00_224.block_1_expand``),
+``@k`` for the k-th call of a shared layer, ``:i`` for the i-th output of a layer with
+several outputs (``lstm:1``).  See docs/backends.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensortap.backends._keras_inputs import (
+    input_specs,
+    output_names,
+    prepare_inputs,
+    signature,
+    structure_inputs,
+)
+from tensortap.backends._keras_trace import RecordedTensor, Recorder, layer_paths, wrapped_calls
+from tensortap.core.backend import Backend, BatchResult, CaptureSession
+from tensortap.core.errors import ModelNotBuiltError, TargetError, UnsupportedModelError
+from tensortap.core.graph import CaptureGraph, CaptureNode, TensorSpec, default_dims
+from tensortap.core.targets import Target
+
+__all__ = ["TensorFlowBackend", "TensorFlowSession"]
+
+LOGITS = "logits (pre-softmax)"
+OUTPUT = "model output"
+
+
+def _scores(output: Any) -> tuple[Any, str]:
+    """The scores a class target differentiates: the logits feeding a final softmax, if any.
+
+    Gradients of a softmax probability saturate and mix classes, so Grad-CAM and friends use
+    the pre-softmax score (Selvaraju et al. 2017, §3).  In the traced graph the softmax is an
+    op whose input *is* the logits tensor, so no layer has to be changed to get it.
+    """
+    tensor = output
+    while tensor.op.type == "Identity":
+        tensor = tensor.op.inputs[0]
+    if tensor.op.type == "Softmax":
+        return tensor.op.inputs[0], LOGITS
+    return output, OUTPUT
+
+
+def _type_names(layer: Any) -> tuple[str, ...]:
+    return tuple(f"{k.__module__}.{k.__qualname__}" for k in type(layer).__mro__)
+
+
+def _node(record: RecordedTensor) -> CaptureNode:
+    shape = tuple(None if s is None else int(s) for s in record.tensor.shape[1:])
+    return CaptureNode(
+        key=record.key, name=record.layer.name, layer_type=type(record.layer).__name__,
+        path=record.path, shape=shape, dims=default_dims(len(shape)),
+        dtype=record.tensor.dtype.name, call_index=record.call_index,
+        output_index=record.output_index, type_names=_type_names(record.layer),
+    )
+
+
+class TensorFlowBackend(Backend):
+    """Captures Keras 3 models (Sequential, Functional, nested, subclassed) on TensorFlow."""
+
+    name = "tensorflow"
+    description = "Keras 3 / TensorFlow models (Sequential, Functional, nested, subclassed)"
+    url = "https://keras.io"
+    model_modules = ("keras", "tf_keras", "tensorflow")
+    channels_last = True
+    supports_gradients = True
+
+    def __init__(self) -> None:
+        # id(model) -> (weak reference, graph): the cache must not keep a model alive
+        self._graphs: dict[int, tuple[weakref.ref[Any], CaptureGraph]] = {}
+
+    @classmethod
+    def accepts(cls, model: Any) -> bool:
+        return isinstance(model, keras.layers.Layer)
+
+    # -- graph ---------------------------------------------------------------------------
+    def graph(self, model: Any) -> CaptureGraph:
+        """Trace ``model`` symbolically (unknown batch size) and list every capturable tensor.
+
+        Raises
+        ------
+        UnsupportedModelError
+            For anything that is not a Keras layer or model.
+        ModelNotBuiltError
+            When the model has no known input shape.
+        """
+        _check_model(model)
+        cached = self._graphs.get(id(model))
+        if cached is not None and cached[0]() is model:
+            return cached[1]
+        graph = _trace_graph(model)
+        key = id(model)
+        self._graphs[key] = (weakref.ref(model, lambda _: self._graphs.pop(key, None)), graph)
+        return graph
+
+    def session(
+        self, model: Any, nodes: Sequence[CaptureNode], *, gradients: bool = False,
+        target: Target | None = None,
+    ) -> TensorFlowSession:
+        return TensorFlowSession(model, self.graph(model), nodes, gradients=gradients, target=target)
+
+    # -- metadata ------------------------------------------------------------------------
+    def model_info(self, model: Any) -> dict[str, Any]:
+        _check_model(model)
+        return {"name": model.name, "class": type(model).__name__, "params": int(model.count_params())}
+
+    def fingerprint(self, model: Any) -> str:
+        """SHA-256 over the capture graph (keys, types, shapes) and every weight's bytes."""
+        graph = self.graph(model)
+        digest = hashlib.sha256(repr((graph.model_class, graph.inputs, graph.outputs)).encode())
+        for node in graph:
+            digest.update(repr((node.key, node.layer_type, node.shape)).encode())
+        for weight in model.weights:
+            value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight))
+            digest.update(weight.path.encode() if hasattr(weight, "path") else b"")
+            digest.update(value.tobytes())
+        return digest.hexdigest()[:16]
+
+    # -- data and files ------------------------------------------------------------------
+    def batches(self, data: Any, batch_size: int) -> Iterator[Any] | None:
+        """A ``tf.data.Dataset`` as NumPy batches (``x`` or ``(x, y)``); ``None`` otherwise.
+
+        An unbatched dataset (elements without a leading unknown axis) is batched with
+        ``batch_size``; a batched one keeps its own batches.
+        """
+        if not isinstance(data, tf.data.Dataset):
+            return None
+        first = tf.nest.flatten(data.element_spec)[0]
+        batched = first.shape.rank and first.shape[0] is None
+        dataset = data if batched else data.batch(batch_size)
+        return _numpy_batches(dataset)
+
+    @classmethod
+    def can_load(cls, path: str) -> bool:
+        text = str(path)
+        if text.endswith((".keras", ".h5")):
+            return os.path.isfile(text)
+        return os.path.isfile(os.path.join(text, "saved_model.pb"))
+
+    def load_model(self, path: str) -> Any:
+        """Load a ``.keras``/``.h5`` file, or wrap a SavedModel directory's serving signature.
+
+        A SavedModel has no Keras layers any more, so its capture graph holds one node (the
+        ``TFSMLayer``); save a ``.keras`` file to capture inner layers.
+        """
+        text = str(path)
+        if text.endswith((".keras", ".h5")):
+            return keras.saving.load_model(text, compile=False)
+        layer = keras.layers.TFSMLayer(text, call_endpoint="serving_default")
+        loaded = tf.saved_model.load(text)
+        _, kwargs = loaded.signatures["serving_default"].structured_input_signature
+        inputs = {
+            name: keras.Input(shape=spec.shape[1:], dtype=spec.dtype.name, name=name)
+            for name, spec in kwargs.items()
+        }
+        return keras.Model(inputs, layer(inputs), name=os.path.basename(text.rstrip("/")))
+
+
+def _numpy_batches(dataset: Any) -> Iterator[Any]:
+    for element in dataset.as_numpy_iterator():
+        if isinstance(element, tuple) and len(element) >= 2:
+            yield element[0], element[1]
+        elif isinstance(element, tuple):
+            yield element[0]
+        else:
+            yield element
+
+
+def _check_model(model: Any) -> None:
+    if not isinstance(model, keras.layers.Layer):
+        raise UnsupportedModelError(
+            f"{type(model).__module__}.{type(model).__qualname__} is not a Keras 3 model; "
+            "the tensorflow backend captures keras.Model / keras.layers.Layer objects"
+        )
+
+
+def _paths_by_id(paths: Mapping[tuple[str, ...], Any]) -> dict[int, tuple[str, ...]]:
+    return {id(layer): path for path, layer in paths.items()}
+
+
+def _trace_graph(model: Any) -> CaptureGraph:
+    if not model.built:
+        raise ModelNotBuiltError(
+            f"model {model.name!r} was never built; call the model on a batch (model(x[:1])) "
+            "or give it an Input (keras.Input(shape=...)) before capturing"
+        )
+    specs = input_specs(model)
+    paths = layer_paths(model)
+    recorder = Recorder(paths=_paths_by_id(paths))
+    seen: dict[str, Any] = {}
+
+    def trace(*tensors: Any) -> Any:
+        recorder.start()
+        try:
+            outputs = model(structure_inputs(model, specs, tensors), training=False)
+        finally:
+            seen["records"] = recorder.stop()
+        flat = tf.nest.flatten(outputs)
+        seen["names"] = output_names(model, outputs)
+        seen["flat"] = flat
+        seen["score"] = _scores(flat[0])[1]
+        return flat
+
+    with wrapped_calls(paths, recorder):
+        tf.function(trace, autograph=False).get_concrete_function(*signature(specs))
+    nodes = tuple(_node(r) for r in seen["records"] if r.tensor.shape.rank)
+    outputs = tuple(
+        TensorSpec(name, tuple(t.shape[1:]), t.dtype.name, default_dims(t.shape.rank - 1))
+        for name, t in zip(seen["names"], seen["flat"], strict=True)
+    )
+    last = outputs[0].shape[-1] if outputs and outputs[0].shape else None
+    return CaptureGraph(
+        framework="tensorflow", model_name=model.name, model_class=type(model).__name__,
+        nodes=nodes, inputs=specs, outputs=outputs, params=int(model.count_params()),
+        extra={"score": seen["score"], "n_classes": last},
+    )
+
+
+class TensorFlowSession(CaptureSession):
+    """Captures fixed nodes of one Keras model, one traced step per input signature.
+
+    The layers are wrapped only while a step is traced (first batch of each signature);
+    :meth:`close` drops the traced steps.  ``info["score"]`` says whether class targets
+    used the pre-softmax logits or the model output.
+    """
+
+    def __init__(
+        self, model: Any, graph: CaptureGraph, nodes: Sequence[CaptureNode], *,
+        gradients: bool = False, target: Target | None = None,
+    ) -> None:
+        super().__init__()
+        self._model: Any = model
+        self._graph = graph
+        self._keys = [node.key for node in nodes]
+        unknown = [key for key in self._keys if key not in graph]
+        if unknown:
+            graph.select(unknown)  # raises LayerNotFoundError with suggestions
+        wanted = {node.path for node in nodes}
+        self._layers = {p: layer for p, layer in layer_paths(model).items() if p in wanted}
+        self._gradients = gradients
+        self._target = target or Target("predicted")
+        self._steps: dict[Any, Any] = {}
+        self._closed = False
+        self.info = {"score": graph.extra.get("score", OUTPUT), "target": self._target.describe()}
+
+    # -- running -------------------------------------------------------------------------
+    def run(
+        self, inputs: Mapping[str, np.ndarray] | np.ndarray, classes: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+    ) -> BatchResult:
+        if self._closed:
+            raise RuntimeError("this capture session is closed; open a new one")
+        arrays = prepare_inputs(self._graph.inputs, inputs)
+        n = arrays[0].shape[0]
+        args: list[Any] = [tf.constant(a) for a in arrays]
+        mode, label_spec = "forward", None
+        if self._gradients:
+            if self._target.kind == "callable":
+                mode = "callable"
+                if labels is not None:
+                    labels = np.asarray(labels)
+                    label_spec = tf.TensorSpec((None, *labels.shape[1:]), tf.as_dtype(labels.dtype))
+                    args.append(tf.constant(labels))
+            else:
+                classes = self._classes(n, classes, labels)
+                mode = "predicted" if classes is None else "classes"
+                if classes is not None:
+                    args.append(tf.constant(classes, dtype=tf.int64))
+        result = self._step(mode, label_spec)(*args)
+        outputs = {
+            spec.name: value.numpy()
+            for spec, value in zip(self._graph.outputs, result["outputs"], strict=True)
+        }
+        activations = {k: v.numpy() for k, v in zip(self._keys, result["activations"], strict=True)}
+        gradients = {k: v.numpy() for k, v in zip(self._keys, result.get("gradients", []), strict=True)}
+        target_classes = result.get("classes")
+        target_values = result.get("values")
+        return BatchResult(
+            outputs=outputs, activations=activations, gradients=gradients,
+            target_classes=None if target_classes is None else target_classes.numpy(),
+            target_values=None if target_values is None else target_values.numpy(),
+        )
+
+    def _classes(
+        self, n: int, classes: np.ndarray | None, labels: np.ndarray | None
+    ) -> np.ndarray | None:
+        """Per-sample classes for a class-like target, checked against the model's classes."""
+        target = self._target
+        if classes is None and target.kind == "classes":
+            if target.classes is None or len(target.classes) != n:
+                raise TargetError(
+                    "a per-sample target array must be passed batch by batch as classes=; "
+                    f"got {None if target.classes is None else len(target.classes)} classes "
+                    f"for a batch of {n}"
+                )
+            classes = target.classes
+        elif classes is None and target.kind in ("class", "label"):
+            classes = target.batch_classes(0, n, labels)
+        if classes is None:
+            return None
+        classes = np.asarray(classes).reshape(-1).astype(np.int64)
+        if classes.shape != (n,):
+            raise TargetError(f"got {classes.shape[0]} target classes for a batch of {n} samples")
+        n_classes = self._graph.extra.get("n_classes")
+        if n_classes is not None and classes.size and (classes.min() < 0 or classes.max() >= n_classes):
+            raise TargetError(
+                f"target classes range over {classes.min()}..{classes.max()} but the model's "
+                f"first output has {n_classes} classes (0..{n_classes - 1})"
+            )
+        return classes
+
+    def _step(self, mode: str, label_spec: Any) -> Any:
+        cache_key = (mode, None if label_spec is None else (tuple(label_spec.shape), label_spec.dtype))
+        if cache_key not in self._steps:
+            self._steps[cache_key] = self._trace_step(mode, label_spec)
+        return self._steps[cache_key]
+
+    def _trace_step(self, mode: str, label_spec: Any) -> Any:
+        model, graph, keys = self._model, self._graph, self._keys
+        recorder = Recorder(paths=_paths_by_id(self._layers), watch_keys=frozenset(keys))
+        target = self._target
+        n_inputs = len(graph.inputs)
+
+        def step(*args: Any) -> dict[str, Any]:
+            tensors, extra = args[:n_inputs], args[n_inputs:]
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                recorder.start(tape if mode != "forward" else None)
+                try:
+                    outputs = model(structure_inputs(model, graph.inputs, tensors), training=False)
+                finally:
+                    records = {r.key: r.tensor for r in recorder.stop()}
+                missing = [key for key in keys if key not in records]
+                if missing:
+                    raise RuntimeError(f"layers {missing} did not run in this trace")
+                flat = tf.nest.flatten(outputs)
+                result: dict[str, Any] = {
+                    "outputs": flat, "activations": [records[key] for key in keys]
+                }
+                if mode == "callable":
+                    labels = extra[0] if extra else None
+                    assert target.function is not None
+                    values = tf.reshape(target.function(outputs, labels), [-1])
+                elif mode != "forward":
+                    scores, _ = _scores(flat[0])
+                    scores = tf.reshape(scores, [tf.shape(scores)[0], -1])
+                    classes = tf.argmax(scores, axis=-1) if mode == "predicted" else extra[0]
+                    values = tf.gather(scores, classes, batch_dims=1)
+                    result["classes"] = classes
+                if mode != "forward":
+                    # samples are independent, so d(sum)/d(activation) is per-sample
+                    total = tf.reduce_sum(values)  # inside the tape: it must be recorded
+            if mode != "forward":
+                result["values"] = values
+                result["gradients"] = tape.gradient(
+                    total, result["activations"],
+                    unconnected_gradients=tf.UnconnectedGradients.ZERO,
+                )
+            return result
+
+        specs = signature(graph.inputs)
+        if mode == "classes":
+            specs.append(tf.TensorSpec((None,), tf.int64, name="classes"))
+        if label_spec is not None:
+            specs.append(label_spec)
+        with wrapped_calls(self._layers, recorder):
+            return tf.function(step, autograph=False).get_concrete_function(*specs)
+
+    def close(self) -> None:
+        """Drop the traced steps and the model reference; safe to call twice.
+
+        The layer wrappers already left when each trace ended (``wrapped_calls``'s
+        ``finally``); nothing else was attached to the model.
+        """
+        self._steps.clear()
+        self._closed = True
+        self._model = None
