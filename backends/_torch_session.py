@@ -1,0 +1,289 @@
+"""The PyTorch capture session: forward hooks for activations, autograd for gradients.
+
+Every :meth:`TorchCaptureSession.run` attaches its hooks, switches the model to eval mode,
+runs one batch and detaches everything again in a ``finally`` — so a batch that raises,
+or an engine that forgets to close the session, leaves no hook and no changed
+``training`` flag behind.  :meth:`close` removes whatever might remain and is idempotent.
+
+Gradients are ``torch.autograd.grad(target.sum(), activations)``: in eval mode samples are
+independent, so the gradient of the batch sum with respect to one sample's activation is
+that sample's gradient.  Hooks in gradient mode return a *clone* of each captured output
+to the rest of the model: an in-place op downstream (``ReLU(inplace=True)`` after a conv,
+as in ResNets) then modifies the clone, and the captured tensor keeps both its value and
+its place in the autograd graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tensortap.core.backend import BatchResult, CaptureSession
+from tensortap.core.errors import InputMismatchError, TargetError
+from tensortap.core.graph import CaptureGraph, CaptureNode
+from tensortap.core.targets import Target
+
+from ._torch_util import (
+    eval_mode,
+    map_tensors,
+    model_device,
+    output_items,
+    remove_all,
+    tensor_leaves,
+    to_numpy,
+    to_tensors,
+)
+
+__all__ = ["TorchCaptureSession"]
+
+
+class TorchCaptureSession(CaptureSession):
+    """Captures a fixed set of nodes of one ``nn.Module``, batch by batch.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The traced model.
+    graph : CaptureGraph
+        Its capture graph (from :func:`build_graph`).
+    nodes : sequence of CaptureNode
+        The nodes to capture.
+    gradients : bool
+        Whether to differentiate the target with respect to each captured activation.
+    target : Target, optional
+        The per-sample scalar; ``None`` means ``"predicted"``.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        graph: CaptureGraph,
+        nodes: Sequence[CaptureNode],
+        *,
+        gradients: bool,
+        target: Target | None,
+    ) -> None:
+        super().__init__()
+        self.model, self.graph = model, graph
+        self.nodes = tuple(graph[node.key] for node in nodes)
+        self.gradients = gradients
+        self.target = target or Target("predicted")
+        # module path -> {(call index, output index): node key}
+        self._wanted: dict[str, dict[tuple[int, int], str]] = {}
+        for node in self.nodes:
+            self._wanted.setdefault(node.name, {})[(node.call_index, node.output_index)] = node.key
+        self._softmax: tuple[str, int] | None = graph.extra.get("softmax")
+        self._handles: list[Any] = []
+        if self._softmax is not None:
+            self.info["score"] = f"logits (pre-softmax: the input of {self._softmax[0]!r})"
+        elif graph.outputs:
+            self.info["score"] = f"model output {graph.outputs[0].name!r}"
+
+    # -- hooks -------------------------------------------------------------------------
+    def _attach(self, captured: dict[str, torch.Tensor], scores: list[torch.Tensor]) -> None:
+        modules = dict(self.model.named_modules())
+        calls: dict[str, int] = {}
+        missing = sorted(set(self._wanted) - set(modules))
+        if missing:  # a submodule renamed or deleted since the trace
+            raise InputMismatchError(
+                f"the model no longer has submodules {missing}; trace it again with graph()"
+            )
+        for path, wanted in self._wanted.items():
+            self._handles.append(
+                modules[path].register_forward_hook(
+                    self._capture_hook(path, wanted, calls, captured)
+                )
+            )
+        if self._softmax is not None:
+            path, call = self._softmax
+            self._handles.append(
+                modules[path].register_forward_hook(self._score_hook(call, scores))
+            )
+
+    def _capture_hook(
+        self,
+        path: str,
+        wanted: dict[tuple[int, int], str],
+        calls: dict[str, int],
+        captured: dict[str, torch.Tensor],
+    ) -> Any:
+        def hook(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+            call = calls.get(path, 0)
+            calls[path] = call + 1
+            hits = {
+                id(leaf): wanted[(call, position)]
+                for position, leaf in enumerate(tensor_leaves(output))
+                if (call, position) in wanted
+            }
+            if not hits:
+                return None
+            if not self.gradients:  # copy now: later in-place ops must not reach the copy
+                for leaf in tensor_leaves(output):
+                    if id(leaf) in hits:
+                        captured[hits[id(leaf)]] = leaf.detach().clone()
+                return None
+
+            def keep(leaf: torch.Tensor) -> torch.Tensor:
+                if id(leaf) not in hits:
+                    return leaf
+                captured[hits[id(leaf)]] = leaf
+                return leaf.clone()  # downstream (possibly in-place) ops get the clone
+
+            return map_tensors(output, keep)
+
+        return hook
+
+    @staticmethod
+    def _score_hook(call: int, scores: list[torch.Tensor]) -> Any:
+        seen = [0]
+
+        def hook(module: torch.nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            if seen[0] == call:
+                scores.append(args[0])
+            seen[0] += 1
+
+        return hook
+
+    # -- one batch ---------------------------------------------------------------------
+    def run(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        classes: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+    ) -> BatchResult:
+        device = model_device(self.model)
+        tensors = to_tensors(self.graph.inputs, _by_name(self.graph, inputs), device)
+        captured: dict[str, torch.Tensor] = {}
+        scores: list[torch.Tensor] = []
+        try:
+            with eval_mode(self.model), torch.set_grad_enabled(self.gradients):
+                self._attach(captured, scores)
+                if self.gradients:
+                    for tensor in tensors:
+                        # Frozen models have no parameter that requires grad: make the
+                        # inputs the roots, so every activation is in the autograd graph.
+                        if tensor.is_floating_point():
+                            tensor.requires_grad_(True)
+                if self.graph.extra.get("by_keyword"):
+                    output = self.model(
+                        **dict(zip((s.name for s in self.graph.inputs), tensors, strict=True))
+                    )
+                else:
+                    output = self.model(*tensors)
+                remove_all(self._handles)
+                return self._result(output, captured, scores, classes, labels, device)
+        finally:
+            remove_all(self._handles)
+
+    def _result(
+        self,
+        output: Any,
+        captured: dict[str, torch.Tensor],
+        scores: list[torch.Tensor],
+        classes: np.ndarray | None,
+        labels: np.ndarray | None,
+        device: torch.device,
+    ) -> BatchResult:
+        items = output_items(output)
+        batch = items[0][1].shape[0]
+        self._check_captured(captured, batch)
+        score = scores[0] if scores else items[0][1]
+        classes_out, values = self._target(
+            output, score.reshape(batch, -1), classes, labels, device
+        )
+        gradients: dict[str, np.ndarray] = {}
+        if self.gradients:
+            keys = [key for key, t in captured.items() if t.requires_grad]
+            found = (
+                torch.autograd.grad(values.sum(), [captured[k] for k in keys], allow_unused=True)
+                if keys
+                else ()
+            )
+            by_key = dict(zip(keys, found, strict=True))
+            for key, activation in captured.items():
+                grad = by_key.get(key)
+                # No path from the activation to the target: its gradient is zero.
+                gradients[key] = to_numpy(
+                    grad if grad is not None else torch.zeros_like(activation)
+                )
+        return BatchResult(
+            outputs={name: to_numpy(t) for name, t in items},
+            activations={node.key: to_numpy(captured[node.key]) for node in self.nodes},
+            gradients=gradients,
+            target_classes=classes_out,
+            target_values=to_numpy(values),
+        )
+
+    def _check_captured(self, captured: dict[str, torch.Tensor], batch: int) -> None:
+        for node in self.nodes:
+            tensor = captured.get(node.key)
+            if tensor is None:
+                raise InputMismatchError(
+                    f"layer {node.key!r} did not run for this batch (data-dependent control "
+                    "flow?); select layers that run for every input"
+                )
+            if tuple(tensor.shape) != (batch, *node.shape):
+                raise InputMismatchError(
+                    f"layer {node.key!r} produced shape {tuple(tensor.shape[1:])} per sample "
+                    f"but was traced with {node.shape}; keep inputs the size of the first batch"
+                )
+
+    def _target(
+        self,
+        output: Any,
+        scores: torch.Tensor,
+        classes: np.ndarray | None,
+        labels: np.ndarray | None,
+        device: torch.device,
+    ) -> tuple[np.ndarray | None, torch.Tensor]:
+        batch = scores.shape[0]
+        target = self.target
+        if target.kind == "callable":
+            assert target.function is not None
+            label_tensor = (
+                None if labels is None else torch.as_tensor(np.asarray(labels), device=device)
+            )
+            values = torch.as_tensor(target.function(output, label_tensor))
+            if values.numel() != batch:
+                raise TargetError(
+                    f"target callable returned shape {tuple(values.shape)} for a batch of "
+                    f"{batch}; return one scalar per sample"
+                )
+            return None, values.reshape(batch)
+        if classes is None and target.kind in ("class", "label"):
+            classes = target.batch_classes(0, batch, labels)
+        if classes is None and target.kind == "classes":
+            raise TargetError("target classes need the engine's sample offsets; pass classes=")
+        if classes is None:
+            chosen = scores.detach().argmax(dim=1)
+        else:
+            chosen = torch.as_tensor(np.asarray(classes, dtype=np.int64), device=device).reshape(
+                batch
+            )
+            if int(chosen.min()) < 0 or int(chosen.max()) >= scores.shape[1]:
+                raise TargetError(
+                    f"target classes range over {int(chosen.min())}..{int(chosen.max())} but the "
+                    f"model scores {scores.shape[1]} classes (0..{scores.shape[1] - 1})"
+                )
+        values = scores.gather(1, chosen[:, None]).squeeze(1)
+        return to_numpy(chosen), values
+
+    def close(self) -> None:
+        """Remove any hook still attached (normally none: each batch cleans up)."""
+        remove_all(self._handles)
+
+
+def _by_name(graph: CaptureGraph, inputs: Any) -> Mapping[str, Any]:
+    """Accept a mapping by input name, or for convenience one array / a tuple in order."""
+    if isinstance(inputs, Mapping):
+        return inputs
+    if isinstance(inputs, (np.ndarray, torch.Tensor)):
+        inputs = (inputs,)
+    if isinstance(inputs, (tuple, list)) and len(inputs) == len(graph.inputs):
+        return {spec.name: value for spec, value in zip(graph.inputs, inputs, strict=True)}
+    raise InputMismatchError(
+        f"the model takes {len(graph.inputs)} input(s) {[s.name for s in graph.inputs]}; "
+        f"got {type(inputs).__name__}"
+    )
