@@ -36,7 +36,10 @@ from ._torch_util import (
     to_tensors,
 )
 
-__all__ = ["TorchCaptureSession"]
+__all__ = ["LOGITS", "OUTPUT", "TorchCaptureSession"]
+
+LOGITS = "logits (pre-softmax)"
+OUTPUT = "model output"
 
 
 class TorchCaptureSession(CaptureSession):
@@ -76,10 +79,10 @@ class TorchCaptureSession(CaptureSession):
             self._wanted.setdefault(node.name, {})[(node.call_index, node.output_index)] = node.key
         self._softmax: tuple[str, int] | None = graph.extra.get("softmax")
         self._handles: list[Any] = []
-        if self._softmax is not None:
-            self.info["score"] = f"logits (pre-softmax: the input of {self._softmax[0]!r})"
-        elif graph.outputs:
-            self.info["score"] = f"model output {graph.outputs[0].name!r}"
+        self._closed = False
+        # The same wording as the TensorFlow backend, so runs of both read alike.
+        self.info["score"] = LOGITS if self._softmax is not None else OUTPUT
+        self.info["target"] = self.target.describe()
 
     # -- hooks -------------------------------------------------------------------------
     def _attach(self, captured: dict[str, torch.Tensor], scores: list[torch.Tensor]) -> None:
@@ -96,7 +99,7 @@ class TorchCaptureSession(CaptureSession):
                     self._capture_hook(path, wanted, calls, captured)
                 )
             )
-        if self._softmax is not None:
+        if self._softmax is not None and self.gradients:
             path, call = self._softmax
             self._handles.append(
                 modules[path].register_forward_hook(self._score_hook(call, scores))
@@ -153,6 +156,8 @@ class TorchCaptureSession(CaptureSession):
         classes: np.ndarray | None = None,
         labels: np.ndarray | None = None,
     ) -> BatchResult:
+        if self._closed:
+            raise RuntimeError("this capture session is closed; open a new one")
         device = model_device(self.model)
         tensors = to_tensors(self.graph.inputs, _by_name(self.graph, inputs), device)
         captured: dict[str, torch.Tensor] = {}
@@ -189,12 +194,14 @@ class TorchCaptureSession(CaptureSession):
         items = output_items(output)
         batch = items[0][1].shape[0]
         self._check_captured(captured, batch)
-        score = scores[0] if scores else items[0][1]
-        classes_out, values = self._target(
-            output, score.reshape(batch, -1), classes, labels, device
-        )
         gradients: dict[str, np.ndarray] = {}
-        if self.gradients:
+        classes_out: np.ndarray | None = None
+        values: torch.Tensor | None = None
+        if self.gradients:  # the target is only evaluated when it is differentiated
+            score = scores[0] if scores else items[0][1]
+            classes_out, values = self._target(
+                output, score.reshape(batch, -1), classes, labels, device
+            )
             keys = [key for key, t in captured.items() if t.requires_grad]
             found = (
                 torch.autograd.grad(values.sum(), [captured[k] for k in keys], allow_unused=True)
@@ -213,7 +220,7 @@ class TorchCaptureSession(CaptureSession):
             activations={node.key: to_numpy(captured[node.key]) for node in self.nodes},
             gradients=gradients,
             target_classes=classes_out,
-            target_values=to_numpy(values),
+            target_values=None if values is None else to_numpy(values),
         )
 
     def _check_captured(self, captured: dict[str, torch.Tensor], batch: int) -> None:
@@ -255,7 +262,15 @@ class TorchCaptureSession(CaptureSession):
         if classes is None and target.kind in ("class", "label"):
             classes = target.batch_classes(0, batch, labels)
         if classes is None and target.kind == "classes":
-            raise TargetError("target classes need the engine's sample offsets; pass classes=")
+            # Only a per-sample array as long as this very batch can be used without the
+            # engine's sample offsets (the engine passes classes= batch by batch).
+            if target.classes is None or len(target.classes) != batch:
+                raise TargetError(
+                    "a per-sample target array must be passed batch by batch as classes=; got "
+                    f"{None if target.classes is None else len(target.classes)} classes for a "
+                    f"batch of {batch}"
+                )
+            classes = target.classes
         if classes is None:
             chosen = scores.detach().argmax(dim=1)
         else:
@@ -271,8 +286,10 @@ class TorchCaptureSession(CaptureSession):
         return to_numpy(chosen), values
 
     def close(self) -> None:
-        """Remove any hook still attached (normally none: each batch cleans up)."""
+        """Remove any hook still attached (normally none: each batch cleans up); safe to
+        call twice.  The session cannot run afterwards."""
         remove_all(self._handles)
+        self._closed = True
 
 
 def _by_name(graph: CaptureGraph, inputs: Any) -> Mapping[str, Any]:

@@ -166,6 +166,7 @@ def test_activations_equal_reference(backend: Any, name: str) -> None:
     for key, value in result.activations.items():
         np.testing.assert_array_equal(value, reference[key].numpy(), err_msg=key)
     assert result.gradients == {}
+    assert result.target_classes is None and result.target_values is None
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -193,7 +194,7 @@ def test_softmax_model_differentiates_logits(backend: Any) -> None:
     logits = result.activations["5"]
     np.testing.assert_allclose(result.target_values, logits.max(axis=1), atol=1e-6)
     with backend.session(model, graph.nodes[:1]) as session:
-        assert "pre-softmax" in session.info["score"]
+        assert session.info == {"score": "logits (pre-softmax)", "target": "predicted"}
 
 
 def test_targets_class_label_and_callable(backend: Any) -> None:
@@ -287,6 +288,8 @@ def test_no_hook_survives_an_exception(backend: Any, gradients: bool) -> None:
         session.run({"input": example})
     _assert_unchanged(model, before)
     session.close()  # idempotent
+    with pytest.raises(RuntimeError, match="closed"):
+        session.run({"input": example})
 
 
 def test_no_hook_survives_a_failing_target(backend: Any) -> None:
