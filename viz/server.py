@@ -48,7 +48,9 @@ __all__ = [
     "RunCatalog",
     "RunEntry",
     "TensortapApp",
+    "input_thumbnail",
     "is_run_dir",
+    "layer_table",
     "make_server",
     "serve",
 ]
@@ -275,49 +277,43 @@ def input_thumbnail(run: Any, sample: int, name: str | None = None) -> hv.Elemen
     )
 
 
-def layer_summary(run: Any) -> pd.DataFrame:
+def layer_table(run: Any) -> pd.DataFrame:
     """One row per layer: key, type, stored shape and summary statistics.
 
-    Statistics come from the stored per-channel stats (``run.stats``), weighted by each
-    channel's value count, so no activation is read.
+    Statistics are pooled from the stored per-channel stats
+    (:func:`tensortap.viz.distributions.layer_summary`), so no activation is read; *dead*
+    is the fraction of channels that never exceeded 0 (as in :func:`viz.dead_units`).
 
     Parameters
     ----------
     run
         An open run.
     """
+    from tensortap.viz.distributions import layer_summary
+
     rows = []
     for key in run.layers:
-        node = dict(run.node(key))
+        node = dict(run.node(key) or {})
         row: dict[str, Any] = {"layer": key, "type": node.get("layer_type", "")}
         try:
-            act = run.activation(key)
-            row["shape"] = " × ".join(str(n) for n in act.shape[1:])
+            row["shape"] = " × ".join(str(n) for n in run.activation(key).shape[1:])
             stats = run.stats(key)
-            count = np.asarray(stats["count"].values, dtype="float64")
-            total = count.sum()
-            if total > 0:
-                mean = np.asarray(stats["mean"].values, dtype="float64")
-                std = np.asarray(stats["std"].values, dtype="float64")
-                grand = float((count * mean).sum() / total)
-                # Pooled variance: within-channel spread plus spread of the channel means.
-                var = float((count * (std**2 + (mean - grand) ** 2)).sum() / total)
-                zeros = np.asarray(stats["zero_fraction"].values, dtype="float64")
-                peak = np.asarray(stats["max"].values, dtype="float64")
-                row.update(
-                    mean=grand,
-                    std=var**0.5,
-                    zeros=float((count * zeros).sum() / total),
-                    dead=float(np.mean(peak <= 0)),
-                )
+            summary = layer_summary(stats)
+            seen = np.asarray(stats["count"].values) > 0
+            peak = np.asarray(stats["max"].values, dtype="float64")[seen]
+            row.update(
+                mean=summary["mean"],
+                std=summary["std"],
+                zeros=summary["zero_fraction"],
+                dead=float(np.mean(peak <= 0)) if peak.size else np.nan,
+            )
         except TensortapError as err:  # a layer with damaged stats still gets a row
-            row["note"] = str(err)
+            log.warning("layer %s: %s", key, err)
         rows.append(row)
-    frame = pd.DataFrame(rows)
-    for column in ("shape", "mean", "std", "zeros", "dead"):
-        if column not in frame:
-            frame[column] = np.nan if column != "shape" else ""
-    return frame.set_index("layer")[["type", "shape", "mean", "std", "zeros", "dead"]]
+    columns = ["layer", "type", "shape", "mean", "std", "zeros", "dead"]
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["shape"] = frame["shape"].fillna("")
+    return frame.set_index("layer")
 
 
 # --------------------------------------------------------------------------- the app
@@ -367,6 +363,7 @@ class TensortapApp:
         self._live_callback: Any = None
         self._busy = False  # set while one change fans out to several widgets
         self._stale: set[str] = set()
+        self._browser: tuple[int, Any] | None = None  # (samples, viz.feature_map DynamicMap)
 
         entries = catalog.runs()
         ids = [entry.id for entry in entries]
@@ -379,20 +376,24 @@ class TensortapApp:
                 self._warn(str(err))
 
         # -- sidebar widgets
-        self.run_select = pn.widgets.Select(name="Run", options=ids, value=first)
+        self.run_select = pn.widgets.Select(
+            name="Run", options=ids, value=first, css_classes=["tt-run"]
+        )
         self.rescan_button = pn.widgets.Button(name="↻ rescan", width=90, align="end")
-        self.live_toggle = pn.widgets.Checkbox(name="Live: follow a running capture")
+        self.live_toggle = pn.widgets.Checkbox(
+            name="Live: follow a running capture", css_classes=["tt-live"]
+        )
         self.status = pn.pane.Markdown("", margin=(0, 10), css_classes=["tt-status"])
-        self.layer_select = pn.widgets.Select(name="Layer", options=[])
+        self.layer_select = pn.widgets.Select(name="Layer", options=[], css_classes=["tt-layer"])
         self.sample_slider = pn.widgets.EditableIntSlider(
-            name="Sample", start=0, end=1, value=0, fixed_start=0
+            name="Sample", start=0, end=1, value=0, fixed_start=0, css_classes=["tt-sample"]
         )
         self.sample_info = pn.pane.Markdown("", margin=(0, 10), css_classes=["tt-sample-info"])
         self.thumbnail = pn.Column(css_classes=["tt-thumbnail"], margin=0)
         self.channel_slider = pn.widgets.EditableIntSlider(
-            name="Channel", start=0, end=1, value=0, fixed_start=0
+            name="Channel", start=0, end=1, value=0, fixed_start=0, css_classes=["tt-channel"]
         )
-        self.layer_table = pn.widgets.Tabulator(
+        self.layer_list = pn.widgets.Tabulator(
             pd.DataFrame(),
             disabled=True,
             selectable=1,
@@ -408,9 +409,15 @@ class TensortapApp:
             css_classes=["tt-layers"],
         )
         # -- main-area selectors
-        self.method_select = pn.widgets.Select(name="CAM method", options=list(CAM_METHODS))
-        self.class_select = pn.widgets.Select(name="Class", options={"stored target": None})
-        self.compare_select = pn.widgets.Select(name="Compare with", options=[])
+        self.method_select = pn.widgets.Select(
+            name="CAM method", options=list(CAM_METHODS), css_classes=["tt-method"]
+        )
+        self.class_select = pn.widgets.Select(
+            name="Class", options={"any class": None}, css_classes=["tt-class"]
+        )
+        self.compare_select = pn.widgets.Select(
+            name="Compare with", options=[], css_classes=["tt-compare-with"]
+        )
 
         # -- views: each is a container refilled by one builder
         self._builders: dict[str, Callable[[], Any]] = {
@@ -422,6 +429,7 @@ class TensortapApp:
             "distributions": self._build_distributions,
             "dead_units": self._build_dead_units,
             "cam": self._build_cam,
+            "cam_grid": self._build_cam_grid,
             "compare": self._build_compare,
         }
         self._tab_of = {
@@ -432,6 +440,7 @@ class TensortapApp:
             "distributions": 1,
             "dead_units": 1,
             "cam": 2,
+            "cam_grid": 2,
             "compare": 3,
         }
         self._views = {
@@ -447,11 +456,11 @@ class TensortapApp:
         self.rescan_button.on_click(self._on_rescan)
         self.live_toggle.param.watch(self._on_live, "value")
         self.layer_select.param.watch(self._on_layer, "value")
-        self.layer_table.param.watch(self._on_table_selection, "selection")
+        self.layer_list.param.watch(self._on_table_selection, "selection")
         self.sample_slider.param.watch(self._on_sample, "value")
         self.channel_slider.param.watch(self._on_channel, "value")
-        self.method_select.param.watch(lambda _: self._update("cam"), "value")
-        self.class_select.param.watch(lambda _: self._update("cam"), "value")
+        self.method_select.param.watch(lambda _: self._update("cam", "cam_grid"), "value")
+        self.class_select.param.watch(lambda _: self._update("cam_grid"), "value")
         self.compare_select.param.watch(lambda _: self._update("compare"), "value")
         self.tabs.param.watch(self._on_tab, "active")
 
@@ -486,7 +495,10 @@ class TensortapApp:
         )
         cam_tab = pn.Column(
             pn.Row(self.method_select, self.class_select),
-            v["cam"],
+            pn.Row(
+                pn.Column(pn.pane.Markdown("### Chosen sample"), v["cam"]),
+                pn.Column(pn.pane.Markdown("### Samples of the chosen class"), v["cam_grid"]),
+            ),
             name="CAM",
         )
         compare_tab = pn.Column(self.compare_select, v["compare"], name="Compare")
@@ -502,7 +514,7 @@ class TensortapApp:
             self.status,
             pn.layout.Divider(),
             self.layer_select,
-            self.layer_table,
+            self.layer_list,
             pn.layout.Divider(),
             self.sample_slider,
             pn.Row(self.thumbnail, self.sample_info),
@@ -562,7 +574,7 @@ class TensortapApp:
             entry = self.catalog.resolve(run_id)
             run = open_run(entry.path)
             layers = list(run.layers)
-            table = layer_summary(run)
+            table = layer_table(run)
         except Exception as err:  # a bad or partial run is a message, never a broken page
             log.warning("cannot open run %r: %s", run_id, err)
             self._warn(f"Cannot open run {run_id!r}: {err}", "danger")
@@ -571,11 +583,12 @@ class TensortapApp:
                 view.objects = []
             return
         self.run = run
+        self._browser = None
         self._clear_warning()
         with pn.io.hold():
             self._busy = True
             try:
-                self.layer_table.value = table
+                self.layer_list.value = table
                 self.layer_select.options = {
                     f"{key}  ({table.loc[key, 'shape']})": key for key in layers
                 }
@@ -620,14 +633,16 @@ class TensortapApp:
             self.channel_slider.value = 0
 
     def _set_class_options(self) -> None:
-        options: dict[str, Any] = {"stored target": None}
+        """Classes seen among the labels and predictions, for the CAM grid's filter."""
+        options: dict[str, Any] = {"any class": None}
         run = self.run
-        outputs = run.outputs() if run is not None and run.output_names else None
-        if outputs is not None and outputs.ndim == 2:
-            names = run.attrs.get("class_names") or []
-            for c in range(int(outputs.shape[1])):
-                label = f"{c}: {names[c]}" if c < len(names) else str(c)
-                options[label] = c
+        names = run.attrs.get("class_names") or []
+        seen: set[int] = set()
+        for values in (run.labels, run.predictions):
+            if values is not None and np.issubdtype(values.dtype, np.integer):
+                seen |= {int(v) for v in np.unique(values.values)}
+        for c in sorted(seen):
+            options[f"{c}: {names[c]}" if c < len(names) else str(c)] = c
         self.class_select.options = options
         self.class_select.value = None
 
@@ -688,8 +703,9 @@ class TensortapApp:
         with pn.io.hold():
             self._set_sample_range()
             self._update_status()
-            self.layer_table.value = layer_summary(run)
+            self.layer_list.value = layer_table(run)
             self._update("distribution", "distributions", "dead_units", "top_samples")
+            self._set_class_options()
             if before[0] == 0:  # the first samples arrived: everything can be drawn now
                 self._update(*self._builders)
         return True
@@ -718,18 +734,19 @@ class TensortapApp:
             finally:
                 self._busy = False
             self._update(
-                "feature_maps", "zoom", "top_samples", "distribution", "cam", "compare"
+                "feature_maps", "zoom", "top_samples", "distribution", "cam", "cam_grid",
+                "compare",
             )
 
     def _select_table_row(self) -> None:
-        keys = list(self.layer_table.value.index)
+        keys = list(self.layer_list.value.index)
         if self.layer_select.value in keys:
-            self.layer_table.selection = [keys.index(self.layer_select.value)]
+            self.layer_list.selection = [keys.index(self.layer_select.value)]
 
     def _on_table_selection(self, event: Any) -> None:
         if self._busy or not event.new:
             return
-        keys = list(self.layer_table.value.index)
+        keys = list(self.layer_list.value.index)
         if event.new[0] < len(keys):
             self.layer_select.value = keys[event.new[0]]
 
@@ -825,9 +842,12 @@ class TensortapApp:
         return self._viz.feature_maps(self.run, self._key, sample=self._sample())
 
     def _build_zoom(self) -> Any:
-        return self._viz.feature_map(
-            self.run, self._key, sample=self._sample(), channel=int(self.channel_slider.value)
-        )
+        # viz.feature_map is a DynamicMap whose sample range is fixed when it is made:
+        # make a new one when live mode brings more samples.
+        if self._browser is None or self._browser[0] != self.run.samples:
+            self._browser = (self.run.samples, self._viz.feature_map(self.run))
+        frame = self._browser[1][self._key, self._sample(), int(self.channel_slider.value)]
+        return frame
 
     def _build_top_samples(self) -> Any:
         return self._viz.top_samples(self.run, self._key, int(self.channel_slider.value), k=9)
@@ -844,6 +864,21 @@ class TensortapApp:
     def _build_cam(self) -> Any:
         return self._viz.cam_overlay(
             self.run, self._key, sample=self._sample(), method=self.method_select.value
+        )
+
+    def _build_cam_grid(self) -> Any:
+        """CAMs of up to 9 samples predicted (else labelled) as the chosen class."""
+        chosen = self.class_select.value
+        samples: list[int] | None = None
+        if chosen is not None:
+            classes = self.run.predictions if self.run.predictions is not None else self.run.labels
+            if classes is None:
+                return pn.pane.Markdown("The run stores neither labels nor predictions.")
+            samples = [int(p) for p in np.flatnonzero(classes.values == chosen)[:9]]
+            if not samples:
+                return pn.pane.Markdown(f"No committed sample of class {chosen}.")
+        return self._viz.cam_grid(
+            self.run, self._key, samples=samples, method=self.method_select.value, cols=3
         )
 
     def _build_compare(self) -> Any:
