@@ -78,7 +78,8 @@ def build_graph(model: torch.nn.Module, example: Any) -> CaptureGraph:
     -------
     CaptureGraph
         ``extra`` holds ``by_keyword`` (call ``forward`` with keyword arguments) and
-        ``softmax`` (``(module path, call index)`` of a final softmax, or ``None``).
+        ``softmax`` (``(module path, call index)`` of a final softmax, or ``None``) and
+        ``score`` (what a class target differentiates, as in the TensorFlow backend).
 
     Raises
     ------
@@ -153,5 +154,10 @@ def build_graph(model: torch.nn.Module, example: Any) -> CaptureGraph:
         inputs=inputs,
         outputs=tuple(spec_for(name, tensor) for name, tensor in outputs),
         params=sum(p.numel() for p in model.parameters()),
-        extra={"by_keyword": by_keyword, "softmax": softmax},
+        extra={
+            "by_keyword": by_keyword,
+            "softmax": softmax,
+            # Same wording as the TensorFlow backend (and the session's info["score"]).
+            "score": "logits (pre-softmax)" if softmax is not None else "model output",
+        },
     )

@@ -36,9 +36,8 @@ from ._torch_util import (
     to_tensors,
 )
 
-__all__ = ["LOGITS", "OUTPUT", "TorchCaptureSession"]
+__all__ = ["TorchCaptureSession"]
 
-LOGITS = "logits (pre-softmax)"
 OUTPUT = "model output"
 
 
@@ -81,7 +80,7 @@ class TorchCaptureSession(CaptureSession):
         self._handles: list[Any] = []
         self._closed = False
         # The same wording as the TensorFlow backend, so runs of both read alike.
-        self.info["score"] = LOGITS if self._softmax is not None else OUTPUT
+        self.info["score"] = graph.extra.get("score", OUTPUT)
         self.info["target"] = self.target.describe()
 
     # -- hooks -------------------------------------------------------------------------

@@ -378,3 +378,95 @@ def test_load_model_files(backend: Any, tmp_path: Path) -> None:
             backend.load_model(str(script))
         with pytest.raises(UnsupportedModelError, match="state_dict"):
             backend.load_model(str(weights))
+
+
+# -- the conformance suite (tensortap.core.testing) ---------------------------------------
+from tensortap.core.testing import BackendTests, ModelCase  # noqa: E402
+
+
+def _suite_case(case: Any) -> ModelCase:
+    """Adapt a :class:`TorchCase` to the suite's ``ModelCase``.
+
+    The suite calls ``backend.graph(model)`` without inputs, so the factory traces the
+    model with its batch first, as ``capture`` does with the first batch
+    (``TorchBackend.needs_example_inputs``).  The model is left in train mode, so every
+    test also checks that capture restores the ``training`` flag.
+    """
+    from tensortap.backends.torch import TorchBackend
+
+    def factory() -> tuple[Any, Any, Any]:
+        model, example = case.build(), case.example()
+        graph = TorchBackend().graph(model, example)
+        inputs = dict(zip((s.name for s in graph.inputs), _as_tuple(example), strict=True))
+        n_classes = int(graph.outputs[0].shape[-1])
+        labels = np.random.default_rng(3).integers(0, n_classes, len(_as_tuple(example)[0]))
+        return model.train(), inputs if len(inputs) > 1 else example, labels
+
+    def reference(model: nn.Module, inputs: Any) -> dict[str, np.ndarray]:
+        with torch.no_grad(), _eval(model):
+            activations, _ = _reference(case, model, _positional(inputs))
+        return {key: value.numpy() for key, value in activations.items()}
+
+    def gradient_reference(
+        model: nn.Module, inputs: Any, classes: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        with _eval(model):
+            activations, scores = _reference(case, model, _positional(inputs))
+        values = scores.gather(1, torch.as_tensor(classes)[:, None]).sum()
+        keys = list(activations)
+        found = torch.autograd.grad(values, [activations[k] for k in keys], allow_unused=True)
+        return {
+            k: np.zeros(activations[k].shape, np.float32) if g is None else g.numpy()
+            for k, g in zip(keys, found, strict=True)
+        }
+
+    return ModelCase(case.name, factory, reference, gradient_reference)
+
+
+def _positional(inputs: Any) -> Any:
+    return tuple(inputs.values()) if isinstance(inputs, dict) else inputs
+
+
+class _eval:  # noqa: N801 - used like contextlib helpers
+    """Eval mode for a reference computation, restoring every ``training`` flag after."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model, self.flags = model, [(m, m.training) for m in model.modules()]
+
+    def __enter__(self) -> None:
+        self.model.eval()
+
+    def __exit__(self, *exc: object) -> None:
+        for module, flag in self.flags:
+            module.training = flag
+
+
+class TestTorchBackendConformance(BackendTests):
+    """The same suite the TensorFlow backend passes, on seven PyTorch models."""
+
+    from tensortap.backends.torch import TorchBackend as backend_cls
+
+    cases = tuple(_suite_case(case) for case in models.CASES)
+
+    def predict(self, model: nn.Module, inputs: Any) -> list[np.ndarray]:
+        from tensortap.backends._torch_util import output_items
+
+        with torch.no_grad(), _eval(model):
+            output = model(*(torch.tensor(x) for x in _as_tuple(_positional(inputs))))
+        return [t.numpy() for _, t in output_items(output)]
+
+    def weights(self, model: nn.Module) -> list[np.ndarray]:
+        return [t.detach().numpy().copy() for t in model.state_dict().values()]
+
+    def leak_probe(self, model: nn.Module) -> Any:
+        return (
+            [{n: list(getattr(m, n)) for n in HOOK_DICTS} for m in model.modules()],
+            [m.training for m in model.modules()],
+            [p.grad is None for p in model.parameters()],
+        )
+
+    def callable_target(self) -> Any:
+        def first_output_sum(outputs: Any, labels: Any) -> Any:
+            return _first(outputs).sum(dim=1)
+
+        return first_output_sum
