@@ -130,8 +130,8 @@ class TorchBackend(Backend):
         if inputs is None:
             raise ModelNotBuiltError(
                 f"torch model {model_name(model)} has no static input shape; trace it with an "
-                "example batch first: tensortap.graph(model, inputs=x) (capture does it "
-                "with the first batch)"
+                "example batch first: tensortap.get_backend('torch').graph(model, inputs=x) "
+                "(tensortap.capture does it with its first batch)"
             )
         graph = build_graph(model, inputs)
         _GRAPHS[model] = (structure, graph)
