@@ -1,0 +1,261 @@
+"""The capture engine: ``tensortap.capture`` and ``tensortap.graph``.
+
+Framework-free orchestration: resolve the backend, the layer selection and the target,
+open the run writer, and loop over blocks of samples, computing block *k+1* while the
+:class:`~tensortap.core.pipeline.WritePipeline` writes block *k* (DESIGN.md §4, §6).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from tensortap.core.backend import Backend
+from tensortap.core.data import Batch, as_source
+from tensortap.core.errors import EmptyDataError, ResumeMismatchError, TensortapError
+from tensortap.core.graph import CaptureGraph
+from tensortap.core.pipeline import Block, WritePipeline
+from tensortap.core.registry import backend_for, get_backend
+from tensortap.core.run import Run
+from tensortap.core.stats import choose_edges
+from tensortap.core.store.layout import parse_codec
+from tensortap.core.store.storage import open_location
+from tensortap.core.store.writer import RunSettings, RunWriter
+from tensortap.core.targets import resolve_target
+
+__all__ = ["capture", "graph", "resolve_backend"]
+
+
+def resolve_backend(model: Any, backend: Backend | str | None = None) -> Backend:
+    """The backend for ``model``: given by name or instance, else found from its class."""
+    if isinstance(backend, Backend):
+        return backend
+    if isinstance(backend, str):
+        return get_backend(backend)
+    return backend_for(model)
+
+
+def graph(model: Any, backend: Backend | str | None = None) -> CaptureGraph:
+    """The model's capture graph; ``print(tt.graph(model))`` lists every capturable key.
+
+    Parameters
+    ----------
+    model : object
+        A framework model (Keras, torch...).
+    backend : Backend or str, optional
+        Force a backend instead of detecting it.
+    """
+    return resolve_backend(model, backend).graph(model)
+
+
+def _n_classes(graph: CaptureGraph) -> int | None:
+    if not graph.outputs:
+        return None
+    shape = graph.outputs[0].shape
+    return shape[0] if len(shape) == 1 and shape[0] and shape[0] > 1 else None
+
+
+def _predictions(graph: CaptureGraph, outputs: dict[str, np.ndarray]) -> np.ndarray | None:
+    if _n_classes(graph) is None:
+        return None
+    first = np.asarray(outputs[graph.outputs[0].name])
+    return first.argmax(axis=-1).astype(np.int64) if first.ndim == 2 else None
+
+
+def _labels_for_store(labels: np.ndarray | None) -> np.ndarray | None:
+    if labels is None:
+        return None
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] > 1:  # one-hot: store the class
+        return labels.argmax(axis=1).astype(np.int64)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        return labels[:, 0]
+    return labels
+
+
+class _Progress:
+    """tqdm bar over samples, with MB/s of activations written."""
+
+    def __init__(self, total: int | None, initial: int, enabled: bool) -> None:
+        self.bar = None
+        self.bytes = 0
+        self.started = time.perf_counter()
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit="sample", desc="capture",
+                            dynamic_ncols=True)
+
+    def update(self, samples: int, nbytes: int) -> None:
+        self.bytes += nbytes
+        if self.bar is not None:
+            elapsed = max(time.perf_counter() - self.started, 1e-9)
+            self.bar.set_postfix_str(f"{self.bytes / elapsed / 1e6:,.0f} MB/s", refresh=False)
+            self.bar.update(samples)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def capture(
+    model: Any, data: Any, store: Any = None, layers: Any = "*", gradients: bool = False,
+    target: Any = "predicted", labels: Any = None, batch_size: int = 32,
+    dtype: str | None = None, resume: bool = False, overwrite: bool = False,
+    progress: bool = True, storage_options: dict[str, Any] | None = None,
+    backend: Backend | str | None = None, keep_inputs: bool = True, *,
+    codec: Any = None, sharded: bool = False, depth: int = 1, threads: int | None = None,
+) -> Run:
+    """Capture activations (and gradients) of ``model`` on ``data`` into a run.
+
+    Parameters
+    ----------
+    model : object
+        A framework model (Keras 3 / tf.keras...).
+    data : array, dict, list, tuple, iterable or framework-native data
+        See :mod:`tensortap.core.data`.
+    store : str, os.PathLike, zarr Store or None
+        A folder, an ``s3://`` URL, a zarr store, or ``None`` for an in-memory run.
+    layers : selection
+        Which nodes to capture (:func:`tensortap.core.selection.select_nodes`).
+    gradients : bool
+        Also capture gradients of ``target`` with respect to each activation.
+    target : str, int, array or callable
+        The per-sample scalar differentiated (:mod:`tensortap.core.targets`).
+    labels : array, optional
+        One label per sample (or give ``(x, y)`` data).
+    batch_size : int
+        Samples per batch, and per chunk of every stored array.
+    dtype : str, optional
+        Storage dtype of activations and gradients (``"float16"``); statistics always
+        come from the full-precision values.
+    resume : bool
+        Continue an interrupted run after its last committed sample.
+    overwrite : bool
+        Replace an existing run.
+    progress : bool
+        Show a progress bar (samples/s and MB/s).
+    storage_options : dict, optional
+        fsspec options for URLs.
+    backend : Backend or str, optional
+        Force a backend.
+    keep_inputs : bool
+        Store the model inputs (overlays need them).
+    codec : str, optional
+        Compression of activations: ``"lz4"`` (default), ``"zstd[:level]"``,
+        ``"blosc-zstd[:level]"`` or ``"none"``.
+    sharded : bool
+        One shard per block with one inner chunk per sample (cheaper single-sample reads).
+    depth : int
+        Computed blocks that may wait for the writer (memory: about ``depth + 2`` blocks).
+    threads : int, optional
+        Writer threads per block.
+
+    Returns
+    -------
+    Run
+        The finished run, committed samples only.
+
+    Raises
+    ------
+    EmptyDataError, DataError, LayerNotFoundError, TargetError, RunExistsError,
+    ResumeMismatchError, StorageError
+        One line each, naming the problem and the fix.
+    """
+    if resume and overwrite:
+        raise ResumeMismatchError(
+            "resume=True and overwrite=True contradict each other; choose one"
+        )
+    backend_obj = resolve_backend(model, backend)
+    capture_graph = backend_obj.graph(model)
+    nodes = capture_graph.select(layers)
+    if gradients and not backend_obj.supports_gradients:
+        raise TensortapError(f"the {backend_obj.name} backend cannot capture gradients")
+    input_names = tuple(spec.name for spec in capture_graph.inputs)
+    source = as_source(
+        data, input_names=input_names, batch_size=batch_size, labels=labels, backend=backend_obj
+    )
+    resolved_target = resolve_target(target, n_samples=source.length)
+    resolved_target.check_classes(_n_classes(capture_graph))
+    settings = RunSettings(
+        framework=backend_obj.name, model=backend_obj.model_info(model),
+        fingerprint=backend_obj.fingerprint(model), layers=tuple(n.key for n in nodes),
+        gradients=bool(gradients), dtype=None if dtype is None else str(np.dtype(dtype)),
+        batch_size=int(batch_size), target=resolved_target.describe(), codec=parse_codec(codec),
+        sharded=sharded, keep_inputs=keep_inputs, total=source.length, inputs=input_names,
+        outputs=tuple(spec.name for spec in capture_graph.outputs),
+    )
+    location = open_location(store, storage_options, read_only=False)
+    writer: RunWriter | None = None
+    if resume:
+        writer = RunWriter.open(location, settings, resume=True)
+        if writer.settings.batch_size != batch_size:  # the run's chunking wins
+            source = as_source(data, input_names=input_names,
+                               batch_size=writer.settings.batch_size, labels=labels,
+                               backend=backend_obj)
+    start = writer.committed_prefix() if writer is not None else 0
+    batches = source.batches(start)
+    first = next(batches, None)
+    if first is None and start == 0:
+        raise EmptyDataError("the data holds no sample; nothing to capture")
+    if writer is None:
+        writer = RunWriter.open(location, settings, overwrite=overwrite)
+    if first is None:  # resumed a run whose samples were all committed
+        writer.finish("complete")
+        return Run(location)
+    _run_blocks(backend_obj, model, capture_graph, nodes, writer, resolved_target, first,
+                batches, start, source.length, progress, depth, threads, gradients)
+    return Run(location)
+
+
+def _run_blocks(
+    backend: Backend, model: Any, capture_graph: CaptureGraph, nodes: Any, writer: RunWriter,
+    target: Any, first: Batch, rest: Iterator[Batch], start: int, total: int | None,
+    progress: bool, depth: int, threads: int | None, gradients: bool,
+) -> None:
+    bar = _Progress(total, start, progress)
+    pipeline: WritePipeline | None = None
+    position = start
+    try:
+        with backend.session(model, nodes, gradients=gradients, target=target) as session:
+            batch: Batch | None = first
+            while batch is not None:
+                n = len(batch)
+                classes = target.batch_classes(position, position + n, batch.labels)
+                result = session.run(batch.inputs, classes=classes, labels=batch.labels)
+                labels = _labels_for_store(batch.labels)
+                predictions = _predictions(capture_graph, result.outputs)
+                if pipeline is None:
+                    if session.info:
+                        writer.set_status("capturing", info=dict(session.info),
+                                          score=session.info.get("score"))
+                    if not writer.has_arrays:
+                        edges = {k: choose_edges(np.asarray(result.activations[k]))
+                                 for k in writer.settings.layers}
+                        writer.create_arrays(
+                            capacity=total or 4 * n, nodes=nodes, activations=result.activations,
+                            outputs=result.outputs, output_specs=capture_graph.outputs,
+                            inputs=batch.inputs, input_specs=capture_graph.inputs, labels=labels,
+                            predictions=predictions is not None, edges=edges,
+                        )
+                    pipeline = WritePipeline(writer, nodes, depth=depth, threads=threads,
+                                             on_committed=bar.update)
+                pipeline.submit(Block(position, result, batch.inputs, labels, predictions))
+                position += n
+                del result  # let the pipeline own the block's memory
+                batch = next(rest, None)
+            if pipeline is not None:
+                pipeline.close()
+    except BaseException:
+        if pipeline is not None:
+            pipeline.abort()
+        bar.close()
+        try:
+            writer.finish("failed")
+        except Exception:  # noqa: BLE001 - the original error matters more
+            pass
+        raise
+    bar.close()
+    writer.finish("complete")

@@ -1,0 +1,166 @@
+"""Overlap computing and writing: a bounded queue in front of a writer thread.
+
+The engine computes block *k+1* while this pipeline writes block *k*: one committer thread
+takes blocks from a queue of ``depth`` slots, fans the block's layers out to a small thread
+pool (statistics, dtype narrowing and zarr writes all release the GIL for most of their
+time), waits for every write, then commits the block.  Memory is bounded by
+``depth + 2`` blocks (one computing, ``depth`` queued, one writing) whatever the run
+length.  Blocks are committed in order, so committed samples always form a prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from tensortap.core.backend import BatchResult
+from tensortap.core.graph import CaptureNode
+from tensortap.core.stats import block_stats, to_channels_last
+from tensortap.core.store.writer import RunWriter
+
+__all__ = ["Block", "WritePipeline"]
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One computed block waiting to be written."""
+
+    start: int
+    result: BatchResult
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None
+    predictions: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(next(iter(self.result.outputs.values())))
+
+
+_STOP = object()
+
+
+class WritePipeline:
+    """Writes and commits blocks in the background.
+
+    Parameters
+    ----------
+    writer : RunWriter
+        Where blocks go.
+    nodes : sequence of CaptureNode
+        The captured nodes (for dims and channel axes).
+    depth : int
+        Blocks that may wait in the queue.
+    threads : int, optional
+        Layer writers per block (default: the number of CPUs, at most 4).
+    on_committed : callable, optional
+        ``(n_samples, n_bytes)`` after each commit (progress bar).
+    """
+
+    def __init__(
+        self, writer: RunWriter, nodes: Sequence[CaptureNode], *, depth: int = 1,
+        threads: int | None = None,
+        on_committed: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.writer = writer
+        self.nodes = {node.key: node for node in nodes}
+        self.on_committed = on_committed
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self._pool = ThreadPoolExecutor(
+            max_workers=threads or min(4, os.cpu_count() or 1), thread_name_prefix="tt-write"
+        )
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="tt-commit", daemon=True)
+        self._thread.start()
+
+    def submit(self, block: Block) -> None:
+        """Queue a block, waiting while the queue is full; re-raises a writer failure."""
+        while True:
+            self._raise_if_failed()
+            try:
+                self._queue.put(block, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """Write everything queued, stop the threads, and re-raise a writer failure."""
+        while self._thread.is_alive():
+            try:
+                self._queue.put(_STOP, timeout=0.2)
+                break
+            except queue.Full:
+                if self._error is not None:
+                    break
+        self._thread.join()
+        self._pool.shutdown(wait=True)
+        self._raise_if_failed()
+
+    def abort(self) -> None:
+        """Stop without raising (the caller is already handling an error)."""
+        self._error = self._error or RuntimeError("aborted")
+        self._drain()
+        try:
+            self._queue.put_nowait(_STOP)
+        except queue.Full:
+            pass
+        self._thread.join()
+        self._pool.shutdown(wait=True)
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                return
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP or self._error is not None:
+                return
+            assert isinstance(item, Block)
+            try:
+                # Resizing here, between blocks, means no write is ever in flight meanwhile.
+                self.writer.ensure_capacity(item.start + len(item))
+                nbytes = self._write(item)
+                # The commit record is written last: only now does the block count.
+                self.writer.commit(item.start, len(item))
+            except BaseException as err:  # noqa: BLE001 - handed to the producer thread
+                self._error = err
+                self._drain()
+                return
+            if self.on_committed is not None:
+                self.on_committed(len(item), nbytes)
+
+    def _write(self, block: Block) -> int:
+        result = block.result
+        futures = [
+            self._pool.submit(self._write_layer, key, block.start, result)
+            for key in self.writer.settings.layers
+        ]
+        nbytes = self.writer.write_root(
+            block.start, inputs=block.inputs, outputs=result.outputs, labels=block.labels,
+            predictions=block.predictions,
+        )
+        for future in futures:
+            nbytes += future.result()  # re-raises a layer's failure
+        return nbytes
+
+    def _write_layer(self, key: str, start: int, result: BatchResult) -> int:
+        node = self.nodes[key]
+        activation = np.asarray(result.activations[key])
+        gradient = result.gradients.get(key) if self.writer.settings.gradients else None
+        dims = node.dims if len(node.dims) == activation.ndim - 1 else ()
+        channel = node.channel_dim if dims else None
+        stats = block_stats(to_channels_last(activation, dims, channel), self.writer.edges[key])
+        return self.writer.write_layer(
+            key, start, activation, None if gradient is None else np.asarray(gradient), stats
+        )

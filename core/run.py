@@ -1,0 +1,339 @@
+"""Reading runs: ``tensortap.open_run`` and :class:`Run` (docs/contracts.md).
+
+A :class:`Run` is a read-only, lazy (Dask-backed) view of the **committed** samples of a
+run: it reads the commit record first, then opens the arrays, so a reader that opens while
+a capture runs never sees a partial block.  :meth:`Run.refresh` re-reads the commit record
+(live viewers call it to follow a capture).
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import zarr
+from tensortap.core.errors import (
+    CorruptRunError,
+    LayerNotFoundError,
+    NoGradientsError,
+    RunNotFoundError,
+    StorageError,
+)
+from tensortap.core.stats import reduce_blocks
+from tensortap.core.store import commit, layout
+from tensortap.core.store.storage import Location, open_location, read_json, total_size
+
+__all__ = ["Run", "open_run"]
+
+
+def open_run(path_or_url: Any, storage_options: dict[str, Any] | None = None) -> Run:
+    """Open a run for reading.
+
+    Parameters
+    ----------
+    path_or_url : str, os.PathLike or zarr Store
+        A run folder, an ``s3://`` URL, or a zarr store.
+    storage_options : dict, optional
+        fsspec options for URLs.
+
+    Raises
+    ------
+    RunNotFoundError
+        The location holds no tensortap run.
+    CorruptRunError
+        The run's metadata is damaged or truncated.
+    StorageError
+        The location cannot be reached (missing bucket...).
+    """
+    return Run(open_location(path_or_url, storage_options, read_only=True))
+
+
+class Run:
+    """A captured run: committed samples only, arrays lazy.
+
+    Attributes
+    ----------
+    path : str
+        Where the run lives (path, URL or ``"<memory>"``).
+    """
+
+    def __init__(self, location: Location) -> None:
+        self._location = location
+        self.path = location.url
+        self.refresh()
+
+    # ------------------------------------------------------------------ loading
+    def refresh(self) -> Run:
+        """Re-read the commit record and the arrays (follow a capture in progress)."""
+        store = self._location.store
+        meta = read_json(store, "zarr.json")
+        if meta is None:
+            raise RunNotFoundError(
+                f"no tensortap run at {self.path!r} (no zarr.json); capture one with "
+                "tensortap.capture(..., store=...) or `tensortap capture`"
+            )
+        if not isinstance(meta, dict) or meta.get("node_type") != "group":
+            raise CorruptRunError(
+                f"the run at {self.path!r} has a damaged root zarr.json; capture it again "
+                "with overwrite=True"
+            )
+        attrs = meta.get("attributes", {}).get(layout.ATTRS_KEY)
+        if not isinstance(attrs, dict):
+            raise RunNotFoundError(
+                f"{self.path!r} is a Zarr group but not a tensortap run (no 'tensortap' attrs)"
+            )
+        if attrs.get("schema") != layout.SCHEMA:
+            raise CorruptRunError(
+                f"the run at {self.path!r} has schema {attrs.get('schema')!r}; this tensortap "
+                f"reads schema {layout.SCHEMA}"
+            )
+        self._attrs = attrs
+        # The commit record first, the arrays after: arrays are never smaller than it says.
+        self._counts = self._read_commit(store)
+        self.block_size = int(attrs.get("batch_size") or 1)
+        indices = commit.committed_samples(self._counts, self.block_size)
+        self._indices = indices
+        prefix = len(indices) and indices[-1] == len(indices) - 1
+        self._selection: slice | np.ndarray = slice(0, len(indices)) if prefix or not len(
+            indices
+        ) else indices
+        self._raw_tree = self._open_tree(store) if len(indices) else None
+        self.tree = self._committed_tree()
+        return self
+
+    def _read_commit(self, store: Any) -> np.ndarray:
+        meta = read_json(store, f"{layout.COMMIT}/zarr.json")
+        if meta is None:
+            return np.zeros(0, np.int64)  # no block written yet
+        try:
+            record = zarr.open_array(store, path=layout.COMMIT, mode="r")
+            return commit.committed_blocks(record)
+        except (ValueError, TypeError, KeyError) as err:
+            raise CorruptRunError(
+                f"the commit record of {self.path!r} is damaged ({err}); capture the run again"
+            ) from err
+
+    def _open_tree(self, store: Any) -> xr.DataTree:
+        last: Exception | None = None
+        for _attempt in range(3):  # a capture growing its arrays may be caught mid-resize
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    return xr.open_datatree(
+                        store, engine="zarr", chunks={}, consolidated=False,
+                        decode_timedelta=False,
+                    )
+            except OSError as err:
+                raise StorageError(f"cannot read the run at {self.path!r}: {err}") from err
+            except Exception as err:  # noqa: BLE001 - reported as a corrupt run below
+                last = err
+                time.sleep(0.2)
+        raise CorruptRunError(
+            f"the run at {self.path!r} cannot be opened ({type(last).__name__}: "
+            f"{str(last).splitlines()[0] if str(last) else ''}); its metadata is damaged or "
+            "truncated — capture it again with overwrite=True"
+        ) from last
+
+    def _committed_tree(self) -> xr.DataTree:
+        if self._raw_tree is None:
+            return xr.DataTree(name="run")
+        selection = self._selection
+
+        def committed(ds: xr.Dataset) -> xr.Dataset:
+            if layout.SAMPLE in ds.dims:
+                return ds.isel({layout.SAMPLE: selection})
+            return ds
+
+        tree = self._raw_tree.map_over_datasets(committed)
+        assert isinstance(tree, xr.DataTree)
+        return tree
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The ``tensortap`` block of the root attrs."""
+        return dict(self._attrs)
+
+    @property
+    def status(self) -> str:
+        """``"capturing"``, ``"complete"`` or ``"failed"``."""
+        return str(self._attrs.get("status"))
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """Captured node keys, in model order."""
+        return tuple(self._attrs.get("layers", ()))
+
+    @property
+    def samples(self) -> int:
+        """Number of committed samples."""
+        return len(self._indices)
+
+    @property
+    def total(self) -> int | None:
+        """Samples the capture was asked for, when known."""
+        total = self._attrs.get("total")
+        return None if total is None else int(total)
+
+    @property
+    def sample_indices(self) -> np.ndarray:
+        """Global indices of the committed samples."""
+        return self._indices.copy()
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """Names of the stored model inputs (empty when inputs were not kept)."""
+        if not self._attrs.get("keep_inputs", True):
+            return ()
+        return tuple(self._attrs.get("inputs", ()))
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Names of the model outputs."""
+        return tuple(self._attrs.get("outputs", ()))
+
+    def _check_key(self, key: str) -> None:
+        if key not in self.layers:
+            close = difflib.get_close_matches(key, self.layers, n=5, cutoff=0.5)
+            hint = close or [k for k in self.layers if key.lower() in k.lower()][:5]
+            raise LayerNotFoundError(
+                f"layer {key!r} is not in the run at {self.path!r}; "
+                f"did you mean: {', '.join(hint or self.layers[:5])}? (run.layers lists all)"
+            )
+
+    def node(self, key: str) -> dict[str, Any]:
+        """The layer group's attrs: ``name``, ``layer_type``, ``long_name``, ``dims``,
+        ``channel_dim``, ``path``..."""
+        self._check_key(key)
+        return dict(self._layer(key).attrs)
+
+    def _layer(self, key: str) -> xr.DataTree:
+        if self._raw_tree is None:
+            raise LayerNotFoundError(
+                f"the run at {self.path!r} has no committed sample yet; wait or refresh()"
+            )
+        node = self.tree[layout.layer_path(key)]
+        assert isinstance(node, xr.DataTree)
+        return node
+
+    # ------------------------------------------------------------------ arrays
+    def activation(self, key: str) -> xr.DataArray:
+        """Lazy activations of one layer, dims ``("sample", ...)``, committed samples."""
+        self._check_key(key)
+        return self._layer(key)[layout.ACTIVATION]  # type: ignore[return-value]
+
+    def has_gradient(self, key: str) -> bool:
+        """Whether gradients were captured for ``key``."""
+        self._check_key(key)
+        return bool(self._attrs.get("gradients")) and self._raw_tree is not None
+
+    def gradient(self, key: str) -> xr.DataArray:
+        """Lazy gradients of the target w.r.t. one layer's activation.
+
+        Raises
+        ------
+        NoGradientsError
+            When the run was captured without gradients.
+        """
+        if not self.has_gradient(key):
+            raise NoGradientsError(
+                f"the run at {self.path!r} has no gradients for {key!r}; capture with "
+                "gradients=True (--gradients)"
+            )
+        return self._layer(key)[layout.GRADIENT]  # type: ignore[return-value]
+
+    def _named(self, group: str, names: tuple[str, ...], name: str | None) -> xr.DataArray | None:
+        if not names or self._raw_tree is None:
+            return None
+        name = names[0] if name is None else name
+        if name not in names:
+            raise LayerNotFoundError(f"no {group[:-1]} named {name!r}; the run has {list(names)}")
+        return self.tree[f"{group}/{name}"]  # type: ignore[return-value]
+
+    def inputs(self, name: str | None = None) -> xr.DataArray | None:
+        """A stored model input (the first by default), or ``None`` if inputs were not kept."""
+        return self._named(layout.INPUTS, self.input_names, name)
+
+    def outputs(self, name: str | None = None) -> xr.DataArray | None:
+        """A stored model output (the first by default): logits or scores."""
+        return self._named(layout.OUTPUTS, self.output_names, name)
+
+    def _root_var(self, name: str) -> xr.DataArray | None:
+        if self._raw_tree is None or name not in self.tree.variables:
+            return None
+        return self.tree[name]  # type: ignore[return-value]
+
+    @property
+    def labels(self) -> xr.DataArray | None:
+        """Labels over ``sample``, or ``None``."""
+        return self._root_var(layout.LABEL)
+
+    @property
+    def predictions(self) -> xr.DataArray | None:
+        """Top-1 predicted classes over ``sample``, or ``None``."""
+        return self._root_var(layout.PREDICTION)
+
+    # ------------------------------------------------------------------ statistics
+    def stats(self, key: str) -> xr.Dataset:
+        """Statistics of one layer's activation over the committed samples.
+
+        Reads only the small per-block partials (never the activations); see
+        docs/contracts.md for the variables.
+        """
+        self._check_key(key)
+        node = self._layer(key)
+        stats_node = node[layout.STATS]
+        assert isinstance(stats_node, xr.DataTree)
+        blocks = np.flatnonzero(self._counts)
+        raw = self._raw_tree[layout.stats_path(key)]  # type: ignore[index]
+        moments = np.asarray(raw[layout.BLOCK_MOMENTS].isel(block=blocks).values)
+        histograms = np.asarray(raw[layout.BLOCK_HISTOGRAM].isel(block=blocks).values)
+        edges = np.asarray(raw[layout.BIN_EDGES].values)
+        reduced = reduce_blocks(moments, histograms)
+        channel = layout.CHANNEL_DIM
+        data_vars: dict[str, Any] = {
+            "count": (channel, reduced.count, {"long_name": "finite values"}),
+            "mean": (channel, reduced.mean, {"long_name": "mean"}),
+            "std": (channel, reduced.std, {"long_name": "standard deviation"}),
+            "min": (channel, reduced.min, {"long_name": "minimum"}),
+            "max": (channel, reduced.max, {"long_name": "maximum"}),
+            "zero_fraction": (channel, reduced.zero_fraction,
+                              {"long_name": "fraction of exact zeros"}),
+            "nonfinite": (channel, reduced.nonfinite, {"long_name": "NaN or infinite values"}),
+            "histogram": ("bin", reduced.histogram, {"long_name": "values per bin"}),
+            "underflow": ((), reduced.underflow, {"long_name": "values below the first edge"}),
+            "overflow": ((), reduced.overflow, {"long_name": "values at or above the last edge"}),
+            "zeros": ((), reduced.zeros, {"long_name": "exact zeros"}),
+            "sample_mean": stats_node[layout.SAMPLE_MEAN],
+            "sample_max": stats_node[layout.SAMPLE_MAX],
+        }
+        centers = (edges[:-1] + edges[1:]) / 2
+        attrs = {k: node.attrs.get(k) for k in ("name", "layer_type", "long_name", "channel_dim")}
+        attrs["key"] = key
+        return xr.Dataset(
+            data_vars,
+            coords={"bin_edges": ("bin_edge", edges), "bin_center": ("bin", centers)},
+            attrs=attrs,
+        )
+
+    # ------------------------------------------------------------------ sizes
+    def stored_bytes(self) -> int:
+        """Bytes the run occupies in its store (compressed)."""
+        return total_size(self._location.store)
+
+    def logical_bytes(self) -> int:
+        """Bytes of the committed samples' arrays, uncompressed."""
+        if self._raw_tree is None:
+            return 0
+        return int(sum(node.dataset.nbytes for node in self.tree.subtree))
+
+    def __repr__(self) -> str:
+        total = "?" if self.total is None else self.total
+        return (
+            f"<tensortap.Run {self.path!r} {self.status}: {self.samples}/{total} samples, "
+            f"{len(self.layers)} layers>"
+        )

@@ -1,0 +1,131 @@
+"""Names, paths and encodings of the run store, schema 1 (DESIGN.md §4, docs/store-format.md).
+
+One place for every name a reader or writer uses, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "ATTRS_KEY",
+    "COMMIT",
+    "DEFAULT_CODEC",
+    "SCHEMA",
+    "Codec",
+    "compressors_for",
+    "input_path",
+    "layer_path",
+    "output_path",
+    "stats_path",
+]
+
+#: Schema version written in ``attrs["tensortap"]["schema"]``; readers refuse others.
+SCHEMA = 1
+#: Root attribute holding tensortap's metadata block.
+ATTRS_KEY = "tensortap"
+
+# Root arrays.
+SAMPLE = "sample"
+LABEL = "label"
+PREDICTION = "prediction"
+#: The commit record: samples committed per block, one chunk per block (see commit.py).
+COMMIT = "committed"
+
+# Groups.
+INPUTS = "inputs"
+OUTPUTS = "outputs"
+LAYERS = "layers"
+STATS = "stats"
+
+# Arrays of a layer group.
+ACTIVATION = "activation"
+GRADIENT = "gradient"
+
+# Arrays of a layer's stats group.
+BIN_EDGES = "bin_edges"
+BLOCK_MOMENTS = "block_moments"
+BLOCK_HISTOGRAM = "block_histogram"
+SAMPLE_MEAN = "sample_mean"
+SAMPLE_MAX = "sample_max"
+
+# Dimension names that are not layer dims.
+BLOCK_DIM = "block"
+MOMENT_DIM = "moment"
+SLOT_DIM = "histogram_slot"
+BIN_EDGE_DIM = "bin_edge"
+CHANNEL_DIM = "channel"
+
+
+def layer_path(key: str) -> str:
+    """Group path of a capture node."""
+    return f"{LAYERS}/{key}"
+
+
+def stats_path(key: str) -> str:
+    """Group path of a layer's statistics."""
+    return f"{LAYERS}/{key}/{STATS}"
+
+
+def input_path(name: str) -> str:
+    """Array path of a stored model input."""
+    return f"{INPUTS}/{name}"
+
+
+def output_path(name: str) -> str:
+    """Array path of a stored model output."""
+    return f"{OUTPUTS}/{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """A named compression setting for activation and gradient arrays.
+
+    ``name`` is one of ``"lz4"`` (Blosc LZ4 with byte shuffle, the default — see
+    docs/store-format.md for the measurement), ``"zstd"`` (Zstandard, ``level``),
+    ``"blosc-zstd"`` or ``"none"``.
+    """
+
+    name: str = "lz4"
+    level: int = 1
+
+    def describe(self) -> str:
+        """Short text for the run's attrs."""
+        return self.name if self.name == "none" else f"{self.name}:{self.level}"
+
+
+#: The default codec for activations and gradients (measured: docs/store-format.md).
+DEFAULT_CODEC = Codec("lz4", 1)
+
+_CODEC_NAMES = ("lz4", "zstd", "blosc-zstd", "none")
+
+
+def parse_codec(codec: Codec | str | None) -> Codec:
+    """A :class:`Codec` from ``None`` (default), a name, or ``"name:level"``."""
+    if codec is None or codec == "default":
+        return DEFAULT_CODEC
+    if isinstance(codec, Codec):
+        return codec
+    name, _, level = str(codec).partition(":")
+    if name not in _CODEC_NAMES or (level and not level.isdigit()):
+        raise ValueError(
+            f"unknown codec {codec!r}; use one of {list(_CODEC_NAMES)}, optionally with ':<level>'"
+        )
+    return Codec(name, int(level) if level else DEFAULT_CODEC.level)
+
+
+def compressors_for(codec: Codec, itemsize: int) -> Any:
+    """The ``compressors=`` argument of ``zarr.create_array`` for a codec."""
+    from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
+
+    if codec.name == "none":
+        return None
+    if codec.name == "zstd":
+        return (ZstdCodec(level=codec.level),)
+    cname = "lz4" if codec.name == "lz4" else "zstd"
+    return (
+        BloscCodec(
+            cname=cname, clevel=codec.level, shuffle=BloscShuffle.shuffle, typesize=itemsize
+        ),
+    )

@@ -1,0 +1,549 @@
+"""The run writer: creates, resumes and fills a schema 1 run (DESIGN.md §4).
+
+:class:`RunWriter` owns the Zarr layout; it does not decide *when* to write (that is the
+engine's pipeline) nor compute statistics (:mod:`tensortap.core.stats`).  Every array with
+a sample axis is chunked (or sharded) by whole blocks of ``batch_size`` samples, so a block
+is written to its own objects only; the block is committed in the commit record after all
+of them (:mod:`tensortap.core.store.commit`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import zarr
+from tensortap.core.errors import (
+    CorruptRunError,
+    ResumeMismatchError,
+    RunExistsError,
+    StorageError,
+)
+from tensortap.core.graph import CaptureNode, TensorSpec
+from tensortap.core.stats import MOMENTS, BlockStats
+from tensortap.core.store import commit, layout
+from tensortap.core.store.layout import Codec
+from tensortap.core.store.storage import Location, read_json
+from zarr.core.sync import sync
+
+__all__ = ["RunSettings", "RunWriter"]
+
+# zarr skips writing chunks equal to the fill value only after scanning them; activations are
+# rarely all zero and the scan costs a full pass over every batch, so write every chunk.
+_ARRAY_CONFIG = {"write_empty_chunks": True}
+
+
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    """What a run is captured with; stored in the root attrs and checked on resume."""
+
+    framework: str
+    model: dict[str, Any]
+    fingerprint: str
+    layers: tuple[str, ...]
+    gradients: bool
+    dtype: str | None
+    batch_size: int
+    target: str
+    codec: Codec = field(default_factory=lambda: layout.DEFAULT_CODEC)
+    sharded: bool = False
+    keep_inputs: bool = True
+    total: int | None = None
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def attrs(self, status: str) -> dict[str, Any]:
+        """The root ``tensortap`` attribute block."""
+        from tensortap import __version__
+
+        return {
+            "schema": layout.SCHEMA,
+            "version": __version__,
+            "framework": self.framework,
+            "model": self.model,
+            "fingerprint": self.fingerprint,
+            "target": self.target,
+            "score": self.info.get("score"),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "status": status,
+            "layers": list(self.layers),
+            "inputs": list(self.inputs),
+            "outputs": list(self.outputs),
+            "gradients": self.gradients,
+            "batch_size": self.batch_size,
+            "dtype": self.dtype,
+            "codec": self.codec.describe(),
+            "sharded": self.sharded,
+            "keep_inputs": self.keep_inputs,
+            "total": self.total,
+            "info": self.info,
+        }
+
+
+def _root_attrs(location: Location) -> dict[str, Any] | None:
+    meta = read_json(location.store, "zarr.json")
+    if meta is None:
+        return None
+    if not isinstance(meta, dict) or meta.get("node_type") != "group":
+        raise CorruptRunError(
+            f"{location.url!r} has a damaged root zarr.json (not a Zarr v3 group); "
+            "capture again with overwrite=True"
+        )
+    attrs = meta.get("attributes", {}).get(layout.ATTRS_KEY)
+    return attrs if isinstance(attrs, dict) else {}
+
+
+def _guard(location: Location, action: str) -> Any:
+    """Context manager mapping storage failures to :class:`StorageError`."""
+    return _StorageGuard(location, action)
+
+
+class _StorageGuard:
+    def __init__(self, location: Location, action: str) -> None:
+        self.location, self.action = location, action
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if isinstance(exc, PermissionError) or (
+            isinstance(exc, OSError) and not isinstance(exc, StorageError | FileNotFoundError)
+        ):
+            raise StorageError(
+                f"cannot {self.action} {self.location.url!r}: {exc.strerror or exc}; "
+                "choose a writable location"
+            ) from exc
+        if isinstance(exc, FileNotFoundError) and not self.location.is_local:
+            raise StorageError(f"cannot {self.action} {self.location.url!r}: {exc}") from exc
+
+
+class RunWriter:
+    """Writes one run.  Use :meth:`open`, then :meth:`create_arrays` (new runs) and, per
+    block, :meth:`write_root`, :meth:`write_layer` (thread-safe across layers), and
+    :meth:`commit`; finally :meth:`finish`.
+    """
+
+    def __init__(self, location: Location, group: zarr.Group, settings: RunSettings) -> None:
+        self.location = location
+        self.group = group
+        self.settings = settings
+        self.arrays: dict[str, zarr.Array] = {}
+        self.edges: dict[str, np.ndarray] = {}
+        self._sample_arrays: list[str] = []
+        self._block_arrays: list[str] = []
+        self.capacity = 0
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(
+        cls, location: Location, settings: RunSettings, *, resume: bool = False,
+        overwrite: bool = False,
+    ) -> RunWriter:
+        """Create a new run at ``location``, or reopen it to resume.
+
+        Raises
+        ------
+        RunExistsError
+            The location holds a run (or other data) and neither ``resume`` nor
+            ``overwrite`` was given, or it holds data that is not a run.
+        ResumeMismatchError
+            Resuming a run captured with another model, layer set, dtype or gradients.
+        StorageError
+            The location cannot be written.
+        """
+        store = location.store
+        with _guard(location, "write a run to"):
+            attrs = _root_attrs(location)
+            empty = attrs is None and sync(store.is_empty(""))
+        if attrs is not None and attrs and resume:
+            writer = cls(location, zarr.open_group(store, mode="r+"), settings)
+            writer._check_resume(attrs)
+            writer._reopen()
+            writer.set_status("capturing")
+            return writer
+        if attrs is not None or not empty:
+            is_run = bool(attrs)
+            if not overwrite or not is_run:
+                if not is_run:
+                    raise RunExistsError(
+                        f"{location.url!r} already holds data that is not a tensortap run; "
+                        "choose another output path (it is never deleted)"
+                    )
+                raise RunExistsError(
+                    f"a run already exists at {location.url!r}; pass resume=True (--resume) "
+                    "to finish it or overwrite=True (--overwrite) to replace it"
+                )
+        with _guard(location, "write a run to"):
+            if not empty:
+                sync(store.clear())
+            group = zarr.open_group(
+                store, mode="w", zarr_format=3,
+                attributes={
+                    layout.ATTRS_KEY: settings.attrs("capturing"),
+                    # CF convention read by xarray: these root arrays are coordinates.
+                    "coordinates": f"{layout.LABEL} {layout.PREDICTION}",
+                },
+            )
+        return cls(location, group, settings)
+
+    def _check_resume(self, attrs: Mapping[str, Any]) -> None:
+        wanted = self.settings
+        checks = [
+            ("model fingerprint", attrs.get("fingerprint"), wanted.fingerprint),
+            ("layers", attrs.get("layers"), list(wanted.layers)),
+            ("dtype", attrs.get("dtype"), wanted.dtype),
+            ("gradients", attrs.get("gradients"), wanted.gradients),
+        ]
+        for what, stored, now in checks:
+            if stored != now:
+                shown_stored, shown_now = (str(stored), str(now))
+                if what == "layers":
+                    gone = [k for k in (stored or []) if k not in now]
+                    new = [k for k in now if k not in (stored or [])]
+                    shown_stored = f"{len(stored or [])} layers (missing now: {gone[:3]})"
+                    shown_now = f"{len(now)} layers (new: {new[:3]})"
+                raise ResumeMismatchError(
+                    f"cannot resume {self.location.url!r}: it was captured with {what} "
+                    f"{shown_stored}, now {shown_now}; resume with the same model and settings, "
+                    "or pass overwrite=True (--overwrite) to start again"
+                )
+        if attrs.get("schema") != layout.SCHEMA:
+            raise ResumeMismatchError(
+                f"cannot resume {self.location.url!r}: schema {attrs.get('schema')} is not "
+                f"{layout.SCHEMA}; capture again with overwrite=True"
+            )
+        # The block size is the run's chunking: a resume keeps it whatever was asked.
+        stored_batch = int(attrs.get("batch_size", wanted.batch_size))
+        if stored_batch != wanted.batch_size:
+            settings = asdict(wanted) | {"batch_size": stored_batch, "codec": wanted.codec}
+            self.settings = RunSettings(**settings)
+
+    def _reopen(self) -> None:
+        """Bind the arrays of an existing run (after :meth:`create_arrays` ran once)."""
+        try:
+            self.arrays[layout.COMMIT] = self.group[layout.COMMIT]  # type: ignore[assignment]
+        except KeyError:
+            return  # created but no block written yet: arrays come with the first batch
+        try:
+            self._bind_all()
+        except (KeyError, ValueError) as err:
+            raise CorruptRunError(
+                f"the run at {self.location.url!r} is missing arrays ({err}); "
+                "capture it again with overwrite=True"
+            ) from err
+
+    def _bind_all(self) -> None:
+        s = self.settings
+        root = [layout.SAMPLE, layout.LABEL, layout.PREDICTION]
+        for name in root:
+            if name in self.group:
+                self._bind(name, sample=True)
+        for name in s.inputs if s.keep_inputs else ():
+            self._bind(layout.input_path(name), sample=True)
+        for name in s.outputs:
+            self._bind(layout.output_path(name), sample=True)
+        for key in s.layers:
+            base = layout.layer_path(key)
+            self._bind(f"{base}/{layout.ACTIVATION}", sample=True)
+            if s.gradients:
+                self._bind(f"{base}/{layout.GRADIENT}", sample=True)
+            stats = layout.stats_path(key)
+            self._bind(f"{stats}/{layout.SAMPLE_MEAN}", sample=True)
+            self._bind(f"{stats}/{layout.SAMPLE_MAX}", sample=True)
+            self._bind(f"{stats}/{layout.BLOCK_MOMENTS}", sample=False)
+            self._bind(f"{stats}/{layout.BLOCK_HISTOGRAM}", sample=False)
+            self.edges[key] = np.asarray(self.group[f"{stats}/{layout.BIN_EDGES}"][:])
+        self._block_arrays.append(layout.COMMIT)
+        self.capacity = min(self.arrays[p].shape[0] for p in self._sample_arrays)
+
+    def _bind(self, path: str, *, sample: bool) -> None:
+        self.arrays[path] = self.group[path]  # type: ignore[assignment]
+        (self._sample_arrays if sample else self._block_arrays).append(path)
+
+    @property
+    def has_arrays(self) -> bool:
+        """Whether the arrays exist (the first block created them)."""
+        return layout.COMMIT in self.arrays
+
+    @property
+    def batch_size(self) -> int:
+        """Samples per block (= per chunk along the sample axis)."""
+        return self.settings.batch_size
+
+    def committed_counts(self) -> np.ndarray:
+        """Samples committed per block."""
+        if not self.has_arrays:
+            return np.zeros(0, np.int64)
+        return commit.committed_blocks(self.arrays[layout.COMMIT])
+
+    def committed_prefix(self) -> int:
+        """Samples committed from 0 without a gap: where a resume continues."""
+        return commit.committed_prefix(self.committed_counts(), self.batch_size)
+
+    # ------------------------------------------------------------------ creating
+    def _array(
+        self, path: str, shape: tuple[int, ...], dtype: Any, dims: Sequence[str], *,
+        chunks: tuple[int, ...], sample: bool, codec: Codec | None = None,
+        attrs: dict[str, Any] | None = None, shards: tuple[int, ...] | None = None,
+        fill_value: Any = None,
+    ) -> None:
+        dtype = np.dtype(dtype)
+        compressors = layout.compressors_for(codec, dtype.itemsize) if codec else "auto"
+        if fill_value is None:
+            fill_value = np.nan if dtype.kind == "f" else 0
+        self.arrays[path] = self.group.create_array(
+            path, shape=shape, dtype=dtype, chunks=chunks, shards=shards,
+            compressors=compressors, fill_value=fill_value, dimension_names=tuple(dims),
+            attributes=attrs or {}, config=_ARRAY_CONFIG,
+        )
+        if sample:
+            self._sample_arrays.append(path)
+        else:
+            self._block_arrays.append(path)
+
+    def create_arrays(
+        self, *, capacity: int, nodes: Sequence[CaptureNode], activations: Mapping[str, np.ndarray],
+        outputs: Mapping[str, np.ndarray], output_specs: Sequence[TensorSpec],
+        inputs: Mapping[str, np.ndarray], input_specs: Sequence[TensorSpec],
+        labels: np.ndarray | None, predictions: bool, edges: Mapping[str, np.ndarray],
+    ) -> None:
+        """Create every array, sized for ``capacity`` samples, from the first block's shapes."""
+        with _guard(self.location, "write a run to"):
+            self._create_arrays(
+                capacity, nodes, activations, outputs, output_specs, inputs, input_specs,
+                labels, predictions, edges,
+            )
+
+    def _create_arrays(
+        self, capacity: int, nodes: Sequence[CaptureNode], activations: Mapping[str, np.ndarray],
+        outputs: Mapping[str, np.ndarray], output_specs: Sequence[TensorSpec],
+        inputs: Mapping[str, np.ndarray], input_specs: Sequence[TensorSpec],
+        labels: np.ndarray | None, predictions: bool, edges: Mapping[str, np.ndarray],
+    ) -> None:
+        s = self.settings
+        b = s.batch_size
+        capacity = max(b, math.ceil(capacity / b) * b)
+        n_blocks = capacity // b
+        self.capacity = capacity
+        self.arrays[layout.COMMIT] = commit.create_record(self.group, n_blocks)
+        self._block_arrays.append(layout.COMMIT)
+        self._array(
+            layout.SAMPLE, (capacity,), "int64", (layout.SAMPLE,), chunks=(b,), sample=True,
+            attrs={"long_name": "global sample index"}, fill_value=-1,
+        )
+        if labels is not None:
+            label_dims = (layout.SAMPLE, *(f"label_dim_{i}" for i in range(labels.ndim - 1)))
+            self._array(
+                layout.LABEL, (capacity, *labels.shape[1:]), labels.dtype, label_dims,
+                chunks=(b, *labels.shape[1:]), sample=True, attrs={"long_name": "label"},
+                fill_value=-1 if labels.dtype.kind in "iu" else None,
+            )
+        if predictions:
+            self._array(
+                layout.PREDICTION, (capacity,), "int64", (layout.SAMPLE,), chunks=(b,),
+                sample=True, attrs={"long_name": "predicted class (top-1)"}, fill_value=-1,
+            )
+        self._group(layout.INPUTS, attributes={"long_name": "model inputs"})
+        self._group(layout.OUTPUTS, attributes={"long_name": "model outputs"})
+        self._group(layout.LAYERS, attributes={"long_name": "captured layers"})
+        if s.keep_inputs:
+            for spec in input_specs:
+                self._tensor(layout.input_path(spec.name), inputs[spec.name], spec.dims,
+                             spec.name, codec=s.codec)
+        for spec in output_specs:
+            self._tensor(layout.output_path(spec.name), outputs[spec.name], spec.dims, spec.name,
+                         codec=None)
+        by_key = {node.key: node for node in nodes}
+        for key in s.layers:
+            self._layer(by_key[key], activations[key], edges[key], n_blocks)
+
+    def _group(self, path: str, attributes: dict[str, Any]) -> None:
+        self.group.create_group(path, attributes=attributes, overwrite=True)
+
+    def _tensor(
+        self, path: str, first: np.ndarray, dims: Sequence[str], long_name: str, *,
+        codec: Codec | None, dtype: Any = None,
+    ) -> None:
+        b = self.settings.batch_size
+        per_sample = tuple(first.shape[1:])
+        dims = tuple(dims) if len(dims) == len(per_sample) else tuple(
+            f"dim_{i}" for i in range(len(per_sample))
+        )
+        shards = None
+        chunks = (b, *per_sample)
+        if self.settings.sharded:  # one shard per block, one inner chunk per sample
+            shards, chunks = chunks, (1, *per_sample)
+        self._array(
+            path, (self.capacity, *per_sample), dtype or first.dtype, (layout.SAMPLE, *dims),
+            chunks=chunks, shards=shards, sample=True, codec=codec,
+            attrs={"long_name": long_name},
+        )
+
+    def _layer(self, node: CaptureNode, first: np.ndarray, edges: np.ndarray, n_blocks: int) -> None:
+        s = self.settings
+        base = layout.layer_path(node.key)
+        channel_dim = node.channel_dim
+        dims = node.dims if len(node.dims) == first.ndim - 1 else tuple(
+            f"dim_{i}" for i in range(first.ndim - 1)
+        )
+        self._group(
+            base,
+            attributes={
+                "name": node.name, "layer_type": node.layer_type,
+                "long_name": f"{node.name} ({node.layer_type})", "key": node.key,
+                "dims": list(dims), "channel_dim": channel_dim,
+                "path": list(node.path), "call_index": node.call_index,
+                "output_index": node.output_index,
+            },
+        )
+        stored = np.dtype(s.dtype) if s.dtype else first.dtype
+        self._tensor(f"{base}/{layout.ACTIVATION}", first, dims,
+                     f"activation of {node.name}", codec=s.codec, dtype=stored)
+        if s.gradients:
+            self._tensor(f"{base}/{layout.GRADIENT}", first, dims,
+                         f"gradient of the target w.r.t. {node.name}", codec=s.codec, dtype=stored)
+        channels = first.shape[1 + dims.index(channel_dim)] if channel_dim in dims else 1
+        stats = layout.stats_path(node.key)
+        self._group(
+            stats,
+            attributes={
+                "channel_dim": channel_dim, "moments": list(MOMENTS),
+                "histogram_slots": "bins..., underflow, overflow, zeros",
+                "description": "per-block partial statistics of the activation, computed at "
+                "full precision; reduce over committed blocks (tensortap.open_run(...).stats)",
+            },
+        )
+        b = s.batch_size
+        self._array(
+            f"{stats}/{layout.BIN_EDGES}", edges.shape, "float64", (layout.BIN_EDGE_DIM,),
+            chunks=edges.shape, sample=False, attrs={"long_name": "histogram bin edges"},
+        )
+        self._block_arrays.pop()  # fixed size: never resized
+        self.arrays[f"{stats}/{layout.BIN_EDGES}"][:] = edges
+        self.edges[node.key] = np.asarray(edges)
+        self._array(
+            f"{stats}/{layout.BLOCK_MOMENTS}", (n_blocks, len(MOMENTS), channels), "float64",
+            (layout.BLOCK_DIM, layout.MOMENT_DIM, layout.CHANNEL_DIM),
+            chunks=(1, len(MOMENTS), channels), sample=False,
+            attrs={"long_name": "per-block moments: " + ", ".join(MOMENTS)},
+        )
+        self._array(
+            f"{stats}/{layout.BLOCK_HISTOGRAM}", (n_blocks, len(edges) + 2), "int64",
+            (layout.BLOCK_DIM, layout.SLOT_DIM), chunks=(1, len(edges) + 2), sample=False,
+            attrs={"long_name": "per-block histogram counts, then underflow, overflow, zeros"},
+        )
+        for name, what in ((layout.SAMPLE_MEAN, "mean"), (layout.SAMPLE_MAX, "max")):
+            self._array(
+                f"{stats}/{name}", (self.capacity, channels), "float32",
+                (layout.SAMPLE, layout.CHANNEL_DIM), chunks=(b, channels), sample=True,
+                attrs={"long_name": f"per-sample channel {what}"},
+            )
+
+    # ------------------------------------------------------------------ writing
+    def ensure_capacity(self, stop: int) -> None:
+        """Grow every array to hold ``stop`` samples (unknown-length data only).
+
+        Grows by doubling, so a run of N samples resizes O(log N) times; call it from one
+        thread only, never while another writer is writing (DESIGN.md §6).
+        """
+        if stop <= self.capacity:
+            return
+        b = self.batch_size
+        capacity = max(stop, 2 * self.capacity)
+        self._resize(math.ceil(capacity / b) * b)
+
+    def _resize(self, capacity: int) -> None:
+        b = self.batch_size
+        with _guard(self.location, "resize arrays of"):
+            for path in self._sample_arrays:
+                array = self.arrays[path]
+                array.resize((capacity, *array.shape[1:]))
+            for path in self._block_arrays:
+                array = self.arrays[path]
+                array.resize((math.ceil(capacity / b), *array.shape[1:]))
+        self.capacity = capacity
+
+    def write_root(
+        self, start: int, *, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray],
+        labels: np.ndarray | None, predictions: np.ndarray | None,
+    ) -> int:
+        """Write the block's sample index, labels, predictions, inputs and outputs.
+
+        Returns the number of bytes handed to the store (before compression).
+        """
+        n = len(next(iter(outputs.values())))
+        stop = start + n
+        nbytes = 0
+        with _guard(self.location, "write to"):
+            self.arrays[layout.SAMPLE][start:stop] = np.arange(start, stop, dtype=np.int64)
+            if labels is not None and layout.LABEL in self.arrays:
+                self.arrays[layout.LABEL][start:stop] = labels
+            if predictions is not None and layout.PREDICTION in self.arrays:
+                self.arrays[layout.PREDICTION][start:stop] = predictions
+            if self.settings.keep_inputs:
+                for name, value in inputs.items():
+                    self.arrays[layout.input_path(name)][start:stop] = value
+                    nbytes += value.nbytes
+            for name, value in outputs.items():
+                self.arrays[layout.output_path(name)][start:stop] = value
+                nbytes += value.nbytes
+        return nbytes
+
+    def write_layer(
+        self, key: str, start: int, activation: np.ndarray, gradient: np.ndarray | None,
+        stats: BlockStats,
+    ) -> int:
+        """Write one layer's block: activation, gradient, statistics.  Thread-safe across
+        distinct keys.  Returns the bytes written (after dtype narrowing, before compression).
+        """
+        s = self.settings
+        base = layout.layer_path(key)
+        stop = start + len(activation)
+        block = start // s.batch_size
+        stored = np.dtype(s.dtype) if s.dtype else None
+        nbytes = 0
+        with _guard(self.location, "write to"):
+            for name, value in ((layout.ACTIVATION, activation), (layout.GRADIENT, gradient)):
+                if value is None:
+                    continue
+                if stored is not None and value.dtype != stored:
+                    value = value.astype(stored)
+                self.arrays[f"{base}/{name}"][start:stop] = value
+                nbytes += value.nbytes
+            stats_base = layout.stats_path(key)
+            self.arrays[f"{stats_base}/{layout.SAMPLE_MEAN}"][start:stop] = stats.sample_mean
+            self.arrays[f"{stats_base}/{layout.SAMPLE_MAX}"][start:stop] = stats.sample_max
+            self.arrays[f"{stats_base}/{layout.BLOCK_MOMENTS}"][block] = stats.moments
+            self.arrays[f"{stats_base}/{layout.BLOCK_HISTOGRAM}"][block] = stats.histogram
+        return nbytes
+
+    def commit(self, start: int, n_samples: int) -> None:
+        """Mark the block starting at ``start`` committed — only after all its writes."""
+        with _guard(self.location, "commit to"):
+            commit.mark_committed(
+                self.arrays[layout.COMMIT], start // self.batch_size, n_samples
+            )
+
+    def set_status(self, status: str, **extra: Any) -> None:
+        """Update ``status`` (and other keys) in the root attrs."""
+        with _guard(self.location, "update"):
+            attrs = dict(self.group.attrs.get(layout.ATTRS_KEY, {}))  # type: ignore[call-overload]
+            attrs.update(status=status, **extra)
+            self.group.attrs.update({layout.ATTRS_KEY: attrs})
+
+    def finish(self, status: str) -> int:
+        """End the run: trim arrays to the committed samples when they form a prefix, and
+        set ``status``.  Returns the number of committed samples."""
+        counts = self.committed_counts()
+        committed = int(counts.sum())
+        prefix = commit.committed_prefix(counts, self.batch_size)
+        if self.has_arrays and prefix == committed and committed and committed != self.capacity:
+            # Exact sizes let plain xarray open the run with no fill-value tail.
+            self._resize(committed)
+        self.set_status(status, samples=committed)
+        return committed
