@@ -470,3 +470,67 @@ class TestTorchBackendConformance(BackendTests):
             return _first(outputs).sum(dim=1)
 
         return first_output_sum
+
+
+# -- end to end: engine, run store, CAM and views on a torch run ---------------------------
+@pytest.fixture(scope="module")
+def resnet_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any, Any, Path]:
+    import tensortap as tt
+    from tensortap.backends.torch import TorchBackend
+
+    case = CASES["resnet"]
+    model, x = case.build(), case.example()
+    if not getattr(TorchBackend, "needs_example_inputs", False):  # pragma: no cover
+        pytest.fail("the torch backend must declare needs_example_inputs")
+    TorchBackend().graph(model, x)  # what capture does with its first batch
+    path = tmp_path_factory.mktemp("torch") / "resnet.zarr"
+    run = tt.capture(
+        model,
+        x,
+        store=str(path),
+        layers=["layer1", "layer2", "fc"],
+        gradients=True,
+        batch_size=3,
+        progress=False,
+    )
+    return model, x, run, path
+
+
+def test_torch_run_opens_with_plain_xarray(resnet_run: Any) -> None:
+    import xarray as xr
+
+    model, x, run, path = resnet_run
+    tree = xr.open_datatree(path, engine="zarr")
+    activation = tree["layers/layer2/activation"]
+    assert activation.dims == ("sample", "channel", "height", "width")
+    assert tree.attrs["tensortap"]["framework"] == "torch"
+    assert run.layers == ("layer1", "layer2", "fc") and run.samples == len(x)
+    with torch.no_grad(), _eval(model):  # batch by batch: conv kernels block by batch size
+        blocks = [_reference(CASES["resnet"], model, x[i : i + 3])[0] for i in (0, 3)]
+    for key in ("layer2", "fc"):
+        expected = np.concatenate([block[key].numpy() for block in blocks])
+        np.testing.assert_array_equal(run.activation(key).values, expected, err_msg=key)
+
+
+def test_gradcam_on_nchw_maps(resnet_run: Any) -> None:
+    import tensortap as tt
+
+    _, x, run, _ = resnet_run
+    a, g = run.activation("layer2").values, run.gradient("layer2").values  # (n, c, h, w)
+    expected = np.maximum((g.mean(axis=(2, 3), keepdims=True) * a).sum(axis=1), 0)
+    raw = tt.cam(run, "layer2", upsample=False, normalize=False)
+    assert raw.dims == ("sample", "y", "x")
+    np.testing.assert_allclose(raw.values, expected, rtol=1e-5, atol=1e-6)
+    full = tt.cam(run, "layer2", method="gradcam++", sample=0)
+    assert full.shape == (1, *x.shape[2:])  # at the input's size, found from its dims
+    assert 0.0 <= float(full.min()) and float(full.max()) <= 1.0
+
+
+def test_feature_maps_view_on_nchw_maps(resnet_run: Any) -> None:
+    pytest.importorskip("holoviews")
+    from tensortap import viz
+
+    _, _, run, _ = resnet_run
+    grid = viz.feature_maps(run, "layer1", sample=1)
+    n_channels = run.activation("layer1").sizes["channel"]
+    assert len(grid) == n_channels
