@@ -250,7 +250,11 @@ def _run_blocks(
                 pipeline.close()
     except BaseException:
         if pipeline is not None:
-            pipeline.abort()
+            # Blocks already computed are still written and committed: they are good data.
+            try:
+                pipeline.close()
+            except BaseException:  # noqa: BLE001 - the writer failed too; report the first error
+                pipeline.abort()
         bar.close()
         try:
             writer.finish("failed")

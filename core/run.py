@@ -70,7 +70,10 @@ class Run:
     def refresh(self) -> Run:
         """Re-read the commit record and the arrays (follow a capture in progress)."""
         store = self._location.store
-        meta = read_json(store, "zarr.json")
+        try:
+            meta = read_json(store, "zarr.json")
+        except OSError as err:
+            raise StorageError(f"cannot read the run at {self.path!r}: {err}") from err
         if meta is None:
             raise RunNotFoundError(
                 f"no tensortap run at {self.path!r} (no zarr.json); capture one with "
@@ -224,7 +227,7 @@ class Run:
     def activation(self, key: str) -> xr.DataArray:
         """Lazy activations of one layer, dims ``("sample", ...)``, committed samples."""
         self._check_key(key)
-        return self._layer(key)[layout.ACTIVATION]  # type: ignore[return-value]
+        return self._with_sample_coords(self._layer(key)[layout.ACTIVATION])
 
     def has_gradient(self, key: str) -> bool:
         """Whether gradients were captured for ``key``."""
@@ -244,7 +247,15 @@ class Run:
                 f"the run at {self.path!r} has no gradients for {key!r}; capture with "
                 "gradients=True (--gradients)"
             )
-        return self._layer(key)[layout.GRADIENT]  # type: ignore[return-value]
+        return self._with_sample_coords(self._layer(key)[layout.GRADIENT])
+
+    def _with_sample_coords(self, array: Any) -> xr.DataArray:
+        """Attach ``label`` and ``prediction`` (root coords DataTree does not inherit)."""
+        extra = {
+            name: var for name in (layout.LABEL, layout.PREDICTION)
+            if (var := self._root_var(name)) is not None and var.ndim == 1
+        }
+        return array.assign_coords(extra) if extra else array  # type: ignore[no-any-return]
 
     def _named(self, group: str, names: tuple[str, ...], name: str | None) -> xr.DataArray | None:
         if not names or self._raw_tree is None:
@@ -252,7 +263,7 @@ class Run:
         name = names[0] if name is None else name
         if name not in names:
             raise LayerNotFoundError(f"no {group[:-1]} named {name!r}; the run has {list(names)}")
-        return self.tree[f"{group}/{name}"]  # type: ignore[return-value]
+        return self._with_sample_coords(self.tree[f"{group}/{name}"])
 
     def inputs(self, name: str | None = None) -> xr.DataArray | None:
         """A stored model input (the first by default), or ``None`` if inputs were not kept."""

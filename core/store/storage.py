@@ -115,15 +115,13 @@ def read_json(store: Store, key: str) -> Any:
     ------
     CorruptRunError
         When the object exists but is not valid JSON (truncated metadata).
-    StorageError
-        When the store cannot be read.
+    OSError
+        When the store cannot be read (callers say what they were doing).
     """
     try:
         buffer = sync(store.get(key, prototype=default_buffer_prototype()))
     except FileNotFoundError:
         return None
-    except OSError as err:
-        raise StorageError(f"cannot read {key!r}: {err}") from err
     if buffer is None:
         return None
     try:

@@ -1,0 +1,95 @@
+"""Streaming statistics against NumPy on the full-precision values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tensortap.core.stats import block_stats, choose_edges, reduce_blocks, to_channels_last
+
+
+def _reduce(blocks: list[np.ndarray], edges: np.ndarray):
+    parts = [block_stats(b, edges) for b in blocks]
+    return parts, reduce_blocks(
+        np.stack([p.moments for p in parts]), np.stack([p.histogram for p in parts])
+    )
+
+
+def test_moments_match_numpy_over_blocks() -> None:
+    rng = np.random.default_rng(0)
+    data = (rng.normal(3.0, 2.0, size=(70, 6, 6, 5)) * (rng.random((70, 6, 6, 5)) > 0.3))
+    data = data.astype(np.float32)
+    x3 = to_channels_last(data, ("height", "width", "channel"), "channel")
+    edges = choose_edges(x3[:32])
+    _, r = _reduce([x3[:32], x3[32:64], x3[64:]], edges)
+    flat = data.reshape(-1, 5).astype(np.float64)
+    np.testing.assert_array_equal(r.count, np.full(5, 70 * 36))
+    np.testing.assert_allclose(r.mean, flat.mean(0), rtol=1e-10)
+    np.testing.assert_allclose(r.std, flat.std(0), rtol=1e-9)
+    np.testing.assert_array_equal(r.min, flat.min(0))
+    np.testing.assert_array_equal(r.max, flat.max(0))
+    np.testing.assert_allclose(r.zero_fraction, (flat == 0).mean(0))
+    np.testing.assert_array_equal(r.nonfinite, 0)
+
+
+def test_histogram_counts_are_exact() -> None:
+    rng = np.random.default_rng(1)
+    first = rng.normal(size=(16, 10, 3)).astype(np.float32)
+    later = (rng.normal(size=(16, 10, 3)) * 4).astype(np.float32)  # spills outside the edges
+    later[0, 0, 0] = 0.0
+    edges = choose_edges(first, bins=64)
+    _, r = _reduce([first, later], edges)
+    values = np.concatenate([first.ravel(), later.ravel()]).astype(np.float64)
+    assert r.histogram.sum() + r.underflow + r.overflow == values.size
+    assert r.underflow == int((values < edges[0]).sum())
+    assert r.overflow == int((values >= edges[-1]).sum())
+    assert r.zeros == int((values == 0).sum())
+    reference, _ = np.histogram(values, bins=edges)
+    # Bin indices are computed in float32: only values within rounding of an edge may move.
+    assert np.abs(r.histogram - reference).sum() <= 2
+
+
+def test_histogram_exact_on_values_away_from_edges() -> None:
+    values = np.repeat(np.arange(0.25, 8, 0.5, dtype=np.float32), 3).reshape(1, -1, 1)
+    edges = np.linspace(0.0, 8.0, 17)
+    part = block_stats(values, edges)
+    np.testing.assert_array_equal(part.histogram[:16], np.full(16, 3))
+
+
+def test_nonfinite_values_are_counted_and_excluded() -> None:
+    data = np.arange(24, dtype=np.float32).reshape(2, 4, 3)
+    data[0, 1, 2] = np.nan
+    data[1, 3, 0] = np.inf
+    edges = choose_edges(data)
+    assert np.isfinite(edges).all()
+    _, r = _reduce([data], edges)
+    np.testing.assert_array_equal(r.nonfinite, [1, 0, 1])
+    np.testing.assert_array_equal(r.count, [7, 8, 7])
+    for c in range(3):
+        column = data[..., c].ravel()
+        finite = column[np.isfinite(column)].astype(np.float64)
+        assert r.mean[c] == pytest.approx(finite.mean())
+        assert r.std[c] == pytest.approx(finite.std())
+        assert r.max[c] == finite.max()
+    assert r.histogram.sum() + r.underflow + r.overflow == 22
+
+
+def test_per_sample_mean_and_max() -> None:
+    rng = np.random.default_rng(2)
+    data = rng.normal(size=(4, 3, 5, 2)).astype(np.float32)  # channels-first (torch)
+    x3 = to_channels_last(data, ("channel", "height", "width"), "channel")
+    part = block_stats(x3, choose_edges(x3))
+    np.testing.assert_allclose(part.sample_mean, data.astype(np.float64).mean(axis=(2, 3)), atol=1e-7)
+    np.testing.assert_array_equal(part.sample_max, data.max(axis=(2, 3)))
+
+
+def test_no_channel_dim_is_one_channel() -> None:
+    data = np.arange(6, dtype=np.float32).reshape(6)
+    x3 = to_channels_last(data, (), None)
+    assert x3.shape == (6, 1, 1)
+    _, r = _reduce([x3], choose_edges(x3))
+    assert r.count.tolist() == [6]
+
+
+def test_empty_reduction_is_nan_not_error() -> None:
+    r = reduce_blocks(np.zeros((0, 7, 3)), np.zeros((0, 10), np.int64))
+    assert r.count.tolist() == [0, 0, 0] and np.isnan(r.mean).all()
