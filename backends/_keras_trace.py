@@ -82,12 +82,14 @@ class Recorder:
     tape: Any = None
     watch_keys: frozenset[str] = frozenset()
     active: bool = False
+    graph: Any = None
 
     def start(self, tape: Any = None) -> None:
         """Begin a trace: forget earlier records and call counts."""
         self.records = []
         self.calls = {}
         self.tape = tape
+        self.graph = tf.compat.v1.get_default_graph()
         self.active = True
 
     def stop(self) -> list[RecordedTensor]:
@@ -99,6 +101,10 @@ class Recorder:
     def record(self, layer: Any, outputs: Any) -> None:
         if not self.active:
             return  # a call outside our trace (e.g. the user's own eager call): leave it be
+        if tf.compat.v1.get_default_graph() is not self.graph:
+            # inside a control-flow body (an RNN cell in its while loop): its tensors cannot
+            # leave that body, so the cell is no capture node; its RNN layer is
+            return
         call_index = self.calls.get(id(layer), 0)
         self.calls[id(layer)] = call_index + 1
         path = self.paths[id(layer)]

@@ -292,7 +292,10 @@ class TensorFlowSession(CaptureSession):
             for spec, value in zip(self._graph.outputs, result["outputs"], strict=True)
         }
         activations = {k: v.numpy() for k, v in zip(self._keys, result["activations"], strict=True)}
-        gradients = {k: v.numpy() for k, v in zip(self._keys, result.get("gradients", []), strict=True)}
+        gradients = (
+            {k: v.numpy() for k, v in zip(self._keys, result["gradients"], strict=True)}
+            if "gradients" in result else {}
+        )
         target_classes = result.get("classes")
         target_values = result.get("values")
         return BatchResult(
