@@ -1,0 +1,219 @@
+"""Benchmark of the PyTorch backend (issue 6): capture-to-run time / plain forward time.
+
+The model is the small ResNet-like network of the torch tests (``tests/torch_models.py``:
+ResNet-18's layout, a stem and two stages of two basic blocks, at toy width) on random
+32×32 RGB images.  Both figures come from the same process, one after the other:
+
+- *plain forward*: the model in eval mode under ``torch.no_grad``, the same batches;
+- *capture*: ``tt.capture(model, x, store=<local folder>)`` end to end — the trace of the
+  capture graph, hooks, copying every activation out, statistics, compression and the
+  writes of a local Zarr run — for every node (``layers="*"``), then again with gradients
+  of the predicted class for the block outputs (``layer1.*``, ``layer2.*``), whose plain
+  counterpart is forward + ``torch.autograd.grad``.
+
+One thread for torch (``torch.set_num_threads(1)``): the machine is shared, and a ratio
+of two single-threaded timings is steadier than one of two contended ones.
+
+Run: ``python -m benchmarks.bench_torch [--samples N] [--batch-size B]``; it writes its
+own ``## PyTorch`` section in ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+MODELS = Path(__file__).resolve().parents[1] / "tests" / "torch_models.py"
+
+
+def _tiny_resnet() -> Any:
+    # The benchmark measures the very model the tests check, so it is loaded from there.
+    spec = importlib.util.spec_from_file_location("torch_models", MODELS)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("torch_models", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _forward_s(model: Any, x: np.ndarray, batch_size: int, gradients: bool) -> float:
+    import torch
+
+    started = time.perf_counter()
+    for i in range(0, len(x), batch_size):
+        batch = torch.from_numpy(x[i : i + batch_size])
+        if gradients:
+            scores = model(batch)
+            picked = scores.gather(1, scores.argmax(dim=1, keepdim=True)).sum()
+            torch.autograd.grad(picked, [p for p in model.parameters()][:1])
+        else:
+            with torch.no_grad():
+                model(batch)
+    return time.perf_counter() - started
+
+
+def _session_s(model: Any, x: np.ndarray, batch_size: int) -> float:
+    """The backend alone: every node captured into NumPy arrays, nothing stored."""
+    from tensortap.backends.torch import TorchBackend
+
+    backend = TorchBackend()
+    started = time.perf_counter()
+    graph = backend.graph(model, x[:batch_size])
+    with backend.session(model, graph.nodes) as session:
+        for i in range(0, len(x), batch_size):
+            session.run({"x": x[i : i + batch_size]})
+    return time.perf_counter() - started
+
+
+def main(samples: int = 256, batch_size: int = 32, write: bool = True) -> dict[str, Any]:
+    """Time a plain forward pass and a capture of the same data into a local run.
+
+    Parameters
+    ----------
+    samples
+        Random 3×32×32 images.
+    batch_size
+        Samples per batch, for the forward pass and the capture alike.
+    write
+        Update the ``## PyTorch`` section of ``benchmarks/RESULTS.md``.
+
+    Returns
+    -------
+    dict
+        Timings in seconds, the ratios, the number of layers and the run's size.
+    """
+    import tensortap as tt
+    import torch
+    from tensortap.backends.torch import TorchBackend
+
+    torch.set_num_threads(1)
+    models = _tiny_resnet()
+    torch.manual_seed(0)
+    model = models.TinyResNet(width=8, classes=10).eval()
+    x = np.random.default_rng(0).normal(size=(samples, 3, 32, 32)).astype(np.float32)
+    _forward_s(model, x[:batch_size], batch_size, gradients=True)  # warm-up: allocator, kernels
+
+    folder = Path(tempfile.mkdtemp(prefix="tt-bench-torch-"))
+    try:
+        tt.capture  # noqa: B018 - import the engine and store before the clock starts
+        forward_s = _forward_s(model, x, batch_size, gradients=False)
+        session_s = _session_s(model, x, batch_size)
+        started = time.perf_counter()
+        # What capture does with its first batch (needs_example_inputs), timed with it.
+        graph = TorchBackend().graph(model, x[:batch_size])
+        run = tt.capture(
+            model,
+            x,
+            store=str(folder / "all.zarr"),
+            layers="*",
+            batch_size=batch_size,
+            progress=False,
+        )
+        capture_s = time.perf_counter() - started
+        assert run.samples == samples
+
+        backward_s = _forward_s(model, x, batch_size, gradients=True)
+        blocks = ["layer1.*", "layer2.*"]
+        started = time.perf_counter()
+        TorchBackend().graph(model, x[:batch_size])
+        with_gradients = tt.capture(
+            model,
+            x,
+            store=str(folder / "grad.zarr"),
+            layers=blocks,
+            gradients=True,
+            batch_size=batch_size,
+            progress=False,
+        )
+        gradient_capture_s = time.perf_counter() - started
+        stored = sum(int(np.prod(node.shape)) * 4 * samples for node in graph.nodes)
+        result = {
+            "samples": samples,
+            "batch_size": batch_size,
+            "layers": len(graph.nodes),
+            "gradient_layers": len(with_gradients.layers),
+            "activation_mb": stored / 1e6,
+            "on_disk_mb": _folder_bytes(folder / "all.zarr") / 1e6,
+            "forward_s": forward_s,
+            "capture_s": capture_s,
+            "ratio": capture_s / forward_s,
+            "session_s": session_s,
+            "session_ratio": session_s / forward_s,
+            "forward_backward_s": backward_s,
+            "gradient_capture_s": gradient_capture_s,
+            "gradient_ratio": gradient_capture_s / backward_s,
+        }
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if write:
+        _write_results(result)
+    return result
+
+
+def _write_results(r: dict[str, Any]) -> None:
+    """Replace (or add) the ``## PyTorch`` section of RESULTS.md, leaving the others alone."""
+    section = "\n".join(
+        [
+            "## PyTorch",
+            "",
+            f"`python -m benchmarks.bench_torch` on {platform.machine()}, {os.cpu_count()} "
+            f"CPUs (shared), torch {_torch_version()} with 1 thread, {time.strftime('%Y-%m-%d')}. "
+            f"Model: the tests' ResNet-like `TinyResNet` (width 8, 10 classes) on "
+            f"{r['samples']} random 3×32×32 images, batch {r['batch_size']}, one run.",
+            "",
+            "| measure | plain | capture to a local run | ratio |",
+            "|---|---|---|---|",
+            f"| every node ({r['layers']} layers, {r['activation_mb']:.0f} MB float32, "
+            f"{r['on_disk_mb']:.0f} MB on disk) vs forward (eval, no_grad) "
+            f"| {r['forward_s']:.2f} s | {r['capture_s']:.2f} s | **{r['ratio']:.1f}×** |",
+            f"| every node, the backend alone (`session.run` into NumPy, nothing stored) "
+            f"| {r['forward_s']:.2f} s | {r['session_s']:.2f} s | {r['session_ratio']:.1f}× |",
+            f"| block outputs ({r['gradient_layers']} layers) with gradients of the predicted "
+            f"class vs forward + autograd.grad | {r['forward_backward_s']:.2f} s "
+            f"| {r['gradient_capture_s']:.2f} s | {r['gradient_ratio']:.1f}× |",
+            "",
+            "The capture time includes tracing the graph, statistics, compression and writing. "
+            "With a model this small the run store's work dominates — each sample yields far "
+            "more activation bytes than its forward pass costs — as the backend-alone row "
+            "shows; the ratio is an upper bound for models with more compute per byte.",
+            "",
+        ]
+    )
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
+    start = text.find("## PyTorch")
+    if start >= 0:
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + section + ("" if end < 0 else text[end + 1 :])
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    RESULTS.write_text(text)
+
+
+def _torch_version() -> str:
+    import torch
+
+    return str(torch.__version__)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    args = parser.parse_args()
+    print(main(args.samples, args.batch_size, write=not args.no_write))
