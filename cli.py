@@ -65,5 +65,53 @@ def serve(path: str, address: str, port: int, show: bool) -> None:
     serve_runs(path, address=address, port=port, show=show)
 
 
+@main.command()
+@click.argument("model", type=click.Path())
+@click.argument("data", type=click.Path())
+@click.option("-o", "--output", required=True, help="Run folder or s3:// URL to write.")
+@click.option("--layers", "layers", multiple=True, help="Glob, key or re:regex; repeatable.")
+@click.option("--gradients", is_flag=True, help="Also capture gradients of the target.")
+@click.option("--target", default="predicted", show_default=True,
+              help="predicted, label, or a class index.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--dtype", default=None, help="Storage dtype of activations, e.g. float16.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run.")
+@click.option("--image-size", nargs=2, type=int, default=None, metavar="H W",
+              help="Resize images of a DATA folder.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def capture(model: str, data: str, output: str, layers: tuple[str, ...], gradients: bool,
+            target: str, batch_size: int, dtype: str | None, resume: bool, overwrite: bool,
+            image_size: tuple[int, int] | None, no_progress: bool) -> None:
+    """Capture MODEL (.keras or SavedModel) on DATA (.npy, .npz or image folder) into a run."""
+    from tensortap.cli_capture import capture_command
+
+    if resume and overwrite:
+        raise click.UsageError("--resume and --overwrite contradict each other; choose one")
+    click.echo(capture_command(
+        model, data, output, layers=layers, gradients=gradients, target=target,
+        batch_size=batch_size, dtype=dtype, resume=resume, overwrite=overwrite,
+        image_size=tuple(image_size) if image_size else None, progress=not no_progress,
+    ))
+
+
+@main.command()
+@click.argument("run", type=click.Path())
+def info(run: str) -> None:
+    """Summarise RUN: status, samples, layers, shapes, dtypes, size and compression."""
+    from tensortap.cli_capture import info_text
+
+    click.echo(info_text(run))
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+def graph(model: str) -> None:
+    """Print MODEL's capture graph: every key you can select with --layers."""
+    from tensortap.cli_capture import graph_command
+
+    click.echo(graph_command(model))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
