@@ -1,0 +1,178 @@
+"""Reading what a view needs from a run: validated positions, arrays by dimension name, labels.
+
+Views receive a :class:`tensortap.Run` (or anything with the same reader API, see
+docs/contracts.md) and must find dimensions by *name*: a Keras run stores maps as
+``(height, width, channel)``, a PyTorch run as ``(channel, height, width)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import holoviews as hv
+import numpy as np
+import xarray as xr
+from tensortap.core.errors import TensortapError, ViewError
+from tensortap.core.graph import channel_dim
+
+__all__ = [
+    "channel_count",
+    "check_channel",
+    "check_sample",
+    "hv_dimension",
+    "layer_map",
+    "positions",
+    "sample_caption",
+    "stored_input",
+    "target_class",
+]
+
+
+def check_sample(n_samples: int, sample: int) -> int:
+    """A 0-based position among the committed samples (negative counts from the end)."""
+    if isinstance(sample, bool) or not isinstance(sample, int | np.integer):
+        raise ViewError(f"sample must be an int, got {sample!r}")
+    if not -n_samples <= sample < n_samples:
+        raise ViewError(
+            f"sample {sample} is out of range: the run has {n_samples} committed samples"
+            + (f" (0..{n_samples - 1})" if n_samples else "")
+        )
+    return int(sample) % n_samples
+
+
+def channel_count(array: xr.DataArray) -> int:
+    """Number of channels of a layer array (1 when it has no channel-like dim)."""
+    name = channel_dim(tuple(str(d) for d in array.dims))
+    return int(array.sizes[name]) if name else 1
+
+
+def check_channel(key: str, n_channels: int, channel: int) -> int:
+    """A validated channel index of layer ``key``."""
+    if isinstance(channel, bool) or not isinstance(channel, int | np.integer):
+        raise ViewError(f"channel must be an int, got {channel!r}")
+    if not 0 <= channel < n_channels:
+        raise ViewError(
+            f"channel {channel} is out of range: layer {key!r} has {n_channels} channels "
+            f"(0..{n_channels - 1})"
+        )
+    return int(channel)
+
+
+def hv_dimension(
+    array: xr.DataArray | None, name: str, default: str | None = None, *, values: bool = False
+) -> hv.Dimension:
+    """A HoloViews dimension labelled from xarray attrs (``long_name``, ``units``).
+
+    ``values=True`` labels the array's values (its own attrs); otherwise ``name`` is an axis,
+    labelled by its coordinate's attrs when it has one.
+    """
+    attrs: dict[str, Any] = {}
+    if array is not None and values:
+        attrs = dict(array.attrs)
+    elif array is not None and name in array.coords:
+        attrs = dict(array[name].attrs)
+    label = attrs.get("long_name") or default or name
+    unit = attrs.get("units") or None
+    return hv.Dimension(name, label=str(label), unit=str(unit) if unit else None)
+
+
+def layer_map(array: xr.DataArray, key: str) -> xr.DataArray:
+    """One sample's layer output arranged for display, dims found by name.
+
+    Returns ``(channel, height, width)`` for spatial layers; otherwise one image with a
+    leading ``channel`` dim of length 1: ``(channel, time, feature)`` for sequences and
+    ``(channel, row, unit)``, a one-row strip, for dense layers.
+    """
+    dims = tuple(str(d) for d in array.dims)
+    if "height" in dims and "width" in dims:
+        if "channel" not in dims:
+            array = array.expand_dims("channel")
+        rest = [d for d in array.dims if d not in ("channel", "height", "width")]
+        if rest:
+            raise ViewError(f"layer {key!r} has dims {dims}: cannot show a 2-D map over {rest}")
+        return array.transpose("channel", "height", "width")
+    if dims == ("time", "feature") or set(dims) == {"time", "feature"}:
+        return array.transpose("time", "feature").expand_dims("channel")
+    if len(dims) == 1:
+        return array.expand_dims(["channel", "row"]).transpose("channel", "row", dims[0])
+    if not dims:
+        return array.expand_dims(["channel", "row", "unit"])
+    raise ViewError(f"layer {key!r} has dims {dims}: no 2-D view for them")
+
+
+def stored_input(run: Any, position: int) -> np.ndarray | None:
+    """The stored model input of one sample as ``(height, width, channel)``, or ``None``.
+
+    ``None`` when the run kept no inputs or the first input is not image-like.
+    """
+    try:
+        inputs = run.inputs()
+    except (TensortapError, KeyError, LookupError, FileNotFoundError):
+        return None
+    if inputs is None or "height" not in inputs.dims or "width" not in inputs.dims:
+        return None
+    image = inputs.isel(sample=position)
+    if "channel" in image.dims:
+        image = image.transpose("height", "width", "channel")
+    else:
+        image = image.transpose("height", "width").expand_dims("channel", axis=-1)
+    return np.asarray(image.values)
+
+
+def _coordinate(run: Any, name: str) -> xr.DataArray | None:
+    value = getattr(run, name, None)
+    return value if isinstance(value, xr.DataArray) else None
+
+
+def sample_caption(run: Any, position: int) -> str:
+    """``"sample 12 · label 3 · pred 5"`` for titles (the parts the run has)."""
+    parts = [f"sample {_sample_index(run, position)}"]
+    names = (getattr(run, "attrs", None) or {}).get("class_names")
+    for word, attr in (("label", "labels"), ("pred", "predictions")):
+        values = _coordinate(run, attr)
+        if values is not None and values.sizes.get("sample", 0) > position:
+            value = values.isel(sample=position).values.item()
+            if names and isinstance(value, int | np.integer) and 0 <= value < len(names):
+                value = names[int(value)]
+            parts.append(f"{word} {value}")
+    return " · ".join(parts)
+
+
+def _sample_index(run: Any, position: int) -> int:
+    """The run's global index of the sample at ``position`` (they differ after a resume)."""
+    labels = _coordinate(run, "predictions")
+    if labels is None:
+        labels = _coordinate(run, "labels")
+    if labels is not None and "sample" in labels.coords:
+        return int(labels["sample"].values[position])
+    return position
+
+
+def target_class(run: Any, position: int) -> int | None:
+    """The class whose score the stored gradients of this sample differentiate, if known.
+
+    Looks for a stored per-sample ``target_class``, then derives it from the run's target:
+    ``"predicted"`` → the prediction, ``"label"`` → the label, ``"class k"`` → ``k``.
+    """
+    tree = getattr(run, "tree", None)
+    if tree is not None and "target_class" in getattr(tree, "variables", {}):
+        return int(tree["target_class"].values[position])
+    target = str((getattr(run, "attrs", None) or {}).get("target", ""))
+    source = {"predicted": "predictions", "label": "labels"}.get(target)
+    if source is not None:
+        values = _coordinate(run, source)
+        if values is not None:
+            return int(values.isel(sample=position).values)
+    if target.startswith("class "):
+        return int(target.split()[1])
+    return None
+
+
+def positions(n_samples: int, samples: int | Sequence[int] | range | None, default: int) -> list[int]:
+    """Validated sample positions; ``None`` means the first ``default`` ones."""
+    if samples is None:
+        return list(range(min(default, n_samples)))
+    if isinstance(samples, int | np.integer):
+        samples = [int(samples)]
+    return [check_sample(n_samples, int(s)) for s in samples]

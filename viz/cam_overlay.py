@@ -1,0 +1,145 @@
+"""CAM overlays: the Grad-CAM family blended over the stored input, one sample or a grid.
+
+The maps come from :func:`tensortap.core.cam.cam` at the layer's resolution; OpenCV
+resizes them to the input (bilinear), colours them (JET) and blends them over the input.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import holoviews as hv
+import numpy as np
+from tensortap.core.cam import cam, input_size
+from tensortap.core.errors import ViewError
+from tensortap.viz._backend import style
+from tensortap.viz._colour import blend, heat_rgb, resize_map, to_rgb
+from tensortap.viz._run import check_sample, positions, sample_caption, stored_input, target_class
+
+__all__ = ["cam_grid", "cam_overlay", "overlay_rgb"]
+
+
+def overlay_rgb(image: np.ndarray | None, values: np.ndarray, alpha: float) -> np.ndarray:
+    """A [0, 1] map coloured and blended over ``image`` (resized to it), as ``uint8`` RGB.
+
+    With ``image=None`` the coloured map alone is returned.
+    """
+    if image is None:
+        return heat_rgb(values)
+    height, width = image.shape[:2]
+    return blend(to_rgb(image), heat_rgb(resize_map(values, height, width)), alpha)
+
+
+def _rgb(pixels: np.ndarray, title: str, compact: bool) -> hv.RGB:
+    height, width = pixels.shape[:2]
+    element = hv.RGB(pixels, bounds=(0, 0, width, height))
+    size = 220 if compact else 420
+    return style(
+        element,
+        title=title,
+        xaxis=None,
+        yaxis=None,
+        bokeh={"width": size, "height": max(1, round(size * height / width)), "toolbar": None},
+        matplotlib={"fig_size": 80 if compact else 150},
+    )
+
+
+def _check_class(run: Any, key: str, position: int, class_index: int | None) -> None:
+    """The stored gradients differentiate one class per sample: refuse another one."""
+    if class_index is None:
+        return
+    stored = target_class(run, position)
+    if stored is None or stored != int(class_index):
+        target = (getattr(run, "attrs", None) or {}).get("target", "?")
+        held = f"class {stored}" if stored is not None else "an unknown class"
+        raise ViewError(
+            f"the run holds gradients of target {target!r} ({held} for this sample), not class "
+            f"{class_index}; capture again with target={class_index} to see that class"
+        )
+
+
+def cam_overlay(
+    run: Any,
+    key: str,
+    sample: int = 0,
+    method: str = "gradcam",
+    class_index: int | None = None,
+    alpha: float = 0.5,
+    *,
+    compact: bool = False,
+) -> hv.RGB:
+    """A class activation map blended over the stored input of one sample.
+
+    Parameters
+    ----------
+    run : tensortap.Run
+        Captured with ``gradients=True``.
+    key : str
+        A spatial layer (typically the last convolution).
+    sample : int
+        Position among the committed samples.
+    method : str
+        ``gradcam``, ``gradcam++``, ``layercam``, ``hirescam`` or ``xgradcam``.
+    class_index : int, optional
+        Check that the stored gradients are those of this class (gradients are taken of
+        the run's target; another class needs another capture).
+    alpha : float
+        Weight of the map in the blend, :math:`(1-\\alpha)\\,\\text{input} + \\alpha\\,\\text{map}`.
+
+    Returns
+    -------
+    holoviews.RGB
+        Without stored inputs: the coloured map alone at the input size, with a note in the
+        title and a warning.
+    """
+    activation = run.activation(key)
+    position = check_sample(int(activation.sizes["sample"]), sample)
+    _check_class(run, key, position, class_index)
+    values = cam(run, key, method=method, sample=[position], upsample=False).values[0]
+    image = stored_input(run, position)
+    caption = f"{method} · {key} · {sample_caption(run, position)}"
+    if image is None:
+        warnings.warn(
+            f"the run kept no model inputs: showing the {method} map of {key!r} alone",
+            stacklevel=2,
+        )
+        size = input_size(run)
+        if size is not None:
+            values = np.clip(resize_map(values, *size), 0.0, 1.0)
+        return _rgb(overlay_rgb(None, values, alpha), f"{caption} (map only: no stored input)", compact)
+    return _rgb(overlay_rgb(image, values, alpha), caption, compact)
+
+
+def cam_grid(
+    run: Any,
+    key: str,
+    samples: Sequence[int] | range | None = None,
+    method: str = "gradcam",
+    alpha: float = 0.5,
+    cols: int | None = None,
+) -> hv.Layout:
+    """A grid of CAM overlays, one per sample, titled with sample, label and prediction.
+
+    Parameters
+    ----------
+    samples : sequence of int, optional
+        Positions among the committed samples (default: the first 9).
+    cols : int, optional
+        Columns of the grid (default: about square).
+    """
+    chosen = positions(int(run.activation(key).sizes["sample"]), samples, default=9)
+    if not chosen:
+        raise ViewError("no sample to show")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiles = [cam_overlay(run, key, p, method=method, alpha=alpha, compact=True) for p in chosen]
+    if caught:  # one warning for the grid, not one per tile
+        warnings.warn(str(caught[0].message), stacklevel=2)
+    layout = hv.Layout(tiles).cols(cols or max(1, math.ceil(math.sqrt(len(tiles)))))
+    return style(
+        layout, title=f"{method} · {key}", bokeh={"shared_axes": False},
+        matplotlib={"sublabel_format": ""},
+    )
