@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+from tensortap.backends.torch import TorchBackend  # noqa: E402
 from tensortap.core import registry  # noqa: E402
 from tensortap.core.errors import (  # noqa: E402
     InputMismatchError,
@@ -26,6 +27,7 @@ from tensortap.core.errors import (  # noqa: E402
     UnsupportedModelError,
 )
 from tensortap.core.targets import resolve_target  # noqa: E402
+from tensortap.core.testing import BackendTests, ModelCase  # noqa: E402
 from torch import nn  # noqa: E402
 
 
@@ -61,8 +63,6 @@ def _one_thread() -> None:
 
 @pytest.fixture
 def backend() -> Any:
-    from tensortap.backends.torch import TorchBackend
-
     return TorchBackend()
 
 
@@ -140,8 +140,6 @@ def test_graph_names_inputs_and_outputs(backend: Any) -> None:
 
 
 def test_graph_needs_an_example_once(backend: Any) -> None:
-    from tensortap.backends.torch import TorchBackend
-
     assert TorchBackend.needs_example_inputs is True
     model = CASES["called_twice"].build()
     with pytest.raises(ModelNotBuiltError, match="inputs=x"):
@@ -333,8 +331,6 @@ def test_unsupported_objects(backend: Any) -> None:
 
 # -- discovery, data, files --------------------------------------------------------------
 def test_discovered_through_the_entry_point() -> None:
-    from tensortap.backends.torch import TorchBackend
-
     found = {e.name: e.value for e in entry_points(group="tensortap.backends")}
     assert found["torch"] == "tensortap.backends.torch:TorchBackend"
     registry.refresh_backends()
@@ -360,8 +356,6 @@ def test_batches_from_loader_dataset_and_tensor(backend: Any) -> None:
 
 
 def test_load_model_files(backend: Any, tmp_path: Path) -> None:
-    from tensortap.backends.torch import TorchBackend
-
     model = CASES["nested"].build()
     whole, script, weights = tmp_path / "m.pt", tmp_path / "s.pt", tmp_path / "w.pth"
     torch.save(model, whole)
@@ -381,9 +375,6 @@ def test_load_model_files(backend: Any, tmp_path: Path) -> None:
 
 
 # -- the conformance suite (tensortap.core.testing) ---------------------------------------
-from tensortap.core.testing import BackendTests, ModelCase  # noqa: E402
-
-
 def _suite_case(case: Any) -> ModelCase:
     """Adapt a :class:`TorchCase` to the suite's ``ModelCase``.
 
@@ -392,7 +383,6 @@ def _suite_case(case: Any) -> ModelCase:
     (``TorchBackend.needs_example_inputs``).  The model is left in train mode, so every
     test also checks that capture restores the ``training`` flag.
     """
-    from tensortap.backends.torch import TorchBackend
 
     def factory() -> tuple[Any, Any, Any]:
         model, example = case.build(), case.example()
@@ -444,7 +434,7 @@ class _eval:  # noqa: N801 - used like contextlib helpers
 class TestTorchBackendConformance(BackendTests):
     """The same suite the TensorFlow backend passes, on seven PyTorch models."""
 
-    from tensortap.backends.torch import TorchBackend as backend_cls
+    backend_cls = TorchBackend
 
     cases = tuple(_suite_case(case) for case in models.CASES)
 
@@ -476,13 +466,10 @@ class TestTorchBackendConformance(BackendTests):
 @pytest.fixture(scope="module")
 def resnet_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any, Any, Path]:
     import tensortap as tt
-    from tensortap.backends.torch import TorchBackend
 
     case = CASES["resnet"]
     model, x = case.build(), case.example()
-    if not getattr(TorchBackend, "needs_example_inputs", False):  # pragma: no cover
-        pytest.fail("the torch backend must declare needs_example_inputs")
-    TorchBackend().graph(model, x)  # what capture does with its first batch
+    TorchBackend().graph(model, x)  # trace as capture does with its first batch
     path = tmp_path_factory.mktemp("torch") / "resnet.zarr"
     run = tt.capture(
         model,
