@@ -193,3 +193,21 @@ def test_dataset_batches_and_fingerprint(tmp_path: Path) -> None:
     loaded.layers[0].kernel.assign(loaded.layers[0].kernel + 1.0)
     assert backend.fingerprint(loaded) != backend.fingerprint(model)
     assert backend.model_info(model)["class"] == "Sequential"
+
+
+def test_capture_callback_writes_one_run_per_epoch(tmp_path: Path) -> None:
+    import tensortap as tt
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5, activation="relu", name="h"),
+                              keras.layers.Dense(3, activation="softmax", name="out")])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    x = np.random.default_rng(1).random((12, 4), dtype=np.float32)
+    y = np.arange(12) % 3
+    callback = tt.CaptureCallback((x[:4], y[:4]), tmp_path, layers="h", gradients=True,
+                                  target="label", every=2)
+    model.fit(x, y, epochs=4, verbose=0, callbacks=[callback])
+    assert [Path(p).name for p in callback.runs] == ["epoch_001.zarr", "epoch_003.zarr"]
+    run = tt.open_run(callback.runs[-1])
+    assert run.layers == ("h",) and run.samples == 4
+    assert run.gradient("h").shape == (4, 5)
+    np.testing.assert_array_equal(run.activation("h").values, model.get_layer("h")(x[:4]).numpy())
