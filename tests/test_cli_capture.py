@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from tensortap.cli import main
 
 keras = pytest.importorskip("keras")
