@@ -380,7 +380,7 @@ def cam(
         Unknown method, a layer without spatial dims, or a sample out of range.
     """
     function = _method(method)
-    activation = run.activation(key)  # LayerNotFoundError with suggestions
+    activation = _spatial(run.activation(key), key)  # LayerNotFoundError with suggestions
     has_gradient = getattr(run, "has_gradient", None)
     if has_gradient is not None and not has_gradient(key):
         raise NoGradientsError(
@@ -392,7 +392,7 @@ def cam(
         raise NoGradientsError(
             f"the run holds no gradients for layer {key!r}; capture it again with gradients=True"
         )
-    activation, gradient = _spatial(activation, key), _spatial(gradient, key)
+    gradient = _spatial(gradient, key)
     positions = _sample_positions(int(activation.sizes["sample"]), sample)
 
     target = size if size is not None else (input_size(run) if upsample else None)

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-
 from tensortap.core.errors import LayerNotFoundError
 from tensortap.core.graph import channel_dim
 
