@@ -238,18 +238,30 @@ def _is_torchscript(path: str) -> bool:
 
 
 def _to_numpy_tree(value: Any) -> Any:
+    # Inner sequences become lists: the engine reads a list as one array per model input.
     if isinstance(value, torch.Tensor):
         return value.detach().cpu().numpy()
     if isinstance(value, (tuple, list)):
-        return tuple(_to_numpy_tree(item) for item in value)
+        return [_to_numpy_tree(item) for item in value]
     if isinstance(value, dict):
         return {key: _to_numpy_tree(item) for key, item in value.items()}
     return np.asarray(value)
 
 
 def _loader_batches(loader: Any) -> Iterator[Any]:
+    """DataLoader batches as the engine reads them: ``x`` or ``(x, y)``.
+
+    A loader yields ``[x, y]`` (default collate makes lists), ``[x]`` (a ``TensorDataset``
+    of inputs only), a bare tensor or a dict; several inputs come as ``[[x1, x2], y]``.
+    Only the outermost pair becomes the ``(x, y)`` tuple.
+    """
     for batch in loader:
         batch = _to_numpy_tree(batch)
-        # (x, y) pairs stay pairs, a bare tensor or dict is x alone, and a 1-tuple (from
-        # a TensorDataset of inputs only) is unwrapped to its x.
-        yield batch[0] if isinstance(batch, tuple) and len(batch) == 1 else batch
+        if isinstance(batch, list) and len(batch) == 1:
+            yield batch[0]
+        elif isinstance(batch, list) and len(batch) == 2:
+            yield batch[0], batch[1]
+        elif isinstance(batch, list):  # the engine explains how to structure several items
+            yield tuple(batch)
+        else:
+            yield batch

@@ -353,6 +353,34 @@ def test_batches_from_loader_dataset_and_tensor(backend: Any) -> None:
     assert [b.shape for b in inputs_only] == [(4, 3), (1, 3)]
     assert [b.shape[0] for b in backend.batches(x, 3)] == [3, 2]
     assert backend.batches(np.zeros(3), 2) is None
+    pairs = TensorDataset(torch.randn(5, 3, 4, 4), torch.randn(5, 6), torch.arange(5))
+    several = ([(image, extra), label] for image, extra, label in pairs)
+    (inputs, labels), *_ = backend.batches(DataLoader(list(several), batch_size=4), 99)
+    assert [a.shape for a in inputs] == [(4, 3, 4, 4), (4, 6)] and labels.shape == (4,)
+    assert isinstance(inputs, list)  # the engine reads a list as one array per input
+
+
+def test_capture_from_a_dataloader_of_two_inputs(backend: Any) -> None:
+    import tensortap as tt
+    from torch.utils.data import DataLoader
+
+    model = CASES["two_inputs"].build()
+    image, extra = CASES["two_inputs"].example()
+    labels = np.array([0, 2, 1, 2])
+    backend.graph(model, (image, extra))  # trace as capture does with its first batch
+    items = [((image[i], extra[i]), labels[i]) for i in range(len(labels))]
+    run = tt.capture(
+        model,
+        DataLoader(items, batch_size=3),
+        layers=["conv", "head"],
+        gradients=True,
+        target="label",
+        batch_size=2,
+        progress=False,
+    )
+    assert run.samples == 4 and run.input_names == ("image", "extra")
+    np.testing.assert_array_equal(run.labels.values, labels)
+    assert run.activation("conv").dims == ("sample", "channel", "height", "width")
 
 
 def test_load_model_files(backend: Any, tmp_path: Path) -> None:
