@@ -136,6 +136,7 @@ class RunWriter:
         self.edges: dict[str, np.ndarray] = {}
         self._sample_arrays: list[str] = []
         self._block_arrays: list[str] = []
+        self._dim_sizes: dict[str, dict[str, int]] = {}
         self.capacity = 0
 
     # ------------------------------------------------------------------ opening
@@ -362,6 +363,24 @@ class RunWriter:
         for key in s.layers:
             self._layer(by_key[key], activations[key], edges[key], n_blocks)
 
+    def _unique_dims(
+        self, path: str, dims: tuple[str, ...], sizes: tuple[int, ...]
+    ) -> tuple[str, ...]:
+        """Dims of arrays sharing a group must agree in size (xarray): rename clashes.
+
+        Two inputs ``a (sample, unit=4)`` and ``b (sample, unit=2)`` in ``/inputs`` become
+        ``unit`` and ``unit_b``; the first tensor keeps the plain names.
+        """
+        group, _, name = path.rpartition("/")
+        used = self._dim_sizes.setdefault(group, {})
+        unique = []
+        for dim, size in zip(dims, sizes, strict=True):
+            if used.get(dim, size) != size:
+                dim = f"{dim}_{name}"
+            used[dim] = size
+            unique.append(dim)
+        return tuple(unique)
+
     def _group(self, path: str, attributes: dict[str, Any]) -> None:
         self.group.create_group(path, attributes=attributes, overwrite=True)
 
@@ -374,6 +393,7 @@ class RunWriter:
         dims = tuple(dims) if len(dims) == len(per_sample) else tuple(
             f"dim_{i}" for i in range(len(per_sample))
         )
+        dims = self._unique_dims(path, dims, per_sample)
         shards = None
         chunks = (b, *per_sample)
         if self.settings.sharded:  # one shard per block, one inner chunk per sample

@@ -1,0 +1,243 @@
+"""Capture benchmark W1 (issue 3): MobileNetV2 (``weights=None``) at 224×224, batch 32,
+every Conv2D and DepthwiseConv2D output (~855 MB of float32 per batch), default codec.
+
+Targets, every ratio measured in one run on the same machine:
+
+(a) capture to a local run / the in-memory multi-output pass
+    (``keras.Model(inputs, [all those outputs])`` in a compiled ``tf.function``) ≤ 1.5;
+(b) tensortap at least 1.5× faster than TensorFlow Debugger V2 dumping the same ops
+    (``enable_dump_debug_info(..., tensor_debug_mode="FULL_TENSOR", circular_buffer_size=-1)``);
+(c) peak RSS capturing 4× the samples / 1× the samples ≤ 1.15 (fresh subprocesses).
+
+Also: write speed and compression ratio of the candidate codecs on one batch of W1
+activations (docs/store-format.md explains the default).
+
+Run: ``python -m benchmarks.bench_capture [--batches N]``; it rewrites its own
+``## Capture (W1)`` section of ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+SECTION = "## Capture (W1)"
+BATCH = 32
+TYPES = ("Conv2D", "DepthwiseConv2D")
+
+
+def _model() -> Any:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3))
+
+
+def _selected(node: Any) -> bool:
+    return node.layer_type in TYPES
+
+
+def _batches(n_batches: int) -> Any:
+    """Deterministic random batches made on the fly (constant memory: fair for RSS)."""
+    for i in range(n_batches):
+        yield np.random.default_rng(i).random((BATCH, 224, 224, 3), dtype=np.float32)
+
+
+def _data(n_batches: int) -> np.ndarray:
+    return np.concatenate(list(_batches(n_batches)))
+
+
+def time_plain(model: Any, x: np.ndarray) -> tuple[float, int]:
+    """The in-memory multi-output pass: compiled, outputs materialised as NumPy."""
+    import keras
+    import tensorflow as tf
+
+    outputs = [layer.output for layer in model.layers if type(layer).__name__ in TYPES]
+    multi = keras.Model(model.inputs, outputs)
+    step = tf.function(lambda batch: multi(batch, training=False))
+    start = time.perf_counter()
+    nbytes = 0
+    for i in range(0, len(x), BATCH):
+        for out in step(tf.constant(x[i:i + BATCH])):
+            nbytes += out.numpy().nbytes
+    return time.perf_counter() - start, nbytes
+
+
+def time_capture(model: Any, x: np.ndarray, folder: Path, codec: str | None = None) -> float:
+    import tensortap as tt
+
+    start = time.perf_counter()
+    tt.capture(model, x, store=folder / "w1.zarr", layers=_selected, batch_size=BATCH,
+               progress=False, overwrite=True, codec=codec)
+    return time.perf_counter() - start
+
+
+def time_tfdbg(model: Any, x: np.ndarray, folder: Path) -> tuple[float, int]:
+    import tensorflow as tf
+
+    dump = folder / "tfdbg"
+    step = tf.function(lambda batch: model(batch, training=False))
+    start = time.perf_counter()
+    writer = tf.debugging.experimental.enable_dump_debug_info(
+        str(dump), tensor_debug_mode="FULL_TENSOR", circular_buffer_size=-1,
+        op_regex="^(Conv2D|DepthwiseConv2dNative)$",
+    )
+    try:
+        for i in range(0, len(x), BATCH):
+            step(tf.constant(x[i:i + BATCH])).numpy()
+        writer.FlushNonExecutionFiles()
+        writer.FlushExecutionFiles()
+    finally:
+        tf.debugging.experimental.disable_dump_debug_info()
+    elapsed = time.perf_counter() - start
+    size = sum(f.stat().st_size for f in dump.rglob("*") if f.is_file())
+    return elapsed, size
+
+
+def time_codecs(model: Any, folder: Path) -> list[dict[str, Any]]:
+    """Write one batch of W1 activations with each candidate codec."""
+    import keras
+    import zarr
+    from tensortap.core.store.layout import compressors_for, parse_codec
+
+    outputs = [layer.output for layer in model.layers if type(layer).__name__ in TYPES]
+    acts = keras.Model(model.inputs, outputs).predict(next(_batches(1)), verbose=0)
+    raw = sum(a.nbytes for a in acts)
+    rows = []
+    for name in ("none", "lz4:1", "lz4:5", "zstd:1", "zstd:3", "blosc-zstd:1"):
+        codec = parse_codec(name)
+        store = folder / f"codec-{name.replace(':', '-')}.zarr"
+        group = zarr.open_group(store, mode="w")
+        start = time.perf_counter()
+        for i, a in enumerate(acts):
+            arr = group.create_array(
+                f"a{i}", shape=a.shape, chunks=a.shape, dtype=a.dtype,
+                compressors=compressors_for(codec, 4) or None,
+                config={"write_empty_chunks": True},
+            )
+            arr[:] = a
+        elapsed = time.perf_counter() - start
+        size = sum(f.stat().st_size for f in store.rglob("*") if f.is_file())
+        rows.append({"codec": name, "seconds": elapsed, "mb_s": raw / elapsed / 1e6,
+                     "ratio": raw / size})
+        shutil.rmtree(store)
+    return rows
+
+
+def _child_rss(batches: int) -> dict[str, Any]:
+    """Peak RSS of a fresh process capturing ``batches`` batches (streamed data)."""
+    code = (
+        "import json, resource, tempfile, benchmarks.bench_capture as b, tensortap as tt\n"
+        f"m = b._model(); d = tempfile.mkdtemp()\n"
+        f"tt.capture(m, b._batches({batches}), store=d + '/r.zarr', layers=b._selected, "
+        f"batch_size={BATCH}, progress=False)\n"
+        "print(json.dumps({'rss_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).parent.parent)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run(batches: int) -> dict[str, Any]:
+    import tensorflow as tf
+
+    model = _model()
+    x = _data(batches)
+    folder = Path(tempfile.mkdtemp(prefix="tt-bench-"))
+    try:
+        # Warm-up: first-call costs (oneDNN kernels, imports) out of every timing.
+        time_plain(model, x[:BATCH])
+        plain, nbytes = time_plain(model, x)
+        captured = time_capture(model, x, folder)
+        stored = sum(f.stat().st_size for f in (folder / "w1.zarr").rglob("*") if f.is_file())
+        shutil.rmtree(folder / "w1.zarr")
+        tfdbg, tfdbg_bytes = time_tfdbg(model, x, folder)
+        codecs = time_codecs(model, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    rss_1 = _child_rss(3)["rss_kb"]
+    rss_4 = _child_rss(12)["rss_kb"]
+    return {
+        "batches": batches, "samples": len(x), "gb_per_batch": nbytes / batches / 1e9,
+        "plain_s": plain, "capture_s": captured, "tfdbg_s": tfdbg, "stored_gb": stored / 1e9,
+        "tfdbg_gb": tfdbg_bytes / 1e9, "rss_1_gb": rss_1 / 1e6, "rss_4_gb": rss_4 / 1e6,
+        "codecs": codecs, "tf": tf.__version__, "cpus": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d"), "machine": platform.machine(),
+    }
+
+
+def _write_results(r: dict[str, Any]) -> None:
+    a = r["capture_s"] / r["plain_s"]
+    b = r["tfdbg_s"] / r["capture_s"]
+    c = r["rss_4_gb"] / r["rss_1_gb"]
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+
+    lines = [
+        SECTION,
+        "",
+        f"`python -m benchmarks.bench_capture --batches {r['batches']}` on {r['machine']}, "
+        f"{r['cpus']} CPUs (shared with other work), TensorFlow {r['tf']}, {r['date']}. "
+        f"W1: MobileNetV2(weights=None) 224×224, batch {BATCH}, every Conv2D and "
+        f"DepthwiseConv2D output ({r['gb_per_batch'] * 1000:.0f} MB float32 a batch), "
+        f"{r['samples']} samples, default codec, all in one run.",
+        "",
+        "| measure | value | target | |",
+        "|---|---|---|---|",
+        f"| (a) capture to a local run / in-memory multi-output pass | {r['capture_s']:.1f} s / "
+        f"{r['plain_s']:.1f} s = **{a:.2f}** | ≤ 1.5 | {verdict(a <= 1.5)} |",
+        f"| (b) TF Debugger V2 FULL_TENSOR / capture | {r['tfdbg_s']:.1f} s / "
+        f"{r['capture_s']:.1f} s = **{b:.2f}×** | ≥ 1.5× | {verdict(b >= 1.5)} |",
+        f"| (c) peak RSS, 12 batches / 3 batches | {r['rss_4_gb']:.2f} GB / "
+        f"{r['rss_1_gb']:.2f} GB = **{c:.2f}** | ≤ 1.15 | {verdict(c <= 1.15)} |",
+        "",
+        f"Stored: {r['stored_gb']:.2f} GB for {r['gb_per_batch'] * r['batches']:.2f} GB of "
+        f"activations (plus stats); tfdbg wrote {r['tfdbg_gb']:.2f} GB.",
+        "",
+        "Codecs on one batch of W1 activations (one chunk per layer, written with zarr):",
+        "",
+        "| codec | write MB/s | compression ratio |",
+        "|---|---|---|",
+        *[f"| {c['codec']} | {c['mb_s']:,.0f} | {c['ratio']:.2f} |" for c in r["codecs"]],
+        "",
+    ]
+    section = "\n".join(lines)
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
+    start = text.find(SECTION)
+    if start >= 0:
+        end = text.find("\n## ", start + len(SECTION))
+        text = text[:start] + section + ("" if end < 0 else text[end + 1:])
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    RESULTS.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=4, help="batches for (a) and (b)")
+    parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    args = parser.parse_args([] if argv is None else argv)
+    results = run(args.batches)
+    print(json.dumps(results, indent=1))
+    if not args.no_write:
+        _write_results(results)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
