@@ -113,5 +113,28 @@ def graph(model: str) -> None:
     click.echo(graph_command(model))
 
 
+@main.command()
+@click.argument("run", type=click.Path())
+@click.option("--view", required=True, type=click.Choice(["heatmap", "distribution", "cam", "layers"]),
+              help="heatmap: feature maps; distribution: a layer's histogram (all layers "
+                   "without --layer); cam: CAM over the input; layers: every layer's "
+                   "distribution and dead units.")
+@click.option("--layer", default=None, help="Layer key (default: first spatial layer; last for cam).")
+@click.option("--sample", default=0, show_default=True, type=int, help="Sample position.")
+@click.option("--channel", default=None, type=int, help="One channel for --view heatmap.")
+@click.option("--method", default="gradcam", show_default=True,
+              help="CAM method: gradcam, gradcam++, layercam, hirescam, xgradcam.")
+@click.option("--width", default=None, type=click.IntRange(min=16), help="PNG width in pixels.")
+@click.option("-o", "--output", required=True, help="OUT.png or OUT.html (self-contained).")
+def export(run: str, view: str, layer: str | None, sample: int, channel: int | None,
+           method: str, width: int | None, output: str) -> None:
+    """Write one view of RUN to a PNG or a self-contained HTML file."""
+    from tensortap.cli_export import export_command
+
+    path = export_command(run, view, output, layer=layer, sample=sample, channel=channel,
+                          method=method, width=width)
+    click.echo(f"wrote {path}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

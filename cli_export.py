@@ -1,0 +1,72 @@
+"""The ``export`` command's work: one view of a run written to PNG or HTML (cli.py holds the options)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tensortap.core.errors import ViewError
+
+__all__ = ["VIEWS", "export_command"]
+
+#: ``--view`` choices and what each draws.
+VIEWS = {
+    "heatmap": "feature maps of --layer for --sample (one map with --channel)",
+    "distribution": "histogram of --layer (all layers without --layer)",
+    "cam": "CAM (--method) of --layer over the stored input of --sample",
+    "layers": "every layer's distribution and its dead/saturated units",
+}
+
+
+def _spatial_layers(run: Any) -> list[str]:
+    return [k for k in run.layers if {"height", "width"} <= set(run.activation(k).dims)]
+
+
+def _default_layer(run: Any, view: str) -> str:
+    """First spatial layer for a heatmap, last one (typically the last conv) for a CAM."""
+    spatial = _spatial_layers(run)
+    if not spatial:
+        raise ViewError(f"the run has no spatial layer to show as a {view}; pass --layer")
+    return spatial[-1] if view == "cam" else spatial[0]
+
+
+def build_view(
+    run: Any, view: str, layer: str | None, sample: int, channel: int | None, method: str
+) -> Any:
+    """The HoloViews object ``tensortap export --view`` writes."""
+    import holoviews as hv
+    from tensortap import viz
+
+    if view == "heatmap":
+        key = layer or _default_layer(run, view)
+        if channel is None:
+            return viz.feature_maps(run, key, sample=sample)
+        return viz.feature_maps(run, key, sample=sample, channels=[channel], max_channels=1)
+    if view == "distribution":
+        return viz.distribution(run, layer) if layer else viz.distributions(run)
+    if view == "cam":
+        return viz.cam_overlay(run, layer or _default_layer(run, view), sample=sample, method=method)
+    if view == "layers":
+        return hv.Layout([viz.distributions(run), viz.dead_units(run)]).cols(1)
+    raise ViewError(f"unknown view {view!r}; choose one of: {', '.join(VIEWS)}")
+
+
+def export_command(
+    run_path: str,
+    view: str,
+    output: str,
+    layer: str | None = None,
+    sample: int = 0,
+    channel: int | None = None,
+    method: str = "gradcam",
+    width: int | None = None,
+) -> Path:
+    """Open ``run_path``, build ``view`` and save it to ``output`` (``.png`` or ``.html``)."""
+    from tensortap.core.run import open_run
+    from tensortap.viz import save
+
+    suffix = Path(output).suffix.lower()
+    if suffix not in (".png", ".html"):  # fail before opening a possibly large run
+        raise ViewError(f"cannot export to {output!r}: -o must end in .png or .html")
+    run = open_run(run_path)
+    return save(build_view(run, view, layer, sample, channel, method), output, width=width)
