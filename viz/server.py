@@ -365,33 +365,36 @@ class TensortapApp:
         self._stale: set[str] = set()
         self._browser: tuple[int, Any] | None = None  # (samples, viz.feature_map DynamicMap)
 
-        entries = catalog.runs()
-        ids = [entry.id for entry in entries]
-        self.notice = pn.pane.Alert("", alert_type="warning", visible=False, margin=(5, 10))
-        first = ids[0] if ids else None
+        self.notice = pn.pane.Alert(
+            "", alert_type="warning", visible=False, margin=(5, 10), css_classes=["tt-notice"]
+        )
+        first = None
         if run_id is not None:
-            try:
+            try:  # may rescan the folder (a run created since the last listing)
                 first = catalog.resolve(run_id).id
             except TensortapError as err:
                 self._warn(str(err))
+        ids = [entry.id for entry in catalog.runs()]
+        if first not in ids:
+            first = ids[0] if ids else None
 
         # -- sidebar widgets
         self.run_select = pn.widgets.Select(
-            name="Run", options=ids, value=first, css_classes=["tt-run"]
+            label="Run", options=ids, value=first, css_classes=["tt-run"]
         )
-        self.rescan_button = pn.widgets.Button(name="↻ rescan", width=90, align="end")
+        self.rescan_button = pn.widgets.Button(label="↻ rescan", width=90, align="end")
         self.live_toggle = pn.widgets.Checkbox(
-            name="Live: follow a running capture", css_classes=["tt-live"]
+            label="Live: follow a running capture", css_classes=["tt-live"]
         )
         self.status = pn.pane.Markdown("", margin=(0, 10), css_classes=["tt-status"])
-        self.layer_select = pn.widgets.Select(name="Layer", options=[], css_classes=["tt-layer"])
+        self.layer_select = pn.widgets.Select(label="Layer", options=[], css_classes=["tt-layer"])
         self.sample_slider = pn.widgets.EditableIntSlider(
-            name="Sample", start=0, end=1, value=0, fixed_start=0, css_classes=["tt-sample"]
+            label="Sample", start=0, end=1, value=0, fixed_start=0, css_classes=["tt-sample"]
         )
         self.sample_info = pn.pane.Markdown("", margin=(0, 10), css_classes=["tt-sample-info"])
         self.thumbnail = pn.Column(css_classes=["tt-thumbnail"], margin=0)
         self.channel_slider = pn.widgets.EditableIntSlider(
-            name="Channel", start=0, end=1, value=0, fixed_start=0, css_classes=["tt-channel"]
+            label="Channel", start=0, end=1, value=0, fixed_start=0, css_classes=["tt-channel"]
         )
         self.layer_list = pn.widgets.Tabulator(
             pd.DataFrame(),
@@ -410,13 +413,13 @@ class TensortapApp:
         )
         # -- main-area selectors
         self.method_select = pn.widgets.Select(
-            name="CAM method", options=list(CAM_METHODS), css_classes=["tt-method"]
+            label="CAM method", options=list(CAM_METHODS), css_classes=["tt-method"]
         )
         self.class_select = pn.widgets.Select(
-            name="Class", options={"any class": None}, css_classes=["tt-class"]
+            label="Class", options={"any class": None}, css_classes=["tt-class"]
         )
         self.compare_select = pn.widgets.Select(
-            name="Compare with", options=[], css_classes=["tt-compare-with"]
+            label="Compare with", options=[], css_classes=["tt-compare-with"]
         )
 
         # -- views: each is a container refilled by one builder
@@ -643,8 +646,9 @@ class TensortapApp:
                 seen |= {int(v) for v in np.unique(values.values)}
         for c in sorted(seen):
             options[f"{c}: {names[c]}" if c < len(names) else str(c)] = c
+        current = self.class_select.value
         self.class_select.options = options
-        self.class_select.value = None
+        self.class_select.value = current if current in options.values() else None
 
     def _update_status(self) -> None:
         run = self.run
