@@ -100,7 +100,8 @@ def cam_overlay(
     _check_class(run, key, position, class_index)
     values = cam(run, key, method=method, sample=[position], upsample=False).values[0]
     image = stored_input(run, position)
-    caption = f"{method} · {key} · {sample_caption(run, position)}"
+    # In a grid the method and layer are in the grid's title: tiles name the sample only.
+    caption = sample_caption(run, position) if compact else f"{method} · {key} · {sample_caption(run, position)}"
     if image is None:
         warnings.warn(
             f"the run kept no model inputs: showing the {method} map of {key!r} alone",
