@@ -187,6 +187,22 @@ def _write(r: dict[str, Any]) -> None:
         f"{r['logical_gb']:.2f} GB of activations, {r['stored_gb']:.2f} GB on disk, chunks of 8 samples.",
         "",
     ]
+    if r["ratio"] > 0.25:
+        lines += [
+            "Grad-CAM: each `tt.capture` call traces the Keras graph and the `tf.function` step "
+            "again (about 1 s each here); the compiled step itself, reused, is the reference row. "
+            "Caching the traced step per model and input signature in the TensorFlow backend "
+            "would bring the capture near that row.",
+            "",
+        ]
+    if r["distribution_s"] > 0.05:
+        lines += [
+            "Distribution: almost all of it is `Run.stats()` reducing one stored partial per "
+            "block (one small chunk each, read through dask); the element itself takes a few ms. "
+            "Caching the reduced statistics per commit count, or storing the partials in "
+            "fewer chunks, would fix it.",
+            "",
+        ]
     section = "\n".join(lines)
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
     start = text.find(SECTION)
