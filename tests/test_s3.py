@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import tensortap as tt
 
 moto_server = pytest.importorskip("moto.server")
