@@ -45,7 +45,7 @@ _BLOCK = 256
 
 
 def _relu(x: np.ndarray) -> np.ndarray:
-    return np.maximum(x, 0.0)
+    return np.asarray(np.maximum(x, 0.0))
 
 
 def gradcam(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
@@ -239,7 +239,7 @@ def normalize_maps(maps: np.ndarray) -> np.ndarray:
     high = maps.max(axis=(1, 2), keepdims=True)
     span = high - low
     flat = np.where(high > 0.0, 1.0, 0.0) * np.ones_like(maps)
-    return np.where(span > 0.0, (maps - low) / np.where(span > 0.0, span, 1.0), flat)
+    return np.asarray(np.where(span > 0.0, (maps - low) / np.where(span > 0.0, span, 1.0), flat))
 
 
 def resize_bilinear(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -267,7 +267,7 @@ def resize_bilinear(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     top = maps[:, y0][:, :, x0] * (1 - wx) + maps[:, y0][:, :, x1] * wx
     bottom = maps[:, y1][:, :, x0] * (1 - wx) + maps[:, y1][:, :, x1] * wx
     wy = wy[None, :, None]
-    return top * (1 - wy) + bottom * wy
+    return np.asarray(top * (1 - wy) + bottom * wy)
 
 
 def _sample_positions(n_samples: int, sample: int | Sequence[int] | None) -> np.ndarray:
