@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -44,6 +45,30 @@ __all__ = ["TensorFlowBackend", "TensorFlowSession"]
 
 LOGITS = "logits (pre-softmax)"
 OUTPUT = "model output"
+
+#: Traced graphs and steps outlive one capture: re-tracing a MobileNetV2 costs about a second,
+#: more than capturing a batch, and callbacks or notebooks capture the same model again and
+#: again.  Entries are keyed by ``id(model)`` and checked through a weak reference (an id can be
+#: reused after the model dies); the cache is bounded because a traced step may keep its
+#: model alive.  Variables are captured by reference, so steps see updated weights.
+_CACHE_SIZE = 16
+_graph_cache: OrderedDict[int, tuple[weakref.ref[Any], CaptureGraph]] = OrderedDict()
+_step_cache: OrderedDict[tuple[Any, ...], tuple[weakref.ref[Any], Any]] = OrderedDict()
+
+
+def _cached(cache: OrderedDict[Any, tuple[weakref.ref[Any], Any]], key: Any, model: Any) -> Any:
+    entry = cache.get(key)
+    if entry is None or entry[0]() is not model:
+        return None
+    cache.move_to_end(key)
+    return entry[1]
+
+
+def _remember(cache: OrderedDict[Any, tuple[weakref.ref[Any], Any]], key: Any, model: Any, value: Any) -> None:
+    cache[key] = (weakref.ref(model), value)
+    cache.move_to_end(key)
+    while len(cache) > _CACHE_SIZE:
+        cache.popitem(last=False)
 
 
 def _scores(output: Any) -> tuple[Any, str]:
@@ -85,10 +110,6 @@ class TensorFlowBackend(Backend):
     channels_last = True
     supports_gradients = True
 
-    def __init__(self) -> None:
-        # id(model) -> (weak reference, graph): the cache must not keep a model alive
-        self._graphs: dict[int, tuple[weakref.ref[Any], CaptureGraph]] = {}
-
     @classmethod
     def accepts(cls, model: Any) -> bool:
         return isinstance(model, keras.layers.Layer)
@@ -105,12 +126,10 @@ class TensorFlowBackend(Backend):
             When the model has no known input shape.
         """
         _check_model(model)
-        cached = self._graphs.get(id(model))
-        if cached is not None and cached[0]() is model:
-            return cached[1]
-        graph = _trace_graph(model)
-        key = id(model)
-        self._graphs[key] = (weakref.ref(model, lambda _: self._graphs.pop(key, None)), graph)
+        graph: CaptureGraph | None = _cached(_graph_cache, id(model), model)
+        if graph is None:
+            graph = _trace_graph(model)
+            _remember(_graph_cache, id(model), model, graph)
         return graph
 
     def session(
@@ -334,9 +353,17 @@ class TensorFlowSession(CaptureSession):
         return classes
 
     def _step(self, mode: str, label_spec: Any) -> Any:
-        cache_key = (mode, None if label_spec is None else (tuple(label_spec.shape), label_spec.dtype))
+        cache_key = (
+            id(self._model), tuple(self._keys), mode,
+            None if label_spec is None else (tuple(label_spec.shape), label_spec.dtype),
+            self._target.function if mode == "callable" else None,
+        )
         if cache_key not in self._steps:
-            self._steps[cache_key] = self._trace_step(mode, label_spec)
+            step = _cached(_step_cache, cache_key, self._model)
+            if step is None:
+                step = self._trace_step(mode, label_spec)
+                _remember(_step_cache, cache_key, self._model, step)
+            self._steps[cache_key] = step
         return self._steps[cache_key]
 
     def _trace_step(self, mode: str, label_spec: Any) -> Any:

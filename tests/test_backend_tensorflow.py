@@ -117,6 +117,24 @@ def test_same_signature_traced_once() -> None:
         assert len(session._steps) == 1
 
 
+def test_later_sessions_reuse_the_step_and_see_new_weights() -> None:
+    model, x, _ = models.sequential_input()
+    backend = TensorFlowBackend()
+    nodes = backend.graph(model).nodes
+    with backend.session(model, nodes) as first:
+        before = first.run(x)
+        (step,) = first._steps.values()
+    for weight in model.weights:  # e.g. a training step between two captures
+        weight.assign(weight.numpy() * 0.5)
+    expected = model.predict(x, verbose=0)
+    with TensorFlowBackend().session(model, nodes) as second:
+        after = second.run(x)
+        assert list(second._steps.values()) == [step]  # no second trace
+    (name,) = after.outputs
+    np.testing.assert_array_equal(after.outputs[name], expected)
+    assert not np.array_equal(after.outputs[name], before.outputs[name])
+
+
 # -- bad input: one clear message each -------------------------------------------------
 def test_input_shape_and_dtype_mismatch() -> None:
     from tensortap.core.errors import InputMismatchError
