@@ -114,6 +114,10 @@ class Backend(ABC):
         Layout of image-like activations (decides default dimension names).
     supports_gradients : bool
         Capability flag: whether sessions can return gradients.
+    needs_example_inputs : bool
+        Capability flag: the model has no static input shape (PyTorch), so the first call
+        of :meth:`graph` must receive an example batch as ``graph(model, inputs=...)``;
+        the engine passes the data's first samples.
     """
 
     name: ClassVar[str]
@@ -122,6 +126,7 @@ class Backend(ABC):
     model_modules: ClassVar[tuple[str, ...]] = ()
     channels_last: ClassVar[bool] = True
     supports_gradients: ClassVar[bool] = True
+    needs_example_inputs: ClassVar[bool] = False
 
     @classmethod
     def accepts(cls, model: Any) -> bool:

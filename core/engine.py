@@ -7,6 +7,7 @@ open the run writer, and loop over blocks of samples, computing block *k+1* whil
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -37,17 +38,52 @@ def resolve_backend(model: Any, backend: Backend | str | None = None) -> Backend
     return backend_for(model)
 
 
-def graph(model: Any, backend: Backend | str | None = None) -> CaptureGraph:
+def graph(model: Any, inputs: Any = None, backend: Backend | str | None = None) -> CaptureGraph:
     """The model's capture graph; ``print(tt.graph(model))`` lists every capturable key.
 
     Parameters
     ----------
     model : object
         A framework model (Keras, torch...).
+    inputs : array, list, tuple or dict, optional
+        An example batch, for backends whose models have no static input shape
+        (``needs_example_inputs``, e.g. PyTorch); ignored by the others.
     backend : Backend or str, optional
         Force a backend instead of detecting it.
     """
-    return resolve_backend(model, backend).graph(model)
+    backend_obj = resolve_backend(model, backend)
+    if backend_obj.needs_example_inputs and inputs is not None:
+        return backend_obj.graph(model, inputs=inputs)  # type: ignore[call-arg]
+    return backend_obj.graph(model)
+
+
+def _example_inputs(data: Any, backend: Backend, batch_size: int) -> tuple[Any, Any]:
+    """The first samples' inputs (``x`` only), and ``data`` unchanged or re-chained.
+
+    Backends with ``needs_example_inputs`` trace the model on them before the graph (and
+    so the input names the data are matched against) is known.  A one-shot iterator is
+    put back together so no batch is lost.
+    """
+    native = backend.batches(data, batch_size)
+    if native is not None:
+        first = next(iter(native), None)
+    elif isinstance(data, (np.ndarray, dict, list)) or hasattr(data, "__array__"):
+        first = data
+    elif isinstance(data, tuple):  # (x, y) or (x,)
+        first = data[0]
+    elif isinstance(data, Iterator):
+        first = next(data, None)
+        if first is not None:
+            data = itertools.chain([first], data)
+    else:  # a re-iterable collection of batches
+        first = next(iter(data), None)
+    if isinstance(first, tuple):
+        first = first[0]
+    if isinstance(first, dict):
+        return {k: np.asarray(v[:2]) for k, v in first.items()}, data
+    if isinstance(first, list):
+        return [np.asarray(v[:2]) for v in first], data
+    return (None if first is None else np.asarray(first[:2])), data
 
 
 def _n_classes(graph: CaptureGraph) -> int | None:
@@ -169,7 +205,13 @@ def capture(
             "resume=True and overwrite=True contradict each other; choose one"
         )
     backend_obj = resolve_backend(model, backend)
-    capture_graph = backend_obj.graph(model)
+    if backend_obj.needs_example_inputs:
+        example, data = _example_inputs(data, backend_obj, batch_size)
+        if example is None:
+            raise EmptyDataError("the data holds no sample; nothing to capture")
+        capture_graph = backend_obj.graph(model, inputs=example)  # type: ignore[call-arg]
+    else:
+        capture_graph = backend_obj.graph(model)
     nodes = capture_graph.select(layers)
     if gradients and not backend_obj.supports_gradients:
         raise TensortapError(f"the {backend_obj.name} backend cannot capture gradients")

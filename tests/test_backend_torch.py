@@ -367,7 +367,7 @@ def test_capture_from_a_dataloader_of_two_inputs(backend: Any) -> None:
     model = CASES["two_inputs"].build()
     image, extra = CASES["two_inputs"].example()
     labels = np.array([0, 2, 1, 2])
-    backend.graph(model, (image, extra))  # trace as capture does with its first batch
+    # no manual trace: capture hands the loader's first batch to graph(model, inputs=...)
     items = [((image[i], extra[i]), labels[i]) for i in range(len(labels))]
     run = tt.capture(
         model,
@@ -381,6 +381,19 @@ def test_capture_from_a_dataloader_of_two_inputs(backend: Any) -> None:
     assert run.samples == 4 and run.input_names == ("image", "extra")
     np.testing.assert_array_equal(run.labels.values, labels)
     assert run.activation("conv").dims == ("sample", "channel", "height", "width")
+
+
+def test_capture_traces_from_a_one_shot_generator() -> None:
+    import tensortap as tt
+
+    model = CASES["resnet"].build().eval()
+    x = CASES["resnet"].example()
+    batches = (x[i : i + 2] for i in range(0, len(x), 2))  # consumed once: nothing may be lost
+    run = tt.capture(model, batches, layers="layer1", batch_size=2, progress=False)
+    assert run.samples == len(x)
+    with torch.no_grad():
+        expected = model.layer1(model.relu(model.bn1(model.conv1(torch.from_numpy(x)))))
+    np.testing.assert_array_equal(run.activation("layer1").values, expected.numpy())
 
 
 def test_load_model_files(backend: Any, tmp_path: Path) -> None:
@@ -497,7 +510,6 @@ def resnet_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any, Any,
 
     case = CASES["resnet"]
     model, x = case.build(), case.example()
-    TorchBackend().graph(model, x)  # trace as capture does with its first batch
     path = tmp_path_factory.mktemp("torch") / "resnet.zarr"
     run = tt.capture(
         model,
