@@ -115,6 +115,7 @@ def main(samples: int = 512, keep: str | None = None, write: bool = True) -> dic
     import holoviews as hv
     import panel as pn
     from bokeh.document import Document
+
     from tensortap.core.run import open_run
     from tensortap.viz.server import RunCatalog, TensortapApp
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from tensortap.core.errors import RunNotFoundError
 
 CHROMIUM = "/usr/bin/chromium"

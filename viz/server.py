@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 import panel as pn
 from bokeh.models.widgets.tables import NumberFormatter
+
 from tensortap.core.errors import RunNotFoundError, TensortapError
 
 __all__ = [
@@ -363,7 +364,7 @@ class TensortapApp:
         self._live_callback: Any = None
         self._busy = False  # set while one change fans out to several widgets
         self._stale: set[str] = set()
-        self._browser: tuple[int, Any] | None = None  # (samples, viz.feature_map DynamicMap)
+        self._browser: Callable[..., Any] | None = None  # frames of viz.feature_map
 
         self.notice = pn.pane.Alert(
             "", alert_type="warning", visible=False, margin=(5, 10), css_classes=["tt-notice"]
@@ -771,6 +772,9 @@ class TensortapApp:
 
     def _update(self, *names: str) -> None:
         """Redraw the named views now if visible, else when their tab is shown."""
+        # The zoomed map goes last: drawn before the top-samples grid, the browser left
+        # that grid blank (seen in Chromium with Bokeh 3.9; drawn after it, both show).
+        names = tuple(sorted(names, key=lambda name: name == "zoom"))
         for name in names:
             tab = self._tab_of.get(name)
             if tab is not None and tab != self.tabs.active:
@@ -800,7 +804,12 @@ class TensortapApp:
             if isinstance(current, pn.pane.HoloViews):
                 current.object = obj
             else:
-                view.objects = [pn.pane.HoloViews(obj, backend="bokeh", margin=(0, 5))]
+                # linked_axes=False: Panel links the ranges of every plot in the page whose
+                # dimensions share names, so a 6×6 zoomed map would crop the 12×12 tiles
+                # of another view to its own range (blank panes, missing titles).
+                view.objects = [
+                    pn.pane.HoloViews(obj, backend="bokeh", linked_axes=False, margin=(0, 5))
+                ]
         else:
             view.objects = [obj]
         self.timings[name] = time.perf_counter() - started
@@ -846,12 +855,12 @@ class TensortapApp:
         return self._viz.feature_maps(self.run, self._key, sample=self._sample())
 
     def _build_zoom(self) -> Any:
-        # viz.feature_map is a DynamicMap whose sample range is fixed when it is made:
-        # make a new one when live mode brings more samples.
-        if self._browser is None or self._browser[0] != self.run.samples:
-            self._browser = (self.run.samples, self._viz.feature_map(self.run))
-        frame = self._browser[1][self._key, self._sample(), int(self.channel_slider.value)]
-        return frame
+        # One frame of viz.feature_map's DynamicMap, drawn by its callback: an element
+        # taken out of a DynamicMap by indexing keeps the DynamicMap's plotting links, and
+        # rendered next to other plots it blanked the Layout panes of the page.
+        if self._browser is None:
+            self._browser = self._viz.feature_map(self.run).callback.callable
+        return self._browser(self._key, self._sample(), int(self.channel_slider.value))
 
     def _build_top_samples(self) -> Any:
         return self._viz.top_samples(self.run, self._key, int(self.channel_slider.value), k=9)
@@ -964,6 +973,10 @@ def make_server(
         )
     hv.extension("bokeh", logo=False)
     pn.extension("tabulator", notifications=False)
+    # HoloViews draws Bokeh plots with WebGL by default: one WebGL context per figure, and
+    # Chromium keeps only 16 per page, so a page with a few grids lost its oldest plots
+    # (blank panes, no error).  Canvas 2D has no such limit and is plenty for heatmaps.
+    hv.renderer("bokeh").webgl = False
 
     def app() -> pn.viewable.Viewable:
         return _session_app(catalog, live_period_ms)
