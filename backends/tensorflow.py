@@ -28,6 +28,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+
 from tensortap.backends._keras_inputs import (
     input_specs,
     output_names,
@@ -206,6 +207,20 @@ def _numpy_batches(dataset: Any) -> Iterator[Any]:
             yield element
 
 
+def _host_array(tensor: Any) -> np.ndarray:
+    """A read-only NumPy view of a CPU tensor's buffer, without a copy.
+
+    ``EagerTensor.numpy()`` always copies (about half of a batch's time with W1's 855 MB of
+    activations); ``memoryview`` is TensorFlow's documented zero-copy route and keeps the
+    tensor's buffer alive as long as the array.  Tensors off the CPU, or of dtypes without
+    a buffer format, fall back to ``numpy()``.
+    """
+    try:
+        return np.asarray(memoryview(tensor))
+    except (TypeError, ValueError, BufferError, NotImplementedError):
+        return np.asarray(tensor.numpy())
+
+
 def _check_model(model: Any) -> None:
     if not isinstance(model, keras.layers.Layer):
         raise UnsupportedModelError(
@@ -308,20 +323,22 @@ class TensorFlowSession(CaptureSession):
                     args.append(tf.constant(classes, dtype=tf.int64))
         result = self._step(mode, label_spec)(*args)
         outputs = {
-            spec.name: value.numpy()
+            spec.name: _host_array(value)
             for spec, value in zip(self._graph.outputs, result["outputs"], strict=True)
         }
-        activations = {k: v.numpy() for k, v in zip(self._keys, result["activations"], strict=True)}
+        activations = {
+            k: _host_array(v) for k, v in zip(self._keys, result["activations"], strict=True)
+        }
         gradients = (
-            {k: v.numpy() for k, v in zip(self._keys, result["gradients"], strict=True)}
+            {k: _host_array(v) for k, v in zip(self._keys, result["gradients"], strict=True)}
             if "gradients" in result else {}
         )
         target_classes = result.get("classes")
         target_values = result.get("values")
         return BatchResult(
             outputs=outputs, activations=activations, gradients=gradients,
-            target_classes=None if target_classes is None else target_classes.numpy(),
-            target_values=None if target_values is None else target_values.numpy(),
+            target_classes=None if target_classes is None else _host_array(target_classes),
+            target_values=None if target_values is None else _host_array(target_values),
         )
 
     def _classes(

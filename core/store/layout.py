@@ -49,6 +49,10 @@ BLOCK_MOMENTS = "block_moments"
 BLOCK_HISTOGRAM = "block_histogram"
 SAMPLE_MEAN = "sample_mean"
 SAMPLE_MAX = "sample_max"
+# Written when a capture ends: the committed block partials merged into one (a cache; the
+# attr ``committed`` says how many committed samples it covers, readers check it).
+SUMMARY_MOMENTS = "summary_moments"
+SUMMARY_HISTOGRAM = "summary_histogram"
 
 # Dimension names that are not layer dims.
 BLOCK_DIM = "block"

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.core.sync import sync
+
 from tensortap.core.errors import (
     CorruptRunError,
     ResumeMismatchError,
@@ -24,11 +26,10 @@ from tensortap.core.errors import (
     StorageError,
 )
 from tensortap.core.graph import CaptureNode, TensorSpec
-from tensortap.core.stats import MOMENTS, BlockStats
+from tensortap.core.stats import MOMENTS, BlockStats, merge_blocks
 from tensortap.core.store import commit, layout
 from tensortap.core.store.layout import Codec
 from tensortap.core.store.storage import Location, read_json
-from zarr.core.sync import sync
 
 __all__ = ["RunSettings", "RunWriter"]
 
@@ -565,5 +566,33 @@ class RunWriter:
         if self.has_arrays and prefix == committed and committed and committed != self.capacity:
             # Exact sizes let plain xarray open the run with no fill-value tail.
             self._resize(committed)
+        if self.has_arrays and committed:
+            self._write_summaries(counts, committed)
         self.set_status(status, samples=committed)
         return committed
+
+    def _write_summaries(self, counts: np.ndarray, committed: int) -> None:
+        """Store each layer's committed partials merged into one, so a reader of a finished
+        run reduces one small chunk per layer instead of one per block.  Written after the
+        last commit; the ``committed`` attr lets readers ignore a stale summary (a resumed
+        run commits more)."""
+        blocks = np.flatnonzero(counts)
+        with _guard(self.location, "write statistics to"):
+            for key in self.settings.layers:
+                stats = layout.stats_path(key)
+                moments = self.arrays[f"{stats}/{layout.BLOCK_MOMENTS}"]
+                histogram = self.arrays[f"{stats}/{layout.BLOCK_HISTOGRAM}"]
+                upto = int(blocks[-1]) + 1
+                merged, hist = merge_blocks(moments[:upto][blocks], histogram[:upto][blocks])
+                for name, value, dims in (
+                    (layout.SUMMARY_MOMENTS, merged, (layout.MOMENT_DIM, layout.CHANNEL_DIM)),
+                    (layout.SUMMARY_HISTOGRAM, hist, (layout.SLOT_DIM,)),
+                ):
+                    array = self.group.create_array(
+                        f"{stats}/{name}", shape=value.shape, dtype=value.dtype,
+                        chunks=value.shape, dimension_names=dims, fill_value=0, overwrite=True,
+                        attributes={"long_name": "committed block partials merged"},
+                    )
+                    array[...] = value
+                    # The attr last: a summary killed mid-write has none and is ignored.
+                    array.attrs["committed"] = committed
