@@ -364,7 +364,6 @@ class TensortapApp:
         self._live_callback: Any = None
         self._busy = False  # set while one change fans out to several widgets
         self._stale: set[str] = set()
-        self._browser: Callable[..., Any] | None = None  # frames of viz.feature_map
 
         self.notice = pn.pane.Alert(
             "", alert_type="warning", visible=False, margin=(5, 10), css_classes=["tt-notice"]
@@ -587,7 +586,6 @@ class TensortapApp:
                 view.objects = []
             return
         self.run = run
-        self._browser = None
         self._clear_warning()
         with pn.io.hold():
             self._busy = True
@@ -772,9 +770,6 @@ class TensortapApp:
 
     def _update(self, *names: str) -> None:
         """Redraw the named views now if visible, else when their tab is shown."""
-        # The zoomed map goes last: drawn before the top-samples grid, the browser left
-        # that grid blank (seen in Chromium with Bokeh 3.9; drawn after it, both show).
-        names = tuple(sorted(names, key=lambda name: name == "zoom"))
         for name in names:
             tab = self._tab_of.get(name)
             if tab is not None and tab != self.tabs.active:
@@ -855,12 +850,16 @@ class TensortapApp:
         return self._viz.feature_maps(self.run, self._key, sample=self._sample())
 
     def _build_zoom(self) -> Any:
-        # One frame of viz.feature_map's DynamicMap, drawn by its callback: an element
-        # taken out of a DynamicMap by indexing keeps the DynamicMap's plotting links, and
-        # rendered next to other plots it blanked the Layout panes of the page.
-        if self._browser is None:
-            self._browser = self._viz.feature_map(self.run).callback.callable
-        return self._browser(self._key, self._sample(), int(self.channel_slider.value))
+        # The chosen channel as a one-tile viz.feature_maps grid, enlarged.  (A frame of
+        # viz.feature_map drawn next to the grids left them blank in Chromium.)
+        grid = self._viz.feature_maps(
+            self.run, self._key, sample=self._sample(),
+            channels=[int(self.channel_slider.value)], shared_scale=False,
+        )
+        return grid.opts(
+            hv.opts.Image(width=380, height=340, colorbar=True, xaxis="bottom", yaxis="left"),
+            backend="bokeh",
+        )
 
     def _build_top_samples(self) -> Any:
         return self._viz.top_samples(self.run, self._key, int(self.channel_slider.value), k=9)
