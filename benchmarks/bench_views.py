@@ -216,7 +216,7 @@ def _write(r: dict[str, Any]) -> None:
             "chunk) and caches the reduction per commit state; the rest is the element.",
             "",
         ]
-    section = "\n".join(lines)
+    section = "\n".join(lines) + "\n"
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
     start = text.find(SECTION)
     if start >= 0:
