@@ -207,6 +207,29 @@ def test_html_export_is_self_contained(run: tt.Run, tmp_path: Path) -> None:
     text = path.read_text()
     assert "Bokeh" in text and len(text) > 500_000  # BokehJS inlined
     assert not re.search(r"<script[^>]*src=[\"']?(https?:)?//", text)
+    assert "cdn.holoviz.org" not in text  # Panel's stylesheets inlined (holoviz/panel#6759)
+
+
+@pytest.mark.browser
+def test_html_export_renders_offline_in_chromium(run: tt.Run, tmp_path: Path, browser) -> None:
+    """Opened from disk, the page asks the network for nothing and draws the view."""
+    from PIL import Image
+
+    path = viz.save(viz.cam_overlay(run, "conv", sample=0), tmp_path / "cam.html")
+    page = browser.new_page(viewport={"width": 700, "height": 500})
+    requested: list[str] = []
+    failed: list[str] = []
+    page.on("request", lambda r: requested.append(r.url))
+    page.on("requestfailed", lambda r: failed.append(r.url))
+    page.goto(path.as_uri())
+    page.wait_for_timeout(2000)
+    shot = tmp_path / "cam.png"
+    page.screenshot(path=str(shot))
+    page.close()
+    remote = [url for url in requested if not url.startswith(("file:", "data:", "blob:"))]
+    assert remote == [] and failed == []
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert pixels.var() > 100, "blank page"
 
 
 def test_export_bad_input(run: tt.Run, tmp_path: Path) -> None:

@@ -6,7 +6,9 @@ machine without network; :func:`save` checks the written page holds no external 
 
 from __future__ import annotations
 
+import base64
 import io
+import mimetypes
 import re
 from pathlib import Path
 from typing import Any
@@ -17,10 +19,13 @@ from tensortap.viz._backend import has_matplotlib, load_backends
 
 __all__ = ["save"]
 
-#: ``<script ... src="http...">`` or ``src="//cdn..."``: a page that would need the network.
 #: Margin around the drawn area of a PNG, in inches.
 _PAD = 0.15
+#: ``<script ... src="http...">`` or ``src="//cdn..."``: a page that would need the network.
 EXTERNAL_SCRIPT = re.compile(r"<script[^>]*\bsrc\s*=\s*[\"']?(https?:)?//", re.IGNORECASE)
+#: Panel's own stylesheets and icons, which its ``save`` leaves on its CDN even with
+#: INLINE resources (holoviz/panel#6759): ``ImportedStyleSheet`` URLs and favicon links.
+PANEL_CDN = re.compile(r"https://cdn\.holoviz\.org/panel/[^/\"']+/dist/([^\"'?\s)\\]+)(\?[^\"'\s)\\]*)?")
 
 
 def save(
@@ -78,9 +83,29 @@ def _save_html(obj: Any, path: Path, title: str | None) -> None:
     from bokeh.resources import INLINE
 
     hv.save(obj, str(path), backend="bokeh", resources=INLINE, title=title or "tensortap")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if EXTERNAL_SCRIPT.search(text):  # would break offline: refuse rather than ship it
-        raise ViewError(f"{path} references an external script; the export is not self-contained")
+    text = _inline_panel_assets(path.read_text(encoding="utf-8", errors="replace"))
+    path.write_text(text, encoding="utf-8")
+    leftover = PANEL_CDN.search(text) or EXTERNAL_SCRIPT.search(text)
+    if leftover:  # would break offline: refuse rather than ship it
+        raise ViewError(
+            f"{path} references {leftover.group(0)!r}; the export is not self-contained"
+        )
+
+
+def _inline_panel_assets(text: str) -> str:
+    """Replace Panel's CDN stylesheet and icon URLs by ``data:`` URIs of its bundled files."""
+    import panel
+
+    dist = Path(panel.__file__).parent / "dist"
+
+    def data_uri(match: re.Match[str]) -> str:
+        local = dist / match.group(1)
+        if not local.is_file():
+            return match.group(0)  # left for the check above to report
+        mime = mimetypes.guess_type(local.name)[0] or "application/octet-stream"
+        return f"data:{mime};base64,{base64.b64encode(local.read_bytes()).decode('ascii')}"
+
+    return PANEL_CDN.sub(data_uri, text)
 
 
 def _save_png(obj: Any, path: Path, width: int | None, height: int | None, dpi: int) -> None:
