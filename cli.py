@@ -7,6 +7,7 @@ Commands stay thin: they parse options and call the library.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from typing import Any
@@ -16,6 +17,27 @@ import click
 from tensortap.core.errors import TensortapError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow (and probe its devices) with stderr muted, when it is installed.
+
+    Its C++ runtime prints oneDNN and CUDA notices through absl *before* logging is set
+    up, so ``TF_CPP_MIN_LOG_LEVEL`` cannot hide them; they would bury the one line a
+    command prints.  An import error still raises (and prints) after stderr is back.
+    """
+    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:
+        return
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow
+
+        tensorflow.config.list_physical_devices()  # the CUDA probe prints its own notice
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 class _Group(click.Group):
@@ -40,6 +62,7 @@ def demo() -> None:
     """Train a small CNN on scikit-learn's digits, capture it, and summarise every layer."""
     from tensortap.demo import run_demo
 
+    _import_tensorflow_quietly()
     run_demo()
 
 
@@ -86,6 +109,7 @@ def capture(model: str, data: str, output: str, layers: tuple[str, ...], gradien
     """Capture MODEL (.keras or SavedModel) on DATA (.npy, .npz or image folder) into a run."""
     from tensortap.cli_capture import capture_command
 
+    _import_tensorflow_quietly()
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other; choose one")
     click.echo(capture_command(
@@ -110,6 +134,7 @@ def graph(model: str) -> None:
     """Print MODEL's capture graph: every key you can select with --layers."""
     from tensortap.cli_capture import graph_command
 
+    _import_tensorflow_quietly()
     click.echo(graph_command(model))
 
 

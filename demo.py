@@ -45,7 +45,7 @@ def digits_model(seed: int = 0):  # noqa: ANN201 (keras is imported lazily)
     )
 
 
-def run_demo(out: str | os.PathLike[str] = "runs/demo.zarr", epochs: int = 4) -> Path:
+def run_demo(out: str | os.PathLike[str] = "runs/demo.zarr", epochs: int = 10) -> Path:
     """Train, capture and summarise; returns the run's path."""
     import tensortap as tt
 
