@@ -24,7 +24,7 @@ from tensortap.viz.distributions import (
     layer_summary,
 )
 from tensortap.viz.export import save
-from tensortap.viz.feature_maps import feature_map, feature_maps
+from tensortap.viz.feature_maps import feature_map, feature_maps, feature_mosaic
 from tensortap.viz.top_samples import top_sample_positions, top_samples
 from tensortap.viz.units import dead_units, unit_health
 
@@ -38,6 +38,7 @@ __all__ = [
     "distributions",
     "feature_map",
     "feature_maps",
+    "feature_mosaic",
     "histogram_quantiles",
     "layer_summary",
     "save",

@@ -1,4 +1,5 @@
-"""Feature-map heatmaps: a grid of one layer's channels, and one map browsable by widgets."""
+"""Feature-map heatmaps: a grid (or one-image mosaic) of one layer's channels, and one map
+browsable by widgets."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ from tensortap.viz._run import (
     layer_map,
     sample_caption,
 )
+from tensortap.viz._mosaic import grid_shape, tile, tile_origin
 
-__all__ = ["feature_map", "feature_maps", "map_image"]
+__all__ = ["feature_map", "feature_maps", "feature_mosaic", "map_image"]
 
 #: Colour map of activations: perceptually uniform, readable in grey.
 CMAP = "viridis"
@@ -95,38 +97,27 @@ def _channel_order(maps: np.ndarray, chosen: list[int], order: str) -> list[int]
     raise ViewError(f"order must be 'index' or 'energy', got {order!r}")
 
 
-def feature_maps(
+def _read_maps(
     run: Any,
     key: str,
-    sample: int = 0,
-    channels: Sequence[int] | None = None,
-    shared_scale: bool = True,
-    order: Literal["index", "energy"] = "index",
-    max_channels: int = 64,
-) -> hv.NdLayout | hv.Image:
-    """A grid of one layer's channel maps for one sample.
+    sample: int,
+    channels: Sequence[int] | None,
+    order: str,
+    max_channels: int,
+    stacklevel: int = 3,
+) -> hv.Image | tuple[xr.DataArray, np.ndarray, list[int], tuple[str, str], str]:
+    """One sample's maps of a layer and the validated, ordered channels to show.
 
-    Parameters
-    ----------
-    run : tensortap.Run
-    key : str
-        Layer key.  Spatial layers show one tile per channel; a dense layer shows one strip
-        of its units and a sequence layer one ``time × feature`` image.
-    sample : int
-        Position among the committed samples.
-    channels : sequence of int, optional
-        Channels to show (default: all, up to ``max_channels``).
-    shared_scale : bool
-        One colour range for every tile (compare channels) or one per tile (see each).
-    order : {"index", "energy"}
-        Tile order: channel index, or mean squared activation ``mean(A_c**2)``, strongest
-        first — with ``max_channels`` this shows the most active channels.
-    max_channels : int
-        At most this many tiles (a warning says when channels were left out).
+    Reads one sample only: ``isel`` on the lazy array, then one ``.values`` (for a run
+    stored with one chunk per sample, one chunk read), whatever the layer's size.
 
     Returns
     -------
-    holoviews.NdLayout of Image keyed by ``channel`` (or one Image for non-spatial layers).
+    hv.Image
+        For a dense or sequence layer, its one image (nothing to tile).
+    (activation, maps, chosen, (row_dim, column_dim), caption)
+        Otherwise: the lazy layer array, the sample's maps ``(channel, row, column)``, the
+        channels in display order, the map's dim names and a title.
     """
     activation = run.activation(key)  # LayerNotFoundError with suggestions
     position = check_sample(int(activation.sizes["sample"]), sample)
@@ -153,10 +144,61 @@ def feature_maps(
         warnings.warn(
             f"{key}: showing {max_channels} of {len(chosen)} channels (order={order!r}); "
             f"raise max_channels or pass channels= to see others",
-            stacklevel=2,
+            stacklevel=stacklevel,
         )
         chosen = chosen[:max_channels]
+    return activation, maps, chosen, (row_dim, column_dim), caption
 
+
+def feature_maps(
+    run: Any,
+    key: str,
+    sample: int = 0,
+    channels: Sequence[int] | None = None,
+    shared_scale: bool = True,
+    order: Literal["index", "energy"] = "index",
+    max_channels: int = 64,
+    layout: Literal["grid", "mosaic"] = "grid",
+) -> hv.NdLayout | hv.Image:
+    """A grid of one layer's channel maps for one sample.
+
+    Parameters
+    ----------
+    run : tensortap.Run
+    key : str
+        Layer key.  Spatial layers show one tile per channel; a dense layer shows one strip
+        of its units and a sequence layer one ``time × feature`` image.
+    sample : int
+        Position among the committed samples.
+    channels : sequence of int, optional
+        Channels to show (default: all, up to ``max_channels``).
+    shared_scale : bool
+        One colour range for every tile (compare channels) or one per tile (see each).
+    order : {"index", "energy"}
+        Tile order: channel index, or mean squared activation ``mean(A_c**2)``, strongest
+        first — with ``max_channels`` this shows the most active channels.
+    max_channels : int
+        At most this many tiles (a warning says when channels were left out).
+    layout : {"grid", "mosaic"}
+        One figure per channel, or every channel tiled into one image
+        (:func:`feature_mosaic`, much cheaper to draw for many channels).
+
+    Returns
+    -------
+    holoviews.NdLayout of Image keyed by ``channel`` (or one Image for non-spatial layers
+    and for ``layout="mosaic"``).
+    """
+    if layout == "mosaic":
+        return feature_mosaic(
+            run, key, sample=sample, channels=channels, max_channels=max_channels,
+            shared_scale=shared_scale, order=order,
+        )
+    if layout != "grid":
+        raise ViewError(f"layout must be 'grid' or 'mosaic', got {layout!r}")
+    read = _read_maps(run, key, sample, channels, order, max_channels)
+    if isinstance(read, hv.Image):
+        return read
+    activation, maps, chosen, (row_dim, column_dim), caption = read
     shared = _clim(maps[chosen]) if shared_scale else None
     tiles = {
         c: map_image(maps[c], activation, (row_dim, column_dim), clim=shared, compact=True)
@@ -169,6 +211,127 @@ def feature_maps(
         layout, title=f"{caption} · {scale}", bokeh={"shared_axes": False},
         matplotlib={"sublabel_format": ""},
     )
+
+
+def feature_mosaic(
+    run: Any,
+    key: str,
+    sample: int = 0,
+    channels: Sequence[int] | None = None,
+    max_channels: int = 64,
+    shared_scale: bool = True,
+    order: Literal["index", "energy"] = "index",
+    *,
+    labels: bool = False,
+    frame_px: int = 600,
+) -> hv.Image | hv.Overlay:
+    """One layer's channel maps for one sample, tiled into ONE image.
+
+    The same maps as :func:`feature_maps`, but drawn as a single plot: a grid of 64
+    figures costs 64 sets of Bokeh models to build and lay out, a mosaic costs one, which
+    is what keeps ``tensortap serve`` interactive on wide layers.  Channels fill a
+    near-square grid row by row, separated by a 1-pixel gap of NaN (transparent).  The
+    hover tool names the channel under the pointer.
+
+    Parameters
+    ----------
+    run : tensortap.Run
+    key : str
+        Layer key.  Dims are found by name (``channel, height, width`` in any order); a
+        dense or sequence layer has no channels to tile and gives its one image.
+    sample : int
+        Position among the committed samples; only this sample is read.
+    channels : sequence of int, optional
+        Channels to show (default: all, up to ``max_channels``).
+    max_channels : int
+        At most this many tiles (a warning says when channels were left out).
+    shared_scale : bool
+        ``True``: raw values on one colour range (compare channels).  ``False``: each tile
+        min-max scaled to [0, 1] on its own (see each); hover then shows the raw value too.
+    order : {"index", "energy"}
+        Tile order, as in :func:`feature_maps`.
+    labels : bool
+        Also write each tile's channel number in its corner (an ``hv.Labels`` overlaid on
+        the image: still one figure).
+    frame_px : int
+        Size in screen pixels of the longer side of the plot area (Bokeh).
+
+    Returns
+    -------
+    holoviews.Image
+        Value dims: the shown value, ``channel`` (NaN in the gaps) and, when not
+        ``shared_scale``, the raw ``activation``.  Array row 0 of every tile is on top.
+        An ``hv.Overlay`` of it and the labels when ``labels=True``.
+    """
+    read = _read_maps(run, key, sample, channels, order, max_channels)
+    if isinstance(read, hv.Image):
+        return read
+    activation, maps, chosen, (row_dim, column_dim), caption = read
+    shown = maps[chosen]
+    n, height, width = shown.shape
+    _, columns = grid_shape(n)
+    total = channel_count(activation)
+    count = f"{n} of {total} channels" if n < total else f"{n} channels"
+    raw = tile(shown, columns)
+    index = tile(np.broadcast_to(np.asarray(chosen, dtype=np.float32)[:, None, None], shown.shape), columns)
+    value_dim = hv_dimension(activation, "activation", values=True)
+    if shared_scale:
+        clim = _clim(shown)
+        data, vdims = [raw], [value_dim]
+        scale = f"shared scale [{clim[0]:.3g}, {clim[1]:.3g}]"
+    else:  # each tile on [0, 1]: a weak channel's pattern is as visible as a strong one's
+        low = np.nanmin(shown, axis=(1, 2), keepdims=True)
+        span = np.nanmax(shown, axis=(1, 2), keepdims=True) - low
+        scaled = np.where(span > 0, (shown - low) / np.where(span > 0, span, 1.0), 0.5)
+        clim = (0.0, 1.0)
+        data = [tile(scaled, columns), raw]
+        vdims = [hv.Dimension("scaled", label="scaled per channel"), value_dim]
+        scale = "scale per channel"
+    rows_px, columns_px = raw.shape
+    # The stored precision (float32 for real runs): half the bytes sent to the browser.
+    dtype = np.result_type(activation.dtype, np.float32)
+    stack = np.dstack([*data, index]).astype(dtype, copy=False)
+    # Flipped, with the y axis inverted, as map_image: array row 0 on top, at y = 0.
+    image = hv.Image(
+        np.ascontiguousarray(stack[::-1]),
+        bounds=(-0.5, -0.5, columns_px - 0.5, rows_px - 0.5),
+        kdims=[
+            hv.Dimension("mosaic_x", label=f"{column_dim} (tiled)"),
+            hv.Dimension("mosaic_y", label=f"{row_dim} (tiled)"),
+        ],
+        vdims=[*vdims, hv.Dimension("channel")],
+    )
+    zoom = frame_px / max(rows_px, columns_px)
+    hover = [("channel", "@channel"), (vdims[0].pprint_label, "@image")]
+    if not shared_scale:
+        hover.append((value_dim.pprint_label, "@{%s}" % value_dim.name))
+    image = style(
+        image, cmap=CMAP, clim=clim, invert_yaxis=True, xaxis=None, yaxis=None,
+        colorbar=True, title=f"{caption} · {count} · {scale}",
+        bokeh={
+            "frame_width": max(1, round(columns_px * zoom)),
+            "frame_height": max(1, round(rows_px * zoom)),
+            "tools": ["hover"], "hover_tooltips": hover, "toolbar": "above",
+        },
+        matplotlib={"fig_inches": 6, "aspect": columns_px / rows_px},
+    )
+    if not labels:
+        return image
+    corners = [tile_origin(i, columns, (height, width)) for i in range(n)]
+    text = hv.Labels(
+        ([left - 0.5 for _, left in corners], [top - 0.5 for top, _ in corners],
+         [str(c) for c in chosen]),
+        kdims=image.kdims, vdims=["channel"],
+    )
+    text = style(
+        text,
+        bokeh={"text_color": "white", "text_font_size": "8pt", "text_align": "left",
+               "text_baseline": "top", "background_fill_color": "black",
+               "background_fill_alpha": 0.45},
+        matplotlib={"color": "white", "size": 6, "horizontalalignment": "left",
+                    "verticalalignment": "top"},
+    )
+    return image * text
 
 
 def feature_map(run: Any) -> hv.DynamicMap:

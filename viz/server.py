@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -69,7 +70,11 @@ _MAX_SCANNED_DIRS = 20_000
 #: would otherwise walk the tree.
 _SCAN_TTL_S = 5.0
 _THUMBNAIL_PX = 150
-_SIDEBAR_PX = 360
+_SIDEBAR_PX = 400
+#: Channels tiled in the feature-map mosaic; the zoomed map reaches the others.
+_GRID_CHANNELS = 64
+#: Screen pixels of the mosaic's longer side.
+_GRID_PX = 560
 
 
 class RunAccessError(TensortapError, PermissionError):
@@ -409,6 +414,9 @@ class TensortapApp:
                 "zeros": NumberFormatter(format="0.0%"),
                 "dead": NumberFormatter(format="0.0%"),
             },
+            # type and std hidden: with them the table overflowed the sidebar (the layer
+            # picker above shows the type of layer in its name, the shape in its label).
+            hidden_columns=["type", "std"],
             css_classes=["tt-layers"],
         )
         # -- main-area selectors
@@ -657,7 +665,15 @@ class TensortapApp:
         attrs = run.attrs
         model = attrs.get("model", {}) or {}
         state = run.status
-        badge = {"complete": "✅", "capturing": "⏳", "failed": "❌"}.get(state, "")
+        # A CSS dot, not an emoji: headless Chromium (and many Linux desktops) has no emoji
+        # font and drew empty boxes.
+        colour = {"complete": "#2e7d32", "capturing": "#e69500", "failed": "#c62828"}.get(
+            state, "#888888"
+        )
+        badge = (
+            f'<span style="display:inline-block;width:0.7em;height:0.7em;border-radius:50%;'
+            f'background:{colour};vertical-align:baseline"></span>'
+        )
         self.status.object = (
             f"**{model.get('name', 'model')}** · {attrs.get('framework', '')} · "
             f"{badge} {state} · **{run.samples}** samples · {len(run.layers)} layers"
@@ -847,22 +863,43 @@ class TensortapApp:
         return input_thumbnail(run, sample)
 
     def _build_feature_maps(self) -> Any:
-        return self._viz.feature_maps(self.run, self._key, sample=self._sample())
+        # One mosaic image, not one figure per channel: 64 Bokeh figures took seconds to
+        # build per sample on a 256-channel layer; one image with its labels takes tens of
+        # milliseconds (benchmarks/RESULTS.md, Serve).
+        with warnings.catch_warnings():  # "showing 64 of 256": the title says so already
+            warnings.simplefilter("ignore", UserWarning)
+            return self._viz.feature_mosaic(
+                self.run, self._key, sample=self._sample(), max_channels=_GRID_CHANNELS,
+                labels=True, frame_px=_GRID_PX,
+            )
 
     def _build_zoom(self) -> Any:
-        # The chosen channel as a one-tile viz.feature_maps grid, enlarged.  (A frame of
-        # viz.feature_map drawn next to the grids left them blank in Chromium.)
-        grid = self._viz.feature_maps(
-            self.run, self._key, sample=self._sample(),
-            channels=[int(self.channel_slider.value)], shared_scale=False,
-        )
-        return grid.opts(
-            hv.opts.Image(width=380, height=340, colorbar=True, xaxis="bottom", yaxis="left"),
-            backend="bokeh",
-        )
+        """The chosen channel's map alone, with axes and its own colour range.
+
+        Drawn apart from the grid so that choosing a channel redraws this small plot only
+        (and reaches channels beyond the grid's first 64).
+        """
+        from tensortap.viz._run import check_channel, check_sample, layer_map, sample_caption
+        from tensortap.viz.feature_maps import map_image
+
+        activation = self.run.activation(self._key)
+        position = check_sample(int(activation.sizes["sample"]), self._sample())
+        one = layer_map(activation.isel(sample=position), self._key)
+        if "height" not in one.dims:
+            return pn.pane.Markdown(
+                f"Layer `{self._key}` has no channel maps: the grid above shows all of it."
+            )
+        channel = check_channel(self._key, int(one.sizes["channel"]), int(self.channel_slider.value))
+        values = np.asarray(one.isel(channel=channel).values, dtype=np.float64)  # one chunk
+        title = f"channel {channel} · {sample_caption(self.run, position)}"
+        image = map_image(values, activation, (str(one.dims[1]), str(one.dims[2])), title=title)
+        return image.opts(width=400, height=340, backend="bokeh")
 
     def _build_top_samples(self) -> Any:
-        return self._viz.top_samples(self.run, self._key, int(self.channel_slider.value), k=9)
+        # One RGB mosaic with captions, not nine figures (see _build_feature_maps).
+        return self._viz.top_samples(
+            self.run, self._key, int(self.channel_slider.value), k=9, layout="mosaic"
+        )
 
     def _build_distribution(self) -> Any:
         return self._viz.distribution(self.run, self._key)

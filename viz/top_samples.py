@@ -9,14 +9,21 @@ https://arxiv.org/abs/1311.2901
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import holoviews as hv
 import numpy as np
 from tensortap.core.errors import ViewError
 from tensortap.viz._backend import style
 from tensortap.viz._colour import to_rgb
-from tensortap.viz._run import check_channel, layer_map, sample_caption, stored_input
+from tensortap.viz._mosaic import grid_shape, tile, tile_origin
+from tensortap.viz._run import (
+    _sample_index,
+    check_channel,
+    layer_map,
+    sample_caption,
+    stored_input,
+)
 from tensortap.viz.cam_overlay import overlay_rgb
 
 __all__ = ["top_sample_positions", "top_samples"]
@@ -42,7 +49,14 @@ def top_sample_positions(run: Any, key: str, channel: int, k: int = 9) -> tuple[
     return ranked, values[ranked]
 
 
-def top_samples(run: Any, key: str, channel: int, k: int = 9, alpha: float = 0.5) -> hv.Layout:
+def top_samples(
+    run: Any,
+    key: str,
+    channel: int,
+    k: int = 9,
+    alpha: float = 0.5,
+    layout: Literal["grid", "mosaic"] = "grid",
+) -> hv.Layout | hv.Overlay:
     """A grid of the stored inputs that most excite ``channel`` of layer ``key``.
 
     Each tile is the input with the channel's map (min-max scaled within the tile) blended
@@ -59,7 +73,18 @@ def top_samples(run: Any, key: str, channel: int, k: int = 9, alpha: float = 0.5
         Number of samples, strongest first.
     alpha : float
         Weight of the map in the blend.
+    layout : {"grid", "mosaic"}
+        One titled figure per sample, or every tile in ONE ``hv.RGB`` (a white 1-pixel gap
+        between tiles) with each tile's rank, sample and maximum written in its corner by
+        an ``hv.Labels`` overlay: one figure, far cheaper to draw in a served page.
+
+    Returns
+    -------
+    holoviews.Layout of RGB, strongest first; ``hv.Overlay`` of RGB and Labels for
+    ``layout="mosaic"``.
     """
+    if layout not in ("grid", "mosaic"):
+        raise ViewError(f"layout must be 'grid' or 'mosaic', got {layout!r}")
     ranked, maxima = top_sample_positions(run, key, channel, k)
     activation = run.activation(key)
     spatial = "height" in activation.dims and "width" in activation.dims
@@ -72,6 +97,7 @@ def top_samples(run: Any, key: str, channel: int, k: int = 9, alpha: float = 0.5
             one = layer_map(block.isel(sample=j), key)
             maps[i] = np.asarray(one.isel(channel=channel).values, dtype=np.float64)
     tiles = []
+    pictures, short = [], []
     for rank, (position, value) in enumerate(zip(ranked.tolist(), maxima, strict=True)):
         image = stored_input(run, position)
         values = maps[rank]
@@ -86,6 +112,10 @@ def top_samples(run: Any, key: str, channel: int, k: int = 9, alpha: float = 0.5
                 f"layer {key!r} has no spatial map and the run kept no inputs: nothing to show"
             )
         height, width = pixels.shape[:2]
+        if layout == "mosaic":
+            pictures.append(pixels)
+            short.append(f"#{rank + 1} s{_sample_index(run, position)} · {value:.3g}")
+            continue
         title = f"#{rank + 1} {sample_caption(run, position)} · max {value:.3g}"
         tile = hv.RGB(pixels, bounds=(0, 0, width, height))
         tiles.append(
@@ -95,10 +125,53 @@ def top_samples(run: Any, key: str, channel: int, k: int = 9, alpha: float = 0.5
                 matplotlib={"fig_size": 80},
             )
         )
-    layout = hv.Layout(tiles).cols(max(1, math.ceil(math.sqrt(len(tiles)))))
+    title = f"top {len(ranked)} samples of {key} channel {channel} (by stored per-sample max)"
+    if layout == "mosaic":
+        return _mosaic(pictures, short, title)
+    grid = hv.Layout(tiles).cols(max(1, math.ceil(math.sqrt(len(tiles)))))
     return style(
-        layout,
-        title=f"top {len(tiles)} samples of {key} channel {channel} (by stored per-sample max)",
+        grid,
+        title=title,
         bokeh={"shared_axes": False},
         matplotlib={"sublabel_format": ""},
     )
+
+
+def _mosaic(pictures: list[np.ndarray], captions: list[str], title: str, px: int = 420) -> hv.Overlay:
+    """RGB tiles of equal shape in one ``hv.RGB``, each captioned in its top-left corner."""
+    shapes = {p.shape for p in pictures}
+    if len(shapes) != 1:  # inputs of several sizes (a ragged run): pad to the largest
+        height = max(p.shape[0] for p in pictures)
+        width = max(p.shape[1] for p in pictures)
+        pictures = [
+            np.pad(p, ((0, height - p.shape[0]), (0, width - p.shape[1]), (0, 0)), constant_values=255)
+            for p in pictures
+        ]
+    stack = np.stack(pictures)
+    _, columns = grid_shape(len(stack))
+    height, width = stack.shape[1:3]
+    pixels = tile(stack, columns, fill=255)  # white gaps
+    rows_px, columns_px = pixels.shape[:2]
+    # hv.RGB puts array row 0 at the top: y runs from rows_px (top) down to 0.
+    image = hv.RGB(pixels, bounds=(0, 0, columns_px, rows_px))
+    zoom = px / max(rows_px, columns_px)
+    image = style(
+        image, title=title, xaxis=None, yaxis=None,
+        bokeh={"frame_width": max(1, round(columns_px * zoom)),
+               "frame_height": max(1, round(rows_px * zoom)), "toolbar": None},
+        matplotlib={"fig_inches": 5, "aspect": columns_px / rows_px},
+    )
+    corners = [tile_origin(i, columns, (height, width)) for i in range(len(stack))]
+    text = hv.Labels(
+        ([left + 0.5 for _, left in corners], [rows_px - top - 0.5 for top, _ in corners], captions),
+        kdims=image.kdims, vdims=["caption"],
+    )
+    text = style(
+        text,
+        bokeh={"text_color": "white", "text_font_size": "8pt", "text_align": "left",
+               "text_baseline": "top", "background_fill_color": "black",
+               "background_fill_alpha": 0.55},
+        matplotlib={"color": "white", "size": 6, "horizontalalignment": "left",
+                    "verticalalignment": "top"},
+    )
+    return image * text
