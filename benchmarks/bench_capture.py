@@ -225,7 +225,7 @@ def _write_results(r: dict[str, Any]) -> None:
         *[f"| {c['codec']} | {c['mb_s']:,.0f} | {c['ratio']:.2f} |" for c in r["codecs"]],
         "",
     ]
-    section = "\n".join(lines)
+    section = "\n".join(lines) + "\n"
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
     start = text.find(SECTION)
     if start >= 0:
