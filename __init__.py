@@ -25,6 +25,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 # Public names imported on first use: `import tensortap` stays fast and framework-free.
 _LAZY = {
     "capture": "tensortap.core.engine",
+    "capture_distributed": "tensortap.core.distributed",
     "open_run": "tensortap.core.run",
     "Run": "tensortap.core.run",
     "cam": "tensortap.core.cam",

@@ -1,0 +1,572 @@
+"""Scale-out capture on Dask distributed: ``tensortap.capture_distributed`` (DESIGN.md §6).
+
+The coordinator (the process that calls :func:`capture_distributed`) builds the model once
+to resolve the capture graph, the layer selection and the fingerprint, creates the run
+with every array pre-sized to the data's known length, computes and writes the **first
+block** itself (its values fix each layer's histogram edges, exactly as
+:func:`tensortap.capture` does, so both give bit-identical runs), then splits the remaining
+blocks into disjoint, block-aligned ranges and hands them to the Dask workers.
+
+Each worker builds the model **once** (cached per worker process, keyed by a token of the
+factory) and captures its ranges into the same run through the ordinary
+:class:`~tensortap.core.pipeline.WritePipeline`.  One block is one chunk (or shard) of every
+array and one entry of the commit record, so workers never share an object and nobody
+resizes while workers write (DESIGN.md §4 commit rule).  Per-block statistics partials are
+the store's design already: ``open_run(...).stats`` reduces over every writer's blocks.
+
+Data must have a known length: NumPy arrays (each range's slice is shipped with its task)
+or ``.npy`` paths (memory-mapped; the workers open them by path, so no sample travels
+through the scheduler — the path must be readable by every worker).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from tensortap.core.backend import Backend
+from tensortap.core.data import Batch, _as_inputs, _is_arraylike, as_source
+from tensortap.core.engine import (
+    _labels_for_store,
+    _n_classes,
+    _predictions,
+    _Progress,
+    resolve_backend,
+)
+from tensortap.core.errors import (
+    CorruptRunError,
+    DataError,
+    EmptyDataError,
+    ResumeMismatchError,
+    StorageError,
+    TensortapError,
+)
+from tensortap.core.graph import CaptureGraph, CaptureNode
+from tensortap.core.pipeline import Block, WritePipeline
+from tensortap.core.registry import get_backend
+from tensortap.core.run import Run
+from tensortap.core.stats import choose_edges
+from tensortap.core.store import layout
+from tensortap.core.store.storage import Location, open_location
+from tensortap.core.store.writer import RunSettings, RunWriter
+from tensortap.core.targets import Target, resolve_target
+
+__all__ = ["capture_distributed", "plan_ranges"]
+
+#: Ranges handed to each worker when ``ranges_per_worker`` is not given: more than one lets
+#: a fast worker take over a slow one's share, and a failure loses less work.
+DEFAULT_RANGES_PER_WORKER = 2
+
+
+# ---------------------------------------------------------------------------- data
+@dataclass(frozen=True, slots=True)
+class _Column:
+    """One model input: the opened array, and its ``.npy`` path when it came from one."""
+
+    array: np.ndarray
+    path: str | None = None
+
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, str | os.PathLike)
+
+
+def _load(value: Any, paths: dict[int, str]) -> Any:
+    """Open ``.npy`` paths as memory maps (remembering them), keep arrays as they are."""
+    if _is_path(value):
+        path = os.fspath(value)
+        if not path.endswith(".npy"):
+            raise DataError(
+                f"capture_distributed reads data from .npy files or NumPy arrays, not {path!r}; "
+                "save the inputs with numpy.save"
+            )
+        try:
+            array = np.load(path, mmap_mode="r")
+        except OSError as err:
+            raise DataError(f"cannot open the data file {path!r}: {err}") from err
+        # Absolute: the workers may run in another working directory.
+        paths[id(array)] = str(Path(path).resolve())
+        return array
+    return value
+
+
+def _open_data(data: Any, labels: Any) -> tuple[Any, Any, dict[int, str]]:
+    """``(x, labels, paths)`` with paths opened; refuses data of unknown length."""
+    paths: dict[int, str] = {}
+    if isinstance(data, tuple):
+        if len(data) not in (1, 2):
+            raise DataError(
+                f"a data tuple holds (x,) or (x, y), got {len(data)} items; put multiple "
+                "inputs in a list or dict: ([x1, x2], y)"
+            )
+        if len(data) == 2:
+            if labels is not None:
+                raise DataError("labels were given twice (labels= and (x, y) data); give one")
+            labels = data[1]
+        data = data[0]
+    if isinstance(data, Mapping):
+        x: Any = {name: _load(value, paths) for name, value in data.items()}
+    elif isinstance(data, list):
+        x = [_load(value, paths) for value in data]
+    else:
+        x = _load(data, paths)
+    if not _is_arraylike(x):
+        raise DataError(
+            f"capture_distributed needs data of known length (NumPy arrays or .npy paths, "
+            f"alone, in a dict or list, or as (x, y)), not {type(data).__name__}; "
+            "save a stream with numpy.save, or use tensortap.capture for iterables"
+        )
+    if labels is not None:
+        labels = np.asarray(_load(labels, {}))
+    return x, labels, paths
+
+
+def plan_ranges(blocks: Sequence[int], n_ranges: int) -> list[tuple[int, int]]:
+    """Split block indices into at most ``n_ranges`` runs of consecutive blocks.
+
+    Parameters
+    ----------
+    blocks : sequence of int
+        The blocks to capture, increasing (the uncommitted ones when resuming).
+    n_ranges : int
+        How many ranges are wanted (the workers times ``ranges_per_worker``).
+
+    Returns
+    -------
+    list of (first_block, stop_block)
+        Disjoint half-open block ranges covering ``blocks`` exactly once, as even in size
+        as the gaps between committed blocks allow.
+    """
+    runs: list[list[int]] = []
+    for block in blocks:
+        if runs and runs[-1][-1] + 1 == block:
+            runs[-1].append(block)
+        else:
+            runs.append([block])
+    size = max(1, -(-len(blocks) // max(1, n_ranges)))  # ceil: at most n_ranges pieces
+    ranges: list[tuple[int, int]] = []
+    for run in runs:
+        for i in range(0, len(run), size):
+            piece = run[i:i + size]
+            ranges.append((piece[0], piece[-1] + 1))
+    return ranges
+
+
+# ---------------------------------------------------------------------------- workers
+@dataclass(frozen=True)
+class _RangeJob:
+    """Everything a worker needs to capture samples ``[start, stop)`` (pickled to it)."""
+
+    token: str
+    factory: Callable[[], Any]
+    backend: str
+    store: str
+    storage_options: dict[str, Any] | None
+    settings: RunSettings
+    target: Target
+    start: int
+    stop: int
+    # Per input: a path (opened on the worker) or the range's slice of the array.
+    inputs: dict[str, str | np.ndarray]
+    labels: np.ndarray | None
+    example: Any = None
+    depth: int = 1
+    threads: int | None = None
+
+
+@dataclass
+class _Model:
+    model: Any
+    backend: Backend
+    graph: CaptureGraph
+    nodes: list[CaptureNode]
+    fingerprint: str
+
+
+# One model per worker process (and factory): built by the first range, reused by the rest.
+_MODELS: dict[str, _Model] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _graph_for(backend: Backend, model: Any, example: Any) -> CaptureGraph:
+    if backend.needs_example_inputs:
+        return backend.graph(model, inputs=example)  # type: ignore[call-arg]
+    return backend.graph(model)
+
+
+def _worker_model(job: _RangeJob) -> _Model:
+    """The worker's model for ``job.token``, built on first use (one build per process)."""
+    with _MODELS_LOCK:  # several worker threads must not build it twice
+        cached = _MODELS.get(job.token)
+        if cached is None:
+            model = job.factory()
+            backend = get_backend(job.backend)
+            graph = _graph_for(backend, model, job.example)
+            by_key = {node.key: node for node in graph.select(list(job.settings.layers))}
+            nodes = [by_key[key] for key in job.settings.layers]
+            cached = _Model(model, backend, graph, nodes, backend.fingerprint(model))
+            _MODELS[job.token] = cached
+    if cached.fingerprint != job.settings.fingerprint:
+        raise ResumeMismatchError(
+            f"the model built on this worker has fingerprint {cached.fingerprint}, the run's is "
+            f"{job.settings.fingerprint}: the model factory must return the same weights on "
+            "every machine (load them from a file, or seed the initialisers)"
+        )
+    return cached
+
+
+def _attach(location: Location, settings: RunSettings) -> RunWriter:
+    """A writer bound to the coordinator's run without touching its root attrs.
+
+    :meth:`RunWriter.open` with ``resume=True`` would rewrite ``status`` in the root
+    ``zarr.json``: one object every worker would write, which the commit rule forbids.
+    """
+    try:
+        group = zarr.open_group(location.store, mode="r+")
+    except FileNotFoundError as err:
+        raise CorruptRunError(f"the run at {location.url!r} vanished during the capture") from err
+    writer = RunWriter(location, group, settings)
+    writer._reopen()  # noqa: SLF001 - binds the arrays; the coordinator checked the settings
+    if not writer.has_arrays:
+        raise CorruptRunError(f"the run at {location.url!r} has no arrays; its coordinator failed")
+    return writer
+
+
+def _job_batches(job: _RangeJob) -> Iterator[tuple[int, Batch]]:
+    b = job.settings.batch_size
+    columns = {
+        name: np.load(value, mmap_mode="r") if isinstance(value, str) else value
+        for name, value in job.inputs.items()
+    }
+    for i in range(job.start, job.stop, b):
+        j = min(i + b, job.stop)
+        inputs = {}
+        for name, column in columns.items():
+            # Paths are whole files (global indices); shipped slices start at job.start.
+            offset = 0 if isinstance(job.inputs[name], str) else job.start
+            inputs[name] = np.ascontiguousarray(column[i - offset:j - offset])
+        labels = None if job.labels is None else job.labels[i - job.start:j - job.start]
+        yield i, Batch(inputs, labels)
+
+
+def _capture_range(job: _RangeJob) -> tuple[int, int]:
+    """Worker task: capture ``[job.start, job.stop)``; returns ``(samples, bytes)``."""
+    built = _worker_model(job)
+    location = open_location(job.store, job.storage_options, read_only=False)
+    writer = _attach(location, job.settings)
+    if writer.capacity < job.stop:  # a resize now would race the other workers
+        raise CorruptRunError(
+            f"the run at {location.url!r} holds {writer.capacity} samples, fewer than the "
+            f"range {job.start}:{job.stop}; the coordinator must size it first"
+        )
+    written = [0]
+
+    def count(samples: int, nbytes: int) -> None:
+        written[0] += nbytes
+
+    _capture_blocks(built.backend, built.model, built.graph, built.nodes, writer, job.target,
+                    _job_batches(job), gradients=job.settings.gradients, depth=job.depth,
+                    threads=job.threads, on_committed=count)
+    return job.stop - job.start, written[0]
+
+
+def _capture_blocks(
+    backend: Backend, model: Any, graph: CaptureGraph, nodes: Sequence[CaptureNode],
+    writer: RunWriter, target: Target, batches: Iterator[tuple[int, Batch]], *,
+    gradients: bool, depth: int, threads: int | None,
+    on_first: Callable[[Any, Any, Batch, Any, Any], None] | None = None,
+    on_committed: Callable[[int, int], None] | None = None,
+) -> None:
+    """Compute ``batches`` and write them through a pipeline (the engine's loop, without
+    creating arrays or ending the run: several writers share this run)."""
+    pipeline: WritePipeline | None = None
+    try:
+        with backend.session(model, nodes, gradients=gradients, target=target) as session:
+            for start, batch in batches:
+                n = len(batch)
+                classes = target.batch_classes(start, start + n, batch.labels)
+                result = session.run(batch.inputs, classes=classes, labels=batch.labels)
+                labels = _labels_for_store(batch.labels)
+                predictions = _predictions(graph, result.outputs)
+                if pipeline is None:
+                    if on_first is not None:
+                        on_first(session, result, batch, labels, predictions)
+                    pipeline = WritePipeline(writer, nodes, depth=depth, threads=threads,
+                                             on_committed=on_committed)
+                pipeline.submit(Block(start, result, batch.inputs, labels, predictions))
+                del result  # the pipeline owns the block's memory now
+            if pipeline is not None:
+                pipeline.close()
+    except BaseException:
+        if pipeline is not None:
+            # Blocks already computed are still written and committed: they are good data.
+            try:
+                pipeline.close()
+            except BaseException:  # noqa: BLE001 - report the first error
+                pipeline.abort()
+        raise
+
+
+# ---------------------------------------------------------------------------- coordinator
+def _token(factory: Callable[[], Any]) -> str:
+    """A key naming the factory on every worker (the same factory reuses its model)."""
+    from dask.base import tokenize
+
+    return f"{getattr(factory, '__qualname__', type(factory).__name__)}-{tokenize(factory)}"
+
+
+def _client(client: Any) -> tuple[Any, Callable[[], None]]:
+    """The client to use, and how to clean up what was started for this call."""
+    from distributed import Client, LocalCluster, default_client
+
+    if client is not None:
+        return client, lambda: None
+    try:
+        return default_client(), lambda: None
+    except ValueError:  # no client yet: a local cluster for this capture only
+        cluster = LocalCluster()
+        started = Client(cluster)
+
+        def close() -> None:
+            started.close()
+            cluster.close()
+
+        return started, close
+
+
+def _store_url(store: Any) -> str:
+    if not _is_path(store):
+        raise StorageError(
+            "capture_distributed writes to a folder or URL every worker can reach (a path "
+            f"or s3://...), not a {type(store).__name__}"
+        )
+    text = os.fspath(store)
+    if "://" in text and not text.startswith("file://"):
+        return text
+    # Absolute: workers may run in another working directory.
+    return str(Path(text.removeprefix("file://")).expanduser().resolve())
+
+
+def capture_distributed(
+    model_factory: Callable[[], Any], data: Any, store: Any, *, client: Any = None,
+    layers: Any = "*", gradients: bool = False, target: Any = "predicted", labels: Any = None,
+    batch_size: int = 32, dtype: str | None = None, overwrite: bool = False,
+    resume: bool = False, storage_options: dict[str, Any] | None = None,
+    ranges_per_worker: int | None = None, progress: bool = True, keep_inputs: bool = True,
+    codec: Any = None, sharded: bool = False, depth: int = 1, threads: int | None = None,
+) -> Run:
+    """Capture a run with Dask workers, each capturing disjoint block-aligned sample ranges.
+
+    Parameters
+    ----------
+    model_factory : callable
+        A picklable function of no argument returning the model (e.g. a module-level function
+        that loads a ``.keras`` file, or ``functools.partial(keras.saving.load_model,
+        path)``).  Called once here and once per worker process; it must return the same
+        weights every time (checked by fingerprint).
+    data : array, dict, list or tuple of arrays or ``.npy`` paths
+        Data of known length.  ``.npy`` paths are memory-mapped and opened by path on the
+        workers (no data is shipped); arrays are sliced and each range's slice travels with
+        its task.
+    store : str or os.PathLike
+        A folder every worker can reach, or an ``s3://`` (fsspec) URL.
+    client : distributed.Client, optional
+        The cluster's client; default: the current client, else a ``LocalCluster`` started
+        for this call.
+    layers, gradients, target, labels, batch_size, dtype, overwrite, resume, storage_options,
+    progress, keep_inputs, codec, sharded, depth, threads
+        As for :func:`tensortap.capture`.  ``progress`` advances per finished range.
+    ranges_per_worker : int, optional
+        Ranges per worker (default 2).  More ranges balance uneven workers and lose less
+        work to a failure, at the cost of one task each.
+
+    Returns
+    -------
+    Run
+        The run: ``complete`` when every range succeeded.
+
+    Raises
+    ------
+    DataError
+        Data of unknown length (an iterator, a ``tf.data.Dataset``): save it with
+        ``numpy.save`` first, or use :func:`tensortap.capture`.
+    Exception
+        The first failure of a range, re-raised after every other range ended; the run is
+        then ``failed`` with every committed block kept, and ``resume=True`` captures only
+        the blocks not committed.
+    """
+    if resume and overwrite:
+        raise ResumeMismatchError("resume=True and overwrite=True contradict each other; "
+                                  "choose one")
+    x, label_array, paths = _open_data(data, labels)
+    url = _store_url(store)
+    model = model_factory()
+    backend = resolve_backend(model)
+    example = None
+    if backend.needs_example_inputs:  # torch: traced on the first samples, here and on workers
+        example = (
+            {k: np.asarray(v[:2]) for k, v in x.items()} if isinstance(x, Mapping)
+            else [np.asarray(v[:2]) for v in x] if isinstance(x, list)
+            else np.asarray(x[:2])
+        )
+    graph = _graph_for(backend, model, example)
+    nodes = graph.select(layers)
+    if gradients and not backend.supports_gradients:
+        raise TensortapError(f"the {backend.name} backend cannot capture gradients")
+    input_names = tuple(spec.name for spec in graph.inputs)
+    source = as_source(x, input_names=input_names, batch_size=batch_size, labels=label_array)
+    total = source.length
+    if not total:
+        raise EmptyDataError("the data holds no sample; nothing to capture")
+    columns = {
+        name: _Column(array, paths.get(id(array)))
+        for name, array in _as_inputs(x, input_names).items()
+    }
+    resolved = resolve_target(target, n_samples=total)
+    resolved.check_classes(_n_classes(graph))
+    settings = RunSettings(
+        framework=backend.name, model=backend.model_info(model),
+        fingerprint=backend.fingerprint(model), layers=tuple(n.key for n in nodes),
+        gradients=bool(gradients), dtype=None if dtype is None else str(np.dtype(dtype)),
+        batch_size=int(batch_size), target=resolved.describe(), codec=layout.parse_codec(codec),
+        sharded=sharded, keep_inputs=keep_inputs, total=total, inputs=input_names,
+        outputs=tuple(spec.name for spec in graph.outputs),
+    )
+    location = open_location(url, storage_options, read_only=False)
+    if resume:
+        writer = RunWriter.open(location, settings, resume=True)
+        stored = writer.group.attrs.get(layout.ATTRS_KEY, {})
+        stored_total = stored.get("total") if isinstance(stored, dict) else None
+        if writer.has_arrays and stored_total not in (None, total):
+            raise ResumeMismatchError(
+                f"cannot resume {location.url!r}: it was captured from {stored_total} samples, "
+                f"the data now has {total}; resume with the same data"
+            )
+    else:
+        writer = RunWriter.open(location, settings, overwrite=overwrite)
+    settings = writer.settings  # a resume keeps the run's block size
+    b = settings.batch_size
+    n_blocks = -(-total // b)
+    bar = _Progress(total, int(writer.committed_counts().sum()), progress)
+    try:
+        if not writer.has_arrays:
+            _first_block(backend, model, graph, nodes, writer, resolved, columns, label_array,
+                         total, depth, threads, bar)
+        # A run trimmed by an earlier failed capture is grown back here, by the coordinator
+        # alone, before any worker writes.
+        writer.ensure_capacity(total)
+        counts = writer.committed_counts()
+        todo = [k for k in range(n_blocks) if k >= len(counts) or counts[k] == 0]
+        errors: list[BaseException] = []
+        if todo:
+            dask_client, close = _client(client)
+            try:
+                errors = _run_ranges(
+                    dask_client, todo, ranges_per_worker, model_factory, backend, url,
+                    storage_options, settings, resolved, columns, label_array, example,
+                    total, depth, threads, bar,
+                )
+            finally:
+                close()
+    except BaseException:
+        bar.close()
+        # No trimming (finish would resize): a worker of a failed range may still be writing.
+        _set_failed(writer)
+        raise
+    bar.close()
+    if errors:
+        _set_failed(writer)
+        raise errors[0]
+    writer.finish("complete")  # every range ended: trimming the last block is safe now
+    return Run(location)
+
+
+def _set_failed(writer: RunWriter) -> None:
+    try:
+        writer.set_status("failed", samples=int(writer.committed_counts().sum()))
+    except Exception:  # noqa: BLE001 - the capture's own error matters more
+        pass
+
+
+def _first_block(
+    backend: Backend, model: Any, graph: CaptureGraph, nodes: Sequence[CaptureNode],
+    writer: RunWriter, target: Target, columns: Mapping[str, _Column], labels: Any,
+    total: int, depth: int, threads: int | None, bar: _Progress,
+) -> None:
+    """Capture block 0 here: it creates the arrays (pre-sized to ``total``) and fixes the
+    histogram edges from its values, exactly as the single-process engine does."""
+    b = writer.batch_size
+    stop = min(b, total)
+    batch = Batch(
+        {name: np.ascontiguousarray(c.array[:stop]) for name, c in columns.items()},
+        None if labels is None else np.asarray(labels[:stop]),
+    )
+
+    def create(session: Any, result: Any, first: Batch, stored_labels: Any,
+               predictions: Any) -> None:
+        if session.info:
+            writer.set_status("capturing", info=dict(session.info),
+                              score=session.info.get("score"))
+        edges = {k: choose_edges(np.asarray(result.activations[k]))
+                 for k in writer.settings.layers}
+        writer.create_arrays(
+            capacity=total, nodes=nodes, activations=result.activations,
+            outputs=result.outputs, output_specs=graph.outputs, inputs=first.inputs,
+            input_specs=graph.inputs, labels=stored_labels,
+            predictions=predictions is not None, edges=edges,
+        )
+
+    _capture_blocks(backend, model, graph, nodes, writer, target, iter([(0, batch)]),
+                    gradients=writer.settings.gradients, depth=depth, threads=threads,
+                    on_first=create, on_committed=bar.update)
+
+
+def _run_ranges(
+    client: Any, todo: Sequence[int], ranges_per_worker: int | None,
+    factory: Callable[[], Any], backend: Backend, url: str,
+    storage_options: dict[str, Any] | None, settings: RunSettings, target: Target,
+    columns: Mapping[str, _Column], labels: Any, example: Any, total: int, depth: int,
+    threads: int | None, bar: _Progress,
+) -> list[BaseException]:
+    """Submit one task per range and wait for **all** of them; returns their errors.
+
+    A failed range does not cancel the others: a cancelled task that already runs keeps
+    writing in its worker, and the coordinator could not know when it stops.
+    """
+    from distributed import as_completed
+
+    b = settings.batch_size
+    n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+    per_worker = ranges_per_worker or DEFAULT_RANGES_PER_WORKER
+    token = _token(factory)
+    futures = []
+    for first, stop_block in plan_ranges(todo, n_workers * per_worker):
+        start, stop = first * b, min(stop_block * b, total)
+        inputs: dict[str, str | np.ndarray] = {
+            name: c.path if c.path is not None else np.ascontiguousarray(c.array[start:stop])
+            for name, c in columns.items()
+        }
+        job = _RangeJob(
+            token=token, factory=factory, backend=backend.name, store=url,
+            storage_options=storage_options, settings=settings, target=target, start=start,
+            stop=stop, inputs=inputs,
+            labels=None if labels is None else np.asarray(labels[start:stop]),
+            example=example, depth=depth, threads=threads,
+        )
+        # pure=False: a fresh key per call, so a resume never reuses an earlier erred task.
+        futures.append(client.submit(_capture_range, job, pure=False))
+    errors: list[BaseException] = []
+    for future in as_completed(futures):
+        if future.status == "error":
+            errors.append(future.exception())
+        else:
+            samples, nbytes = future.result()
+            bar.update(samples, nbytes)
+    return errors

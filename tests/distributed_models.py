@@ -1,0 +1,46 @@
+"""Model factories for tests/test_distributed.py, importable by Dask worker processes.
+
+A factory must return the same weights in every process (the run's fingerprint is checked on
+each worker), so every initialiser has its own seed: ``keras.utils.set_random_seed`` alone is
+not enough, a worker process (its thread settings differ) drew other dense weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+
+class FiniteGuard(keras.layers.Layer):
+    """Passes its input through, failing the batch when it holds a NaN or infinity.
+
+    The failure tests poison one sample to make exactly one range fail on its worker.
+    """
+
+    def call(self, x: Any) -> Any:
+        return tf.debugging.assert_all_finite(x, "poisoned sample")
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+
+def tiny_cnn() -> Any:
+    """A tiny Keras CNN (seeded: identical weights in every process)."""
+    inputs = keras.Input((8, 8, 3), name="image")
+    h = FiniteGuard(name="guard")(inputs)
+    h = keras.layers.Conv2D(4, 3, activation="relu", name="conv",
+                            kernel_initializer=keras.initializers.GlorotUniform(seed=1),
+                            bias_initializer=keras.initializers.RandomNormal(0.0, 0.1, seed=2))(h)
+    h = keras.layers.GlobalAveragePooling2D(name="pool")(h)
+    outputs = keras.layers.Dense(3, activation="softmax", name="dense",
+                                 kernel_initializer=keras.initializers.GlorotUniform(seed=3))(h)
+    return keras.Model(inputs, outputs, name="tiny_cnn")
+
+
+def cached_models() -> int:
+    """Models cached in this worker process (``client.run(cached_models)``)."""
+    from tensortap.core.distributed import _MODELS
+
+    return len(_MODELS)
