@@ -103,9 +103,12 @@ def serve(path: str, address: str, port: int, show: bool) -> None:
 @click.option("--image-size", nargs=2, type=int, default=None, metavar="H W",
               help="Resize images of a DATA folder.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option("--workers", default=None, type=click.IntRange(min=1),
+              help="Capture with N Dask worker processes (a local cluster).")
 def capture(model: str, data: str, output: str, layers: tuple[str, ...], gradients: bool,
             target: str, batch_size: int, dtype: str | None, resume: bool, overwrite: bool,
-            image_size: tuple[int, int] | None, no_progress: bool) -> None:
+            image_size: tuple[int, int] | None, no_progress: bool,
+            workers: int | None) -> None:
     """Capture MODEL (.keras or SavedModel) on DATA (.npy, .npz or image folder) into a run."""
     from tensortap.cli_capture import capture_command
 
@@ -116,6 +119,7 @@ def capture(model: str, data: str, output: str, layers: tuple[str, ...], gradien
         model, data, output, layers=layers, gradients=gradients, target=target,
         batch_size=batch_size, dtype=dtype, resume=resume, overwrite=overwrite,
         image_size=tuple(image_size) if image_size else None, progress=not no_progress,
+        workers=workers,
     ))
 
 

@@ -43,19 +43,50 @@ def load_model(path: str) -> tuple[Any, Any]:
 def capture_command(
     model_path: str, data_path: str, output: str, *, layers: tuple[str, ...], gradients: bool,
     target: str, batch_size: int, dtype: str | None, resume: bool, overwrite: bool,
-    image_size: tuple[int, int] | None, progress: bool,
+    image_size: tuple[int, int] | None, progress: bool, workers: int | None = None,
 ) -> str:
-    """Run a capture; returns the summary line."""
+    """Run a capture (on ``workers`` local Dask processes when given); returns the summary."""
     from tensortap.core.engine import capture
     from tensortap.datafiles import load_data
 
     data = load_data(data_path, image_size)
+    if workers:
+        return _capture_on_workers(
+            model_path, data_path, data, output, workers, layers=list(layers) or "*",
+            gradients=gradients, target=target, batch_size=batch_size, dtype=dtype,
+            resume=resume, overwrite=overwrite, progress=progress,
+        )
     backend, model = load_model(model_path)
     run = capture(
         model, data.as_capture_data(), store=output, layers=list(layers) or "*",
         gradients=gradients, target=target, batch_size=batch_size, dtype=dtype, resume=resume,
         overwrite=overwrite, progress=progress, backend=backend,
     )
+    return f"{run.status}: {run.samples} samples, {len(run.layers)} layers -> {run.path}"
+
+
+def model_from_file(path: str) -> Any:
+    """The model in ``path`` (the factory each Dask worker calls for ``--workers``)."""
+    return load_model(path)[1]
+
+
+def _capture_on_workers(
+    model_path: str, data_path: str, data: Any, output: str, workers: int, **options: Any
+) -> str:
+    import functools
+
+    from distributed import Client, LocalCluster
+
+    from tensortap.core.distributed import capture_distributed
+
+    load_model(model_path)  # fail here, in one line, before starting any worker
+    # A .npy file is opened by path on each worker; other data travel range by range.
+    captured = (data_path if data.y is None else (data_path, data.y)) if str(
+        data_path).endswith(".npy") else data.as_capture_data()
+    factory = functools.partial(model_from_file, os.path.abspath(model_path))
+    with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        run = capture_distributed(factory, captured, output, client=client, **options)
     return f"{run.status}: {run.samples} samples, {len(run.layers)} layers -> {run.path}"
 
 

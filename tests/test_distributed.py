@@ -162,3 +162,34 @@ def test_plan_ranges() -> None:
     assert plan_ranges([2], 8) == [(2, 3)]
     covered = [b for lo, hi in plan_ranges([0, 1, 2, 4, 5, 8], 2) for b in range(lo, hi)]
     assert covered == [0, 1, 2, 4, 5, 8]
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[dict[str, Any]]:
+    """A loopback moto S3 server with bucket ``runs`` (credentials passed explicitly: the
+    worker processes do not share this process's environment changes)."""
+    moto_server = pytest.importorskip("moto.server")
+    s3fs = pytest.importorskip("s3fs")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    options = {"endpoint_url": f"http://{host}:{port}", "key": "testing", "secret": "testing"}
+    s3fs.S3FileSystem(**options, skip_instance_cache=True).mkdir("runs")
+    yield options
+    server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.s3
+def test_capture_to_s3(client: Any, data: dict[str, Any], reference: Any,
+                       s3: dict[str, Any]) -> None:
+    url = "s3://runs/dist.zarr"
+    run = tt.capture_distributed(
+        tiny_cnn, (data["x_path"], data["y"]), url, client=client, layers=LAYERS,
+        gradients=True, target="label", batch_size=B, progress=False, storage_options=s3,
+    )
+    assert run.status == "complete"
+    reopened = tt.open_run(url, storage_options=s3)
+    _assert_same(reopened, reference)
+    np.testing.assert_array_equal(reopened.stats("conv")["count"].values,
+                                  reference.stats("conv")["count"].values)
