@@ -44,6 +44,13 @@ class BatchResult:
         The class whose score was differentiated, per sample (``None`` for callables).
     target_values : ndarray or None
         The per-sample scalar that was differentiated.
+    partial_stats : dict of str to dict, or None
+        Optional per-batch statistics the backend computed in its compiled step from the
+        full-precision activations, by node key (backends with ``supports_partial_stats``,
+        once given histogram edges by :meth:`CaptureSession.set_histogram_edges`).  Each
+        holds the arrays of :data:`tensortap.core.stats.PARTIAL_KEYS`, see
+        :func:`tensortap.core.stats.block_stats_from_partials`; a key left out (or ``None``)
+        gets its statistics from the activations in NumPy.
     """
 
     outputs: dict[str, np.ndarray]
@@ -51,6 +58,7 @@ class BatchResult:
     gradients: dict[str, np.ndarray] = field(default_factory=dict)
     target_classes: np.ndarray | None = None
     target_values: np.ndarray | None = None
+    partial_stats: dict[str, dict[str, np.ndarray]] | None = None
 
 
 class CaptureSession(ABC):
@@ -83,6 +91,12 @@ class CaptureSession(ABC):
         labels : ndarray, optional
             The batch's labels, passed to a callable target.
         """
+
+    def set_histogram_edges(self, edges: Mapping[str, np.ndarray]) -> None:
+        """Histogram edges per node key, for backends that compute statistics in their
+        compiled step (``Backend.supports_partial_stats``); later batches then carry
+        :attr:`BatchResult.partial_stats`.  The default ignores them."""
+        return None
 
     @abstractmethod
     def close(self) -> None:
@@ -118,6 +132,10 @@ class Backend(ABC):
         Capability flag: the model has no static input shape (PyTorch), so the first call
         of :meth:`graph` must receive an example batch as ``graph(model, inputs=...)``;
         the engine passes the data's first samples.
+    supports_partial_stats : bool
+        Capability flag: sessions compute per-batch statistics in their compiled step once
+        given histogram edges (:meth:`CaptureSession.set_histogram_edges`), so the run
+        writer need not make another pass over the activations in NumPy.
     """
 
     name: ClassVar[str]
@@ -127,6 +145,7 @@ class Backend(ABC):
     channels_last: ClassVar[bool] = True
     supports_gradients: ClassVar[bool] = True
     needs_example_inputs: ClassVar[bool] = False
+    supports_partial_stats: ClassVar[bool] = False
 
     @classmethod
     def accepts(cls, model: Any) -> bool:

@@ -28,8 +28,11 @@ __all__ = [
     "MOMENTS",
     "BlockStats",
     "ReducedStats",
+    "PARTIAL_KEYS",
     "block_stats",
+    "block_stats_from_partials",
     "choose_edges",
+    "histogram_params",
     "merge_blocks",
     "reduce_blocks",
     "to_channels_last",
@@ -41,6 +44,9 @@ DEFAULT_BINS = 128
 MOMENTS = ("count", "mean", "m2", "min", "max", "zeros", "nonfinite")
 #: Extra slots after the bins in the stored ``block_histogram`` array, in order.
 HISTOGRAM_EXTRAS = ("underflow", "overflow", "zeros")
+#: Keys of one layer's per-batch partial statistics computed by a backend
+#: (``BatchResult.partial_stats``, see :func:`block_stats_from_partials`).
+PARTIAL_KEYS = ("count", "sum", "sumsq", "min", "max", "zeros", "histogram")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,18 +139,30 @@ def _sample_moments(x3: np.ndarray) -> tuple[np.ndarray, ...]:
     return sums, squares, zeros
 
 
+def histogram_params(edges: np.ndarray) -> tuple[np.float32, np.float32]:
+    """``(scale, offset)`` of the one bin rule shared by every statistics path.
+
+    The slot of a finite value ``x`` is ``clip(trunc(float32(float32(x * scale) + offset)),
+    0, bins + 1)``: slot 0 is underflow, slots ``1..bins`` the half-open bins
+    ``[e_k, e_k+1)`` and ``bins + 1`` overflow (a value ``>= edges[-1]``).  Both products are
+    rounded to float32 separately (no fused multiply-add), so NumPy here and a backend's
+    compiled step (``BatchResult.partial_stats``) count every value into the same slot.
+    """
+    bins = len(edges) - 1
+    low, high = float(edges[0]), float(edges[-1])
+    return np.float32(bins / (high - low)), np.float32(1.0 - low * bins / (high - low))
+
+
 def _histogram(x3: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Counts of finite ``x3`` in ``[underflow, bin 0, ..., bin n-1, overflow]``.
 
     Bins are half-open ``[e_k, e_k+1)`` and a value ``>= edges[-1]`` is overflow.  The bin
-    index is computed in float32 (2-3x faster than ``np.histogram``), so a value within
-    float32 rounding of an edge may land in the neighbouring bin; every value is still
-    counted exactly once.
+    index is computed in float32 (2-3x faster than ``np.histogram``; the rule is
+    :func:`histogram_params`), so a value within float32 rounding of an edge may land in
+    the neighbouring bin; every value is still counted exactly once.
     """
     bins = len(edges) - 1
-    low, high = float(edges[0]), float(edges[-1])
-    scale = np.float32(bins / (high - low))
-    offset = np.float32(1.0 - low * bins / (high - low))
+    scale, offset = histogram_params(edges)
     counts = np.zeros(bins + 2, np.int64)
     for sample in x3:  # one sample at a time: small temporaries
         t = np.multiply(sample, scale, dtype=np.float32)
@@ -189,12 +207,25 @@ def block_stats(x3: np.ndarray, edges: np.ndarray) -> BlockStats:
             sample_max = np.where(mask, x3, -np.inf).max(axis=1).astype(x3.dtype)
             sample_min = np.where(mask, x3, np.inf).min(axis=1).astype(x3.dtype)
         values = x3[mask]
+    bins = len(edges) - 1
+    counts = _histogram(values if finite_all else values.reshape(1, -1, 1), edges)
+    return _finish(finite_counts, sums, squares, sample_min, sample_max, zeros, nonfinite,
+                   counts, bins)
+
+
+def _finish(
+    finite_counts: np.ndarray, sums: np.ndarray, squares: np.ndarray, sample_min: np.ndarray,
+    sample_max: np.ndarray, zeros: np.ndarray, nonfinite: np.ndarray, counts: np.ndarray,
+    bins: int,
+) -> BlockStats:
+    """One :class:`BlockStats` from per ``(sample, channel)`` reductions and slot counts
+    (``[underflow, bins..., overflow]``); shared by the NumPy and the partials paths."""
     count = finite_counts.sum(axis=0)
-    total = sums.sum(axis=0)
+    total = sums.sum(axis=0, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(count > 0, total / np.maximum(count, 1), 0.0)
         # Sum of squares about the block mean, from float64 accumulators.
-        m2 = np.maximum(squares.sum(axis=0) - count * mean * mean, 0.0)
+        m2 = np.maximum(squares.sum(axis=0, dtype=np.float64) - count * mean * mean, 0.0)
         sample_mean = (sums / np.maximum(finite_counts, 1)).astype(np.float32)
     moments = np.stack(
         [
@@ -207,14 +238,71 @@ def block_stats(x3: np.ndarray, edges: np.ndarray) -> BlockStats:
             nonfinite.astype(np.float64),
         ]
     )
-    bins = len(edges) - 1
-    counts = _histogram(values if finite_all else values.reshape(1, -1, 1), edges)
     histogram = np.empty(bins + 3, np.int64)
     histogram[:bins] = counts[1:-1]
     histogram[bins] = counts[0]
     histogram[bins + 1] = counts[-1]
     histogram[bins + 2] = int(zeros.sum())
     return BlockStats(moments, histogram, sample_mean, np.asarray(sample_max, np.float32))
+
+
+def block_stats_from_partials(
+    partials: dict[str, np.ndarray], edges: np.ndarray, shape: tuple[int, int, int]
+) -> BlockStats:
+    """Statistics of one block from a backend's per-batch reductions.
+
+    Parameters
+    ----------
+    partials : dict of str to ndarray
+        Keys as in :data:`PARTIAL_KEYS`, reductions over the positions of the
+        full-precision values viewed as ``(sample, positions, channel)``
+        (:func:`to_channels_last`), non-finite values left out: ``count`` (finite values),
+        ``sum``, ``sumsq`` (any float dtype; summed over samples here in float64), ``min``,
+        ``max`` (``+inf``/``-inf`` where a sample's channel has no finite value), ``zeros``
+        (exact zeros) — each of shape ``(sample, channel)`` — and ``histogram`` of shape
+        ``(bins + 2,)``: underflow, the bins, overflow, by the rule of
+        :func:`histogram_params`.
+    edges : ndarray
+        The layer's histogram edges (the ones the backend was given).
+    shape : tuple of int
+        ``(sample, positions, channel)`` of the values; checked against the partials.
+
+    Returns
+    -------
+    BlockStats
+        Counts, min, max, zeros, non-finite, histogram and ``sample_max`` equal to
+        :func:`block_stats`'s exactly; means and ``m2`` to float tolerance: with float32
+        per-sample sums the relative error is about ``1e-7 * sqrt(positions)`` on sums and
+        means, and that times ``1 + mean**2 / variance`` on ``m2`` (the cancellation in
+        ``sumsq - n * mean**2``).
+
+    Raises
+    ------
+    ValueError
+        When a partial is missing or has the wrong shape.
+    """
+    n_samples, positions, channels = shape
+    bins = len(edges) - 1
+    missing = [k for k in PARTIAL_KEYS if k not in partials]
+    if missing:
+        raise ValueError(f"partial statistics lack {missing}")
+    arrays = {k: np.asarray(partials[k]) for k in PARTIAL_KEYS}
+    for key in PARTIAL_KEYS[:-1]:
+        if arrays[key].shape != (n_samples, channels):
+            raise ValueError(
+                f"partial {key!r} has shape {arrays[key].shape}, expected "
+                f"{(n_samples, channels)}"
+            )
+    if arrays["histogram"].shape != (bins + 2,):
+        raise ValueError(
+            f"partial 'histogram' has shape {arrays['histogram'].shape}, expected {(bins + 2,)}"
+        )
+    finite_counts = arrays["count"].astype(np.int64)
+    return _finish(
+        finite_counts, arrays["sum"].astype(np.float64), arrays["sumsq"].astype(np.float64),
+        arrays["min"], arrays["max"], arrays["zeros"].astype(np.int64),
+        (positions - finite_counts).sum(axis=0), arrays["histogram"].astype(np.int64), bins,
+    )
 
 
 def merge_blocks(moments: np.ndarray, histograms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
