@@ -223,7 +223,8 @@ def capture(
     resolved_target.check_classes(_n_classes(capture_graph))
     settings = RunSettings(
         framework=backend_obj.name, model=backend_obj.model_info(model),
-        fingerprint=backend_obj.fingerprint(model), layers=tuple(n.key for n in nodes),
+        # Hashing every weight only serves resume, which an in-memory run cannot do.
+        fingerprint="" if store is None else backend_obj.fingerprint(model), layers=tuple(n.key for n in nodes),
         gradients=bool(gradients), dtype=None if dtype is None else str(np.dtype(dtype)),
         batch_size=int(batch_size), target=resolved_target.describe(), codec=parse_codec(codec),
         sharded=sharded, keep_inputs=keep_inputs, total=source.length, inputs=input_names,
@@ -246,10 +247,10 @@ def capture(
         writer = RunWriter.open(location, settings, overwrite=overwrite)
     if first is None:  # resumed a run whose samples were all committed
         writer.finish("complete")
-        return Run(location)
+        return Run(location, lazy=True)
     _run_blocks(backend_obj, model, capture_graph, nodes, writer, resolved_target, first,
                 batches, start, source.length, progress, depth, threads, gradients)
-    return Run(location)
+    return Run(location, lazy=True)
 
 
 def _run_blocks(

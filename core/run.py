@@ -62,11 +62,15 @@ class Run:
         Where the run lives (path, URL or ``"<memory>"``).
     """
 
-    def __init__(self, location: Location) -> None:
+    def __init__(self, location: Location, *, lazy: bool = False) -> None:
         self._location = location
         self.path = location.url
         self._counts = np.zeros(0, np.int64)
         self._stats_cache: dict[str, tuple[Any, np.ndarray]] = {}
+        # ``lazy``: open the arrays' metadata on first use, not now.  The engine returns
+        # runs it has just written this way (opening every group costs more than
+        # capturing a small batch); ``open_run`` stays eager so damage shows at once.
+        self._lazy = lazy
         self.refresh()
 
     # ------------------------------------------------------------------ loading
@@ -110,9 +114,25 @@ class Run:
         self._selection: slice | np.ndarray = slice(0, len(indices)) if prefix or not len(
             indices
         ) else indices
-        self._raw_tree = self._open_tree(store) if len(indices) else None
-        self.tree = self._committed_tree()
+        self._trees: tuple[xr.DataTree | None, xr.DataTree] | None = None
+        if not self._lazy:
+            self._load_trees()
         return self
+
+    def _load_trees(self) -> tuple[xr.DataTree | None, xr.DataTree]:
+        if self._trees is None:
+            raw = self._open_tree(self._location.store) if len(self._indices) else None
+            self._trees = (raw, self._committed_tree(raw))
+        return self._trees
+
+    @property
+    def _raw_tree(self) -> xr.DataTree | None:
+        return self._load_trees()[0]
+
+    @property
+    def tree(self) -> xr.DataTree:
+        """The run as an ``xr.DataTree``, sliced to the committed samples."""
+        return self._load_trees()[1]
 
     def _read_commit(self, store: Any) -> np.ndarray:
         meta = read_json(store, f"{layout.COMMIT}/zarr.json")
@@ -147,8 +167,8 @@ class Run:
             "truncated — capture it again with overwrite=True"
         ) from last
 
-    def _committed_tree(self) -> xr.DataTree:
-        if self._raw_tree is None:
+    def _committed_tree(self, raw: xr.DataTree | None) -> xr.DataTree:
+        if raw is None:
             return xr.DataTree(name="run")
         selection = self._selection
 
@@ -157,7 +177,7 @@ class Run:
                 return ds.isel({layout.SAMPLE: selection})
             return ds
 
-        tree = self._raw_tree.map_over_datasets(committed)
+        tree = raw.map_over_datasets(committed)
         assert isinstance(tree, xr.DataTree)
         return tree
 
@@ -238,7 +258,7 @@ class Run:
     def has_gradient(self, key: str) -> bool:
         """Whether gradients were captured for ``key``."""
         self._check_key(key)
-        return bool(self._attrs.get("gradients")) and self._raw_tree is not None
+        return bool(self._attrs.get("gradients")) and len(self._indices) > 0
 
     def gradient(self, key: str) -> xr.DataArray:
         """Lazy gradients of the target w.r.t. one layer's activation.

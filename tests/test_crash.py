@@ -75,7 +75,9 @@ def _wait_for_blocks(path: Path, blocks: int, proc: subprocess.Popen[bytes],
 @pytest.mark.parametrize("kill_after_blocks", [0, 1, 6, 12])
 def test_kill_9_then_resume(tmp_path: Path, reference: tt.Run, kill_after_blocks: int) -> None:
     path = tmp_path / "run.zarr"
-    proc = _start(path, 0.15)
+    # 0.3 s a block leaves the polling reader ~1 s to kill before the last block, even on
+    # a loaded 2-core CI machine (at 0.15 s the capture sometimes finished first).
+    proc = _start(path, 0.3)
     if kill_after_blocks == 0:
         time.sleep(1.5)  # inside interpreter start-up or the first blocks
     else:
