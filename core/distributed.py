@@ -197,7 +197,7 @@ _MODELS_LOCK = threading.Lock()
 
 def _graph_for(backend: Backend, model: Any, example: Any) -> CaptureGraph:
     if backend.needs_example_inputs:
-        return backend.graph(model, inputs=example)  # type: ignore[call-arg]
+        return backend.graph(model, inputs=example)
     return backend.graph(model)
 
 
@@ -329,13 +329,13 @@ def _client(client: Any) -> tuple[Any, Callable[[], None]]:
     if client is not None:
         return client, lambda: None
     try:
-        return default_client(), lambda: None
+        return default_client(), lambda: None  # type: ignore[no-untyped-call]
     except ValueError:  # no client yet: a local cluster for this capture only
-        cluster = LocalCluster()
-        started = Client(cluster)
+        cluster = LocalCluster()  # type: ignore[no-untyped-call]
+        started = Client(cluster)  # type: ignore[no-untyped-call]
 
         def close() -> None:
-            started.close()
+            started.close()  # type: ignore[no-untyped-call]
             cluster.close()
 
         return started, close
@@ -347,7 +347,7 @@ def _store_url(store: Any) -> str:
             "capture_distributed writes to a folder or URL every worker can reach (a path "
             f"or s3://...), not a {type(store).__name__}"
         )
-    text = os.fspath(store)
+    text = str(os.fspath(store))
     if "://" in text and not text.startswith("file://"):
         return text
     # Absolute: workers may run in another working directory.
@@ -563,7 +563,7 @@ def _run_ranges(
         # pure=False: a fresh key per call, so a resume never reuses an earlier erred task.
         futures.append(client.submit(_capture_range, job, pure=False))
     errors: list[BaseException] = []
-    for future in as_completed(futures):
+    for future in as_completed(futures):  # type: ignore[no-untyped-call]
         if future.status == "error":
             errors.append(future.exception())
         else:
