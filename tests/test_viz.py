@@ -7,14 +7,16 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any, ClassVar
 
 import holoviews as hv
 import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/ helpers (import-mode=importlib)
-import tensortap as tt  # noqa: E402
 from fake_runs import FakeRun  # noqa: E402
+
+import tensortap as tt  # noqa: E402
 from tensortap import viz  # noqa: E402
 
 N = 12
@@ -115,6 +117,95 @@ def test_feature_maps_options() -> None:
     assert [d.name for d in seq.kdims] == ["feature", "time"]
 
 
+def _mosaic_tiles(image: hv.Image) -> dict[int, np.ndarray]:
+    """Each channel's tile of a mosaic, found through its ``channel`` value dim."""
+    values = image.dimension_values(2, flat=False)
+    index = image.dimension_values("channel", flat=False)
+    tiles = {}
+    for c in np.unique(index[np.isfinite(index)]).astype(int):
+        rows, columns = np.nonzero(index == c)
+        tiles[c] = values[rows.min() : rows.max() + 1, columns.min() : columns.max() + 1]
+    return tiles
+
+
+@pytest.mark.parametrize("channels_first", [False, True])
+def test_feature_mosaic_tiles_are_the_stored_maps(channels_first: bool) -> None:
+    run = _fake(channels_first)
+    stored = _fake().activation("conv").values[2]  # (height, width, channel)
+    mosaic = viz.feature_mosaic(run, "conv", sample=2)
+    assert isinstance(mosaic, hv.Image)
+    values = mosaic.dimension_values(2, flat=False)
+    assert values.shape == (2 * 6 + 1, 2 * 7 + 1)  # 4 channels: 2 × 2 tiles, 1-pixel gaps
+    assert np.isnan(values[6, :]).all() and np.isnan(values[:, 7]).all()
+    tiles = _mosaic_tiles(mosaic)
+    assert sorted(tiles) == [0, 1, 2, 3]
+    for c, tile in tiles.items():  # exact: row 0 on top, no resampling, no scaling
+        np.testing.assert_array_equal(tile, stored[:, :, c])
+    np.testing.assert_array_equal(values[:6, 8:], stored[:, :, 1])  # row by row: 1 top right
+    # the same maps as the grid form
+    grid = _tile_values(viz.feature_maps(run, "conv", sample=2))
+    assert all(np.array_equal(grid[c], tiles[c]) for c in grid)
+    assert isinstance(viz.feature_maps(run, "conv", sample=2, layout="mosaic"), hv.Image)
+
+
+def test_feature_mosaic_options() -> None:
+    run = _fake()
+    maps = run.activation("conv").values[0]
+    scaled = viz.feature_mosaic(run, "conv", channels=[3, 0], shared_scale=False)
+    tiles = _mosaic_tiles(scaled)
+    assert sorted(tiles) == [0, 3]
+    for c, tile in tiles.items():  # per-tile normalisation; raw values kept for hover
+        assert tile.min() == 0 and tile.max() == 1
+        raw = maps[:, :, c]
+        np.testing.assert_allclose(tile, (raw - raw.min()) / (raw.max() - raw.min()))
+    assert "activation" in [d.name for d in scaled.vdims]
+    shared = viz.feature_mosaic(run, "conv")
+    assert tuple(shared.opts.get().kwargs["clim"]) == (maps.min(), maps.max())
+    with pytest.warns(UserWarning, match="showing 2 of 4 channels"):
+        two = viz.feature_mosaic(run, "conv", max_channels=2, order="energy")
+    energy = (maps**2).mean(axis=(0, 1))
+    assert sorted(_mosaic_tiles(two)) == sorted(np.argsort(-energy, kind="stable")[:2])
+    labelled = viz.feature_mosaic(run, "conv", labels=True)
+    assert isinstance(labelled, hv.Overlay)
+    assert list(labelled.Labels.I.dimension_values("channel")) == ["0", "1", "2", "3"]
+    assert isinstance(viz.feature_mosaic(run, "seq"), hv.Image)  # no channels: one image
+
+
+class _Recording:
+    """An on-disk array stand-in that logs which samples are read.
+
+    At module level, with a class-level log: dask copies the objects in its graph
+    (pickling a local class by value would give the copy a log of its own).
+    """
+
+    reads: ClassVar[list[tuple[int, int]]] = []
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = values
+        self.shape, self.dtype, self.ndim = values.shape, values.dtype, values.ndim
+
+    def __getitem__(self, key: tuple[Any, ...]) -> np.ndarray:
+        first = key[0]  # dask fuses the selection into the read: an int or a slice
+        span = (first.start, first.stop) if isinstance(first, slice) else (int(first), int(first) + 1)
+        if span[1] > span[0]:  # not dask's empty probe for the dtype
+            self.reads.append(span)
+        return self.values[key]
+
+
+def test_feature_mosaic_reads_one_sample() -> None:
+    """Only the chosen sample's chunk is read (a lazy layer, one chunk per sample)."""
+    import dask.array as da
+
+    run = _fake()
+    stored = run.activation("conv")
+    _Recording.reads.clear()
+    lazy = da.from_array(_Recording(stored.values), chunks=(1, -1, -1, -1))
+    run._acts["conv"] = stored.copy(data=lazy)
+    tiles = _mosaic_tiles(viz.feature_mosaic(run, "conv", sample=3))
+    assert _Recording.reads == [(3, 4)]
+    np.testing.assert_array_equal(tiles[2], stored.values[3, :, :, 2])
+
+
 def test_axis_labels_from_attrs(run: tt.Run) -> None:
     frame = viz.feature_map(run)["conv", 0, 0]
     assert frame.vdims[0].label == run.activation("conv").attrs["long_name"]
@@ -167,6 +258,14 @@ def test_top_samples_ranked_from_stored_stats(run: tt.Run) -> None:
     np.testing.assert_allclose(maxima, per_sample[positions], rtol=1e-6)
     titles = [t.opts.get().kwargs["title"] for t in viz.top_samples(run, "conv", 4, k=3)]
     assert titles[0].startswith(f"#1 sample {positions[0]}")
+    grid = viz.top_samples(run, "conv", 4, k=3)
+    mosaic = viz.top_samples(run, "conv", 4, k=3, layout="mosaic")  # one RGB, captioned
+    assert isinstance(mosaic, hv.Overlay) and isinstance(mosaic.RGB.I, hv.RGB)
+    captions = list(mosaic.Labels.I.dimension_values("caption"))
+    assert [c.split(" · ")[0] for c in captions] == [f"#{r + 1} s{p}" for r, p in enumerate(positions[:3])]
+    pixels = np.asarray(mosaic.RGB.I.data)  # array rows top-down, as given
+    first = np.asarray(grid.values()[0].data)  # tile 0 top left: the same pixels
+    np.testing.assert_array_equal(pixels[: first.shape[0], : first.shape[1]], first)
 
 
 def test_compare_two_runs() -> None:

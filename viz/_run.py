@@ -13,6 +13,7 @@ from typing import Any
 import holoviews as hv
 import numpy as np
 import xarray as xr
+
 from tensortap.core.errors import TensortapError, ViewError
 from tensortap.core.graph import channel_dim
 
@@ -25,6 +26,7 @@ __all__ = [
     "positions",
     "sample_caption",
     "stored_input",
+    "stored_inputs",
     "target_class",
 ]
 
@@ -106,18 +108,28 @@ def stored_input(run: Any, position: int) -> np.ndarray | None:
 
     ``None`` when the run kept no inputs or the first input is not image-like.
     """
+    images = stored_inputs(run, [position])
+    return None if images is None else images[0]
+
+
+def stored_inputs(run: Any, positions: Sequence[int]) -> np.ndarray | None:
+    """The stored model inputs of several samples as ``(n, height, width, channel)``.
+
+    One read for all of them (one task graph, each chunk decompressed once), in the order
+    given; ``None`` when the run kept no inputs or the first input is not image-like.
+    """
     try:
         inputs = run.inputs()
     except (TensortapError, KeyError, LookupError, FileNotFoundError):
         return None
     if inputs is None or "height" not in inputs.dims or "width" not in inputs.dims:
         return None
-    image = inputs.isel(sample=position)
-    if "channel" in image.dims:
-        image = image.transpose("height", "width", "channel")
+    images = inputs.isel(sample=list(positions))
+    if "channel" in images.dims:
+        images = images.transpose("sample", "height", "width", "channel")
     else:
-        image = image.transpose("height", "width").expand_dims("channel", axis=-1)
-    return np.asarray(image.values)
+        images = images.transpose("sample", "height", "width").expand_dims("channel", axis=-1)
+    return np.asarray(images.values)
 
 
 def _coordinate(run: Any, name: str) -> xr.DataArray | None:

@@ -11,8 +11,10 @@ from typing import Any, Literal
 import holoviews as hv
 import numpy as np
 import xarray as xr
+
 from tensortap.core.errors import ViewError
 from tensortap.viz._backend import style
+from tensortap.viz._mosaic import grid_shape, tile, tile_origin
 from tensortap.viz._run import (
     channel_count,
     check_channel,
@@ -21,7 +23,6 @@ from tensortap.viz._run import (
     layer_map,
     sample_caption,
 )
-from tensortap.viz._mosaic import grid_shape, tile, tile_origin
 
 __all__ = ["feature_map", "feature_maps", "feature_mosaic", "map_image"]
 
@@ -304,7 +305,7 @@ def feature_mosaic(
     zoom = frame_px / max(rows_px, columns_px)
     hover = [("channel", "@channel"), (vdims[0].pprint_label, "@image")]
     if not shared_scale:
-        hover.append((value_dim.pprint_label, "@{%s}" % value_dim.name))
+        hover.append((value_dim.pprint_label, f"@{{{value_dim.name}}}"))
     image = style(
         image, cmap=CMAP, clim=clim, invert_yaxis=True, xaxis=None, yaxis=None,
         colorbar=True, title=f"{caption} · {count} · {scale}",

@@ -322,6 +322,34 @@ def layer_table(run: Any) -> pd.DataFrame:
     return frame.set_index("layer")
 
 
+def _frame_signature(obj: Any) -> tuple[Any, ...] | None:
+    """What must not change between two frames drawn into one plot in place.
+
+    ``None`` for objects a DynamicMap cannot hold (layouts, grids).  Otherwise the element
+    types, dimensions, plot sizes and raster shapes: a frame that differs in any of these
+    (another layer's mosaic, say) gets a new plot, since Bokeh figures keep their size and
+    their axis ranges would not follow.
+    """
+    if isinstance(obj, hv.Overlay):
+        elements = list(obj.values())
+    elif isinstance(obj, hv.Element):
+        elements = [obj]
+    else:
+        return None
+    parts: list[Any] = [type(obj).__name__]
+    for element in elements:
+        if not isinstance(element, hv.Element):
+            return None
+        plot = element.opts.get("plot", backend="bokeh").kwargs
+        size = tuple(plot.get(k) for k in ("width", "height", "frame_width", "frame_height"))
+        shape = np.shape(element.data) if isinstance(element, hv.Image) else None
+        parts.append(
+            (type(element).__name__, element.group, element.label,
+             tuple(d.name for d in element.dimensions()), size, shape)
+        )
+    return tuple(parts)
+
+
 # --------------------------------------------------------------------------- the app
 
 
@@ -369,6 +397,9 @@ class TensortapApp:
         self._live_callback: Any = None
         self._busy = False  # set while one change fans out to several widgets
         self._stale: set[str] = set()
+        # Per view drawn in place: the pane showing a DynamicMap, its Pipe, and the shape
+        # of the frames it can take (see _draw).
+        self._piped: dict[str, tuple[pn.pane.HoloViews, hv.streams.Pipe, tuple[Any, ...]]] = {}
 
         self.notice = pn.pane.Alert(
             "", alert_type="warning", visible=False, margin=(5, 10), css_classes=["tt-notice"]
@@ -810,20 +841,52 @@ class TensortapApp:
                 alert_type="danger",
                 margin=(5, 5),
             )
-        if isinstance(obj, (hv.core.Dimensioned, hv.core.ViewableTree)):
-            current = view.objects[0] if view.objects else None
-            if isinstance(current, pn.pane.HoloViews):
-                current.object = obj
-            else:
-                # linked_axes=False: Panel links the ranges of every plot in the page whose
-                # dimensions share names, so a 6×6 zoomed map would crop the 12×12 tiles
-                # of another view to its own range (blank panes, missing titles).
-                view.objects = [
-                    pn.pane.HoloViews(obj, backend="bokeh", linked_axes=False, margin=(0, 5))
-                ]
-        else:
+        if not (isinstance(obj, (hv.core.Dimensioned, hv.core.ViewableTree))
+                and self._send(name, obj)):
+            self._piped.pop(name, None)
+            if isinstance(obj, (hv.core.Dimensioned, hv.core.ViewableTree)):
+                obj = self._pane(name, obj)
             view.objects = [obj]
         self.timings[name] = time.perf_counter() - started
+
+    def _pane(self, name: str, obj: Any) -> pn.pane.HoloViews:
+        """A new plot of ``obj``; an element or overlay is shown through a DynamicMap fed
+        by a Pipe, so that its next frames of the same shape are drawn in place."""
+        signature = _frame_signature(obj)
+        if signature is not None:
+            pipe = hv.streams.Pipe(data=obj)
+            shown: Any = hv.DynamicMap(lambda data: data, streams=[pipe])
+        else:
+            shown = obj
+        # linked_axes=False: Panel links the ranges of every plot in the page whose
+        # dimensions share names, so a 6×6 zoomed map would crop the 12×12 tiles of
+        # another view to its own range (blank panes, missing titles).
+        pane = pn.pane.HoloViews(shown, backend="bokeh", linked_axes=False, margin=(0, 5))
+        if signature is not None:
+            self._piped[name] = (pane, pipe, signature)
+        return pane
+
+    def _send(self, name: str, obj: Any) -> bool:
+        """Draw ``obj`` into the plot already shown for ``name`` if it has the same shape.
+
+        Replacing a pane's object builds a new Bokeh figure (axes, tools, glyphs, colour
+        bar: ~100-300 ms, most of an interaction's budget); pushing a frame of the same
+        structure and size only replaces the data and titles of the existing models.
+        Returns whether it did (else the caller builds a new plot).
+        """
+        piped = self._piped.get(name)
+        if piped is None:
+            return False
+        pane, pipe, signature = piped
+        view = self._views[name]
+        if pane not in view.objects or _frame_signature(obj) != signature:
+            return False
+        try:
+            pipe.send(obj)
+        except Exception:  # an update HoloViews cannot do in place: draw a new plot
+            log.debug("view %s: in-place update failed, redrawing", name, exc_info=True)
+            return False
+        return True
 
     # -- builders: one viz call each
 

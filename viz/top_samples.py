@@ -13,16 +13,17 @@ from typing import Any, Literal
 
 import holoviews as hv
 import numpy as np
+
 from tensortap.core.errors import ViewError
+from tensortap.core.graph import channel_dim
 from tensortap.viz._backend import style
 from tensortap.viz._colour import to_rgb
 from tensortap.viz._mosaic import grid_shape, tile, tile_origin
 from tensortap.viz._run import (
     _sample_index,
     check_channel,
-    layer_map,
     sample_caption,
-    stored_input,
+    stored_inputs,
 )
 from tensortap.viz.cam_overlay import overlay_rgb
 
@@ -88,18 +89,24 @@ def top_samples(
     ranked, maxima = top_sample_positions(run, key, channel, k)
     activation = run.activation(key)
     spatial = "height" in activation.dims and "width" in activation.dims
-    # Read the k samples in storage order (one pass over the chunks), then restore the rank.
+    # Read the k samples in storage order, each one's chunk once, in one task graph (one
+    # ``.values`` per sample cost a graph and a thread hand-off each), then restore the rank.
+    order = np.argsort(ranked, kind="stable")
+    stored = ranked[order].tolist()
     maps: list[np.ndarray | None] = [None] * len(ranked)
     if spatial:
-        order = np.argsort(ranked)
-        block = activation.isel(sample=ranked[order].tolist())
+        block = _channel_maps(activation, key, channel, stored)
         for j, i in enumerate(order.tolist()):
-            one = layer_map(block.isel(sample=j), key)
-            maps[i] = np.asarray(one.isel(channel=channel).values, dtype=np.float64)
+            maps[i] = block[j]
+    images: list[np.ndarray | None] = [None] * len(ranked)
+    pixels_in = stored_inputs(run, stored)
+    if pixels_in is not None:
+        for j, i in enumerate(order.tolist()):
+            images[i] = pixels_in[j]
     tiles = []
     pictures, short = [], []
     for rank, (position, value) in enumerate(zip(ranked.tolist(), maxima, strict=True)):
-        image = stored_input(run, position)
+        image = images[rank]
         values = maps[rank]
         if values is not None:  # the channel's map, scaled within the tile, over the input
             low, high = float(values.min()), float(values.max())
@@ -135,6 +142,19 @@ def top_samples(
         bokeh={"shared_axes": False},
         matplotlib={"sublabel_format": ""},
     )
+
+
+def _channel_maps(activation: Any, key: str, channel: int, samples: list[int]) -> np.ndarray:
+    """``(len(samples), height, width)`` maps of one channel, dims found by name, one read."""
+    dims = tuple(str(d) for d in activation.dims)
+    name = channel_dim(dims[1:])
+    block = activation.isel(sample=samples)
+    if name is not None:
+        block = block.isel({name: channel})
+    rest = [d for d in block.dims if d not in ("sample", "height", "width")]
+    if rest:
+        raise ViewError(f"layer {key!r} has dims {dims[1:]}: cannot show a 2-D map over {rest}")
+    return np.asarray(block.transpose("sample", "height", "width").values, dtype=np.float64)
 
 
 def _mosaic(pictures: list[np.ndarray], captions: list[str], title: str, px: int = 420) -> hv.Overlay:
