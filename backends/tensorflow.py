@@ -40,6 +40,7 @@ from tensortap.backends._keras_trace import RecordedTensor, Recorder, layer_path
 from tensortap.core.backend import Backend, BatchResult, CaptureSession
 from tensortap.core.errors import ModelNotBuiltError, TargetError, UnsupportedModelError
 from tensortap.core.graph import CaptureGraph, CaptureNode, TensorSpec, default_dims
+from tensortap.core.stats import histogram_params, slot_bounds
 from tensortap.core.targets import Target
 
 __all__ = ["TensorFlowBackend", "TensorFlowSession"]
@@ -110,6 +111,7 @@ class TensorFlowBackend(Backend):
     model_modules = ("keras", "tf_keras", "tensorflow")
     channels_last = True
     supports_gradients = True
+    supports_partial_stats = True
 
     @classmethod
     def accepts(cls, model: Any) -> bool:
@@ -221,6 +223,13 @@ def _host_array(tensor: Any) -> np.ndarray:
         return np.asarray(tensor.numpy())
 
 
+def _channels_last3(tensor: Any, channel_last: bool | None) -> Any:
+    """``tensor`` as (sample, positions, channel), like ``core.stats.to_channels_last``."""
+    n = tf.shape(tensor)[0]
+    channels = tf.shape(tensor)[-1] if channel_last else 1
+    return tf.reshape(tensor, tf.stack([n, -1, channels]))
+
+
 def _check_model(model: Any) -> None:
     if not isinstance(model, keras.layers.Layer):
         raise UnsupportedModelError(
@@ -271,6 +280,57 @@ def _trace_graph(model: Any) -> CaptureGraph:
     )
 
 
+def _stats_layout(node: CaptureNode) -> bool | None:
+    """How a node's values group into channels for in-step statistics: ``True`` channel
+    last, ``False`` no channel (one channel), ``None`` not reduced in the step (non-float
+    dtypes, unknown rank: the NumPy path handles them)."""
+    if not tf.as_dtype(node.dtype).is_floating or len(node.dims) != len(node.shape):
+        return None
+    channel = node.channel_dim
+    if channel is None:
+        return False
+    return True if node.dims[-1] == channel else None
+
+
+@tf.function(jit_compile=True, autograph=False, reduce_retracing=True)
+def _layer_stats(x3: Any, scale: Any, offset: Any, bounds: Any, bins: int) -> tuple[Any, ...]:
+    """Per-batch partial statistics of ``x3`` (sample, positions, channel) in one XLA
+    kernel; the arrays of :data:`tensortap.core.stats.PARTIAL_KEYS`.
+
+    XLA fuses the element-wise work into a few passes over the activation (the NumPy path
+    makes about ten); sums accumulate in float64 (cast inside the fusion, never
+    materialised).  The bin slot follows :func:`tensortap.core.stats.histogram_params`
+    exactly (a float64 multiply-add guess corrected against ``bounds``,
+    :func:`tensortap.core.stats.slot_bounds`); non-finite values go to an extra slot that
+    is dropped.
+    """
+    x = tf.cast(x3, tf.float32)
+    finite = tf.math.is_finite(x)
+    clean = tf.where(finite, x, tf.zeros_like(x))
+    count = tf.reduce_sum(tf.cast(finite, tf.int32), axis=1)
+    wide = tf.cast(clean, tf.float64)  # fused by XLA: no float64 copy is materialised
+    total = tf.reduce_sum(wide, axis=1)
+    squares = tf.reduce_sum(wide * wide, axis=1)
+    low = tf.reduce_min(tf.where(finite, x, tf.fill(tf.shape(x), np.float32(np.inf))), axis=1)
+    high = tf.reduce_max(tf.where(finite, x, tf.fill(tf.shape(x), np.float32(-np.inf))), axis=1)
+    zeros = tf.reduce_sum(tf.cast(tf.equal(x, 0.0), tf.int32), axis=1)
+    # a guess within one slot of the truth, corrected by exact comparisons with the bounds
+    wide_x = tf.cast(x, tf.float64)
+    guess = tf.clip_by_value(wide_x * scale + offset, 0.0, float(bins + 1))
+    slot = tf.cast(guess, tf.int32)
+    slot -= tf.cast(wide_x < tf.gather(bounds, slot), tf.int32)
+    slot += tf.cast(wide_x >= tf.gather(bounds, slot + 1), tf.int32)
+    slot = tf.where(finite, slot, bins + 2)
+    ones = tf.ones_like(slot)
+    histogram = tf.math.unsorted_segment_sum(
+        tf.reshape(ones, [-1]), tf.reshape(slot, [-1]), bins + 3
+    )[: bins + 2]
+    return count, total, squares, low, high, zeros, histogram
+
+
+_PARTIAL_NAMES = ("count", "sum", "sumsq", "min", "max", "zeros", "histogram")
+
+
 class TensorFlowSession(CaptureSession):
     """Captures fixed nodes of one Keras model, one traced step per input signature.
 
@@ -296,7 +356,29 @@ class TensorFlowSession(CaptureSession):
         self._target = target or Target("predicted")
         self._steps: dict[Any, Any] = {}
         self._closed = False
+        self._nodes = {node.key: node for node in nodes}
+        # set by set_histogram_edges: the keys reduced in the step, their bin counts, and
+        # (scale, offset) per key as the step's last input
+        self._stat_keys: tuple[str, ...] = ()
+        self._stat_bins: tuple[int, ...] = ()
+        self._stat_params: np.ndarray | None = None
         self.info = {"score": graph.extra.get("score", OUTPUT), "target": self._target.describe()}
+
+    def set_histogram_edges(self, edges: Mapping[str, np.ndarray]) -> None:
+        """Reduce statistics in the compiled step from now on (``partial_stats``)."""
+        keys = tuple(
+            k for k in self._keys
+            if k in edges and _stats_layout(self._nodes[k]) is not None
+        )
+        self._stat_keys = keys
+        self._stat_bins = tuple(len(edges[k]) - 1 for k in keys)
+        # one row per key: scale, offset, then the slot bounds (padded to the longest)
+        width = 2 + max((b + 3 for b in self._stat_bins), default=0)
+        self._stat_params = np.full((len(keys), width), np.inf)
+        for row, key in zip(self._stat_params, keys, strict=True):
+            bounds = slot_bounds(edges[key])
+            row[:2] = histogram_params(np.asarray(edges[key]))
+            row[2:2 + bounds.size] = bounds
 
     # -- running -------------------------------------------------------------------------
     def run(
@@ -321,6 +403,8 @@ class TensorFlowSession(CaptureSession):
                 mode = "predicted" if classes is None else "classes"
                 if classes is not None:
                     args.append(tf.constant(classes, dtype=tf.int64))
+        if self._stat_keys:
+            args.append(tf.constant(self._stat_params))
         result = self._step(mode, label_spec)(*args)
         outputs = {
             spec.name: _host_array(value)
@@ -335,10 +419,18 @@ class TensorFlowSession(CaptureSession):
         )
         target_classes = result.get("classes")
         target_values = result.get("values")
+        partial_stats = (
+            {
+                key: dict(zip(_PARTIAL_NAMES, (_host_array(v) for v in values), strict=True))
+                for key, values in zip(self._stat_keys, result["stats"], strict=True)
+            }
+            if "stats" in result else None
+        )
         return BatchResult(
             outputs=outputs, activations=activations, gradients=gradients,
             target_classes=None if target_classes is None else _host_array(target_classes),
             target_values=None if target_values is None else _host_array(target_values),
+            partial_stats=partial_stats,
         )
 
     def _classes(
@@ -374,6 +466,7 @@ class TensorFlowSession(CaptureSession):
             id(self._model), tuple(self._keys), mode,
             None if label_spec is None else (tuple(label_spec.shape), label_spec.dtype),
             self._target.function if mode == "callable" else None,
+            self._stat_keys, self._stat_bins,
         )
         if cache_key not in self._steps:
             step = _cached(_step_cache, cache_key, self._model)
@@ -388,8 +481,12 @@ class TensorFlowSession(CaptureSession):
         recorder = Recorder(paths=_paths_by_id(self._layers), watch_keys=frozenset(keys))
         target = self._target
         n_inputs = len(graph.inputs)
+        stat_keys, stat_bins = self._stat_keys, self._stat_bins
+        layouts = [_stats_layout(self._nodes[key]) for key in stat_keys]
 
         def step(*args: Any) -> dict[str, Any]:
+            if stat_keys:
+                args, params = args[:-1], args[-1]
             tensors, extra = args[:n_inputs], args[n_inputs:]
             with tf.GradientTape(watch_accessed_variables=False) as tape:
                 recorder.start(tape if mode != "forward" else None)
@@ -423,6 +520,16 @@ class TensorFlowSession(CaptureSession):
                     total, result["activations"],
                     unconnected_gradients=tf.UnconnectedGradients.ZERO,
                 )
+            if stat_keys:
+                result["stats"] = [
+                    _layer_stats(
+                        _channels_last3(records[key], channel_last), params[i, 0],
+                        params[i, 1], params[i, 2:bins + 5], bins,
+                    )
+                    for i, (key, channel_last, bins) in enumerate(
+                        zip(stat_keys, layouts, stat_bins, strict=True)
+                    )
+                ]
             return result
 
         specs = signature(graph.inputs)
@@ -430,6 +537,9 @@ class TensorFlowSession(CaptureSession):
             specs.append(tf.TensorSpec((None,), tf.int64, name="classes"))
         if label_spec is not None:
             specs.append(label_spec)
+        if stat_keys:
+            width = 2 + max(b + 3 for b in stat_bins)
+            specs.append(tf.TensorSpec((len(stat_keys), width), tf.float64, name="histogram"))
         with wrapped_calls(self._layers, recorder):
             return tf.function(step, autograph=False).get_concrete_function(*specs)
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+
 from tensortap.core.backend import Backend
 from tensortap.core.data import Batch, as_source
 from tensortap.core.errors import EmptyDataError, ResumeMismatchError, TensortapError
@@ -283,6 +284,9 @@ def _run_blocks(
                             inputs=batch.inputs, input_specs=capture_graph.inputs, labels=labels,
                             predictions=predictions is not None, edges=edges,
                         )
+                    if backend.supports_partial_stats:
+                        # Later batches reduce their statistics inside the compiled step.
+                        session.set_histogram_edges(writer.edges)
                     pipeline = WritePipeline(writer, nodes, depth=depth, threads=threads,
                                              on_committed=bar.update)
                 pipeline.submit(Block(position, result, batch.inputs, labels, predictions))

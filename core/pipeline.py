@@ -18,9 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+
 from tensortap.core.backend import BatchResult
 from tensortap.core.graph import CaptureNode
-from tensortap.core.stats import block_stats, to_channels_last
+from tensortap.core.stats import block_stats, block_stats_from_partials, to_channels_last
 from tensortap.core.store.writer import RunWriter
 
 __all__ = ["Block", "WritePipeline"]
@@ -160,7 +161,14 @@ class WritePipeline:
         gradient = result.gradients.get(key) if self.writer.settings.gradients else None
         dims = node.dims if len(node.dims) == activation.ndim - 1 else ()
         channel = node.channel_dim if dims else None
-        stats = block_stats(to_channels_last(activation, dims, channel), self.writer.edges[key])
+        x3 = to_channels_last(activation, dims, channel)
+        edges = self.writer.edges[key]
+        partials = (result.partial_stats or {}).get(key)
+        if partials is not None:
+            # Reduced by the backend's compiled step: no NumPy pass over the activation.
+            stats = block_stats_from_partials(partials, edges, x3.shape)
+        else:
+            stats = block_stats(x3, edges)
         return self.writer.write_layer(
             key, start, activation, None if gradient is None else np.asarray(gradient), stats
         )
