@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import math
 
+import holoviews as hv
 import numpy as np
 
-__all__ = ["grid_shape", "tile", "tile_origin"]
+from tensortap.viz._backend import style
+
+__all__ = ["grid_shape", "rgb_mosaic", "tile", "tile_origin"]
 
 
 def grid_shape(n: int) -> tuple[int, int]:
@@ -56,3 +59,62 @@ def tile(tiles: np.ndarray, columns: int, gap: int = 1, fill: float = np.nan) ->
         top, left = tile_origin(index, columns, (height, width), gap)
         out[top : top + height, left : left + width] = tiles[index]
     return out
+
+
+def rgb_mosaic(
+    pictures: list[np.ndarray], captions: list[str], title: str, px: int = 420
+) -> hv.Overlay:
+    """RGB pictures in one ``hv.RGB`` (white 1-pixel gaps), each captioned in its corner.
+
+    Parameters
+    ----------
+    pictures : list of ndarray, shape (height, width, 3), uint8
+        Tiles, row by row in a near-square grid; smaller ones are padded with white.
+    captions : list of str
+        One per picture, written in white on a dark box in its top-left corner.
+    title : str
+        The plot's title.
+    px : int
+        Screen pixels of the longer side of the plot area (Bokeh).
+
+    Returns
+    -------
+    holoviews.Overlay
+        ``hv.RGB * hv.Labels``: one figure.
+    """
+    shapes = {p.shape for p in pictures}
+    if len(shapes) != 1:  # inputs of several sizes (a ragged run): pad to the largest
+        height = max(p.shape[0] for p in pictures)
+        width = max(p.shape[1] for p in pictures)
+        pictures = [
+            np.pad(p, ((0, height - p.shape[0]), (0, width - p.shape[1]), (0, 0)), constant_values=255)
+            for p in pictures
+        ]
+    stack = np.stack(pictures)
+    _, columns = grid_shape(len(stack))
+    height, width = stack.shape[1:3]
+    pixels = tile(stack, columns, fill=255)  # white gaps
+    rows_px, columns_px = pixels.shape[:2]
+    # hv.RGB puts array row 0 at the top: y runs from rows_px (top) down to 0.
+    image = hv.RGB(pixels, bounds=(0, 0, columns_px, rows_px))
+    zoom = px / max(rows_px, columns_px)
+    image = style(
+        image, title=title, xaxis=None, yaxis=None,
+        bokeh={"frame_width": max(1, round(columns_px * zoom)),
+               "frame_height": max(1, round(rows_px * zoom)), "toolbar": None},
+        matplotlib={"fig_inches": 5, "aspect": columns_px / rows_px},
+    )
+    corners = [tile_origin(i, columns, (height, width)) for i in range(len(stack))]
+    text = hv.Labels(
+        ([left + 0.5 for _, left in corners], [rows_px - top - 0.5 for top, _ in corners], captions),
+        kdims=image.kdims, vdims=["caption"],
+    )
+    text = style(
+        text,
+        bokeh={"text_color": "white", "text_font_size": "8pt", "text_align": "left",
+               "text_baseline": "top", "background_fill_color": "black",
+               "background_fill_alpha": 0.55},
+        matplotlib={"color": "white", "size": 6, "horizontalalignment": "left",
+                    "verticalalignment": "top"},
+    )
+    return image * text

@@ -9,14 +9,16 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import holoviews as hv
 import numpy as np
+
 from tensortap.core.cam import cam, input_size
 from tensortap.core.errors import ViewError
 from tensortap.viz._backend import style
 from tensortap.viz._colour import blend, heat_rgb, resize_map, to_rgb
+from tensortap.viz._mosaic import rgb_mosaic
 from tensortap.viz._run import check_sample, positions, sample_caption, stored_input, target_class
 
 __all__ = ["cam_grid", "cam_overlay", "overlay_rgb"]
@@ -121,7 +123,8 @@ def cam_grid(
     method: str = "gradcam",
     alpha: float = 0.5,
     cols: int | None = None,
-) -> hv.Layout:
+    layout: Literal["grid", "mosaic"] = "grid",
+) -> hv.Layout | hv.Overlay:
     """A grid of CAM overlays, one per sample, titled with sample, label and prediction.
 
     Parameters
@@ -129,8 +132,13 @@ def cam_grid(
     samples : sequence of int, optional
         Positions among the committed samples (default: the first 9).
     cols : int, optional
-        Columns of the grid (default: about square).
+        Columns of the grid (default: about square; ignored by the mosaic).
+    layout : {"grid", "mosaic"}
+        One figure per sample, or all overlays in ONE ``hv.RGB`` captioned by an
+        ``hv.Labels`` overlay (one figure: cheap to draw in a served page).
     """
+    if layout not in ("grid", "mosaic"):
+        raise ViewError(f"layout must be 'grid' or 'mosaic', got {layout!r}")
     chosen = positions(int(run.activation(key).sizes["sample"]), samples, default=9)
     if not chosen:
         raise ViewError("no sample to show")
@@ -139,8 +147,12 @@ def cam_grid(
         tiles = [cam_overlay(run, key, p, method=method, alpha=alpha, compact=True) for p in chosen]
     if caught:  # one warning for the grid, not one per tile
         warnings.warn(str(caught[0].message), stacklevel=2)
-    layout = hv.Layout(tiles).cols(cols or max(1, math.ceil(math.sqrt(len(tiles)))))
+    title = f"{method} · {key}"
+    if layout == "mosaic":
+        captions = [str(t.opts.get().kwargs.get("title", "")) for t in tiles]
+        return rgb_mosaic([np.asarray(t.data) for t in tiles], captions, title)
+    grid = hv.Layout(tiles).cols(cols or max(1, math.ceil(math.sqrt(len(tiles)))))
     return style(
-        layout, title=f"{method} · {key}", bokeh={"shared_axes": False},
+        grid, title=title, bokeh={"shared_axes": False},
         matplotlib={"sublabel_format": ""},
     )

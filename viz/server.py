@@ -416,7 +416,8 @@ class TensortapApp:
 
         # -- sidebar widgets
         self.run_select = pn.widgets.Select(
-            label="Run", options=ids, value=first, css_classes=["tt-run"]
+            label="Run", options=ids, value=first, width=_SIDEBAR_PX - 120,
+            css_classes=["tt-run"],
         )
         self.rescan_button = pn.widgets.Button(label="↻ rescan", width=90, align="end")
         self.live_toggle = pn.widgets.Checkbox(
@@ -989,8 +990,11 @@ class TensortapApp:
             samples = [int(p) for p in np.flatnonzero(classes.values == chosen)[:9]]
             if not samples:
                 return pn.pane.Markdown(f"No committed sample of class {chosen}.")
+        # One captioned mosaic: cheaper than nine figures, and the figure grid of this
+        # view came out blank in Chromium.
         return self._viz.cam_grid(
-            self.run, self._key, samples=samples, method=self.method_select.value, cols=3
+            self.run, self._key, samples=samples, method=self.method_select.value,
+            layout="mosaic",
         )
 
     def _build_compare(self) -> Any:

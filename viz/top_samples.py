@@ -18,7 +18,7 @@ from tensortap.core.errors import ViewError
 from tensortap.core.graph import channel_dim
 from tensortap.viz._backend import style
 from tensortap.viz._colour import to_rgb
-from tensortap.viz._mosaic import grid_shape, tile, tile_origin
+from tensortap.viz._mosaic import rgb_mosaic
 from tensortap.viz._run import (
     _sample_index,
     check_channel,
@@ -132,9 +132,9 @@ def top_samples(
                 matplotlib={"fig_size": 80},
             )
         )
-    title = f"top {len(ranked)} samples of {key} channel {channel} (by stored per-sample max)"
+    title = f"top {len(ranked)} of {key} channel {channel}, by per-sample max"
     if layout == "mosaic":
-        return _mosaic(pictures, short, title)
+        return rgb_mosaic(pictures, short, title)
     grid = hv.Layout(tiles).cols(max(1, math.ceil(math.sqrt(len(tiles)))))
     return style(
         grid,
@@ -156,42 +156,3 @@ def _channel_maps(activation: Any, key: str, channel: int, samples: list[int]) -
         raise ViewError(f"layer {key!r} has dims {dims[1:]}: cannot show a 2-D map over {rest}")
     return np.asarray(block.transpose("sample", "height", "width").values, dtype=np.float64)
 
-
-def _mosaic(pictures: list[np.ndarray], captions: list[str], title: str, px: int = 420) -> hv.Overlay:
-    """RGB tiles of equal shape in one ``hv.RGB``, each captioned in its top-left corner."""
-    shapes = {p.shape for p in pictures}
-    if len(shapes) != 1:  # inputs of several sizes (a ragged run): pad to the largest
-        height = max(p.shape[0] for p in pictures)
-        width = max(p.shape[1] for p in pictures)
-        pictures = [
-            np.pad(p, ((0, height - p.shape[0]), (0, width - p.shape[1]), (0, 0)), constant_values=255)
-            for p in pictures
-        ]
-    stack = np.stack(pictures)
-    _, columns = grid_shape(len(stack))
-    height, width = stack.shape[1:3]
-    pixels = tile(stack, columns, fill=255)  # white gaps
-    rows_px, columns_px = pixels.shape[:2]
-    # hv.RGB puts array row 0 at the top: y runs from rows_px (top) down to 0.
-    image = hv.RGB(pixels, bounds=(0, 0, columns_px, rows_px))
-    zoom = px / max(rows_px, columns_px)
-    image = style(
-        image, title=title, xaxis=None, yaxis=None,
-        bokeh={"frame_width": max(1, round(columns_px * zoom)),
-               "frame_height": max(1, round(rows_px * zoom)), "toolbar": None},
-        matplotlib={"fig_inches": 5, "aspect": columns_px / rows_px},
-    )
-    corners = [tile_origin(i, columns, (height, width)) for i in range(len(stack))]
-    text = hv.Labels(
-        ([left + 0.5 for _, left in corners], [rows_px - top - 0.5 for top, _ in corners], captions),
-        kdims=image.kdims, vdims=["caption"],
-    )
-    text = style(
-        text,
-        bokeh={"text_color": "white", "text_font_size": "8pt", "text_align": "left",
-               "text_baseline": "top", "background_fill_color": "black",
-               "background_fill_alpha": 0.55},
-        matplotlib={"color": "white", "size": 6, "horizontalalignment": "left",
-                    "verticalalignment": "top"},
-    )
-    return image * text
