@@ -289,6 +289,10 @@ def _capture_blocks(
     pipeline: WritePipeline | None = None
     try:
         with backend.session(model, nodes, gradients=gradients, target=target) as session:
+            partial = bool(getattr(backend, "supports_partial_stats", False))
+            if partial and writer.has_arrays:
+                # The run's edges are known: every batch reduces its statistics in the step.
+                session.set_histogram_edges(writer.edges)
             for start, batch in batches:
                 n = len(batch)
                 classes = target.batch_classes(start, start + n, batch.labels)
@@ -298,6 +302,8 @@ def _capture_blocks(
                 if pipeline is None:
                     if on_first is not None:
                         on_first(session, result, batch, labels, predictions)
+                        if partial:  # the first block just fixed the edges (as the engine)
+                            session.set_histogram_edges(writer.edges)
                     pipeline = WritePipeline(writer, nodes, depth=depth, threads=threads,
                                              on_committed=on_committed)
                 pipeline.submit(Block(start, result, batch.inputs, labels, predictions))
