@@ -269,7 +269,8 @@ class Page:
 
     def png(self, selector: str) -> bytes:
         target = self.page.locator(selector)
-        target.locator("canvas").first.wait_for(timeout=60_000)
+        # :visible: a view keeps the plots of layers seen before, hidden, for going back
+        target.locator("canvas:visible").first.wait_for(timeout=60_000)
         self.page.wait_for_timeout(300)  # let Bokeh finish painting the canvas
         return target.screenshot()
 
@@ -326,12 +327,15 @@ def test_page_views_follow_layer_sample_channel(
     page = Page(browser, server + "/?run=exp/a.zarr")
     grid = page.png(".tt-feature-maps")
     zoom = page.png(".tt-zoom")
+    first_layer = page.page.locator(".tt-layer select").input_value()
 
     layers = page.page.locator(".tt-layer select")
     conv1 = next(v for v in layers.evaluate("s => [...s.options].map(o => o.value)") if "conv1" in v)
     layers.select_option(conv1)
     grid = page.changed(".tt-feature-maps", grid)
     zoom = page.changed(".tt-zoom", zoom)
+    # The channel grid is ONE figure (a mosaic), not one per channel.
+    assert page.page.locator(".tt-feature-maps .bk-Figure:visible").count() == 1
 
     page.set_number("tt-sample", 5)
     grid = page.changed(".tt-feature-maps", grid)
@@ -339,8 +343,19 @@ def test_page_views_follow_layer_sample_channel(
     assert "sample 5" in page.text(".tt-sample-info")
 
     page.set_number("tt-channel", 2)
-    page.changed(".tt-zoom", zoom)
-    page.png(".tt-top-samples")
+    zoom = page.changed(".tt-zoom", zoom)
+    top = page.png(".tt-top-samples")
+    assert page.png(".tt-feature-maps") == grid  # a channel change leaves the grid alone
+
+    # Back to a layer seen before (its plot is reused), then forth again.
+    layers.select_option(first_layer)
+    page.changed(".tt-feature-maps", grid)
+    page.changed(".tt-top-samples", top)
+    layers.select_option(conv1)
+    deadline = time.monotonic() + 20
+    while page.png(".tt-feature-maps") != grid:  # the same layer, sample: the same picture
+        assert time.monotonic() < deadline, "the grid did not come back"
+        page.page.wait_for_timeout(300)
     shot = page.save("serve-feature-maps.png", tmp_path)
     assert _not_blank(shot) > 100
 

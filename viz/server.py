@@ -75,6 +75,9 @@ _SIDEBAR_PX = 400
 _GRID_CHANNELS = 64
 #: Screen pixels of the mosaic's longer side.
 _GRID_PX = 560
+#: Plots kept per view, one per frame shape (layer) seen last; hidden ones cost memory in
+#: the browser and the server, so only a few.
+_KEPT_PLOTS = 3
 
 
 class RunAccessError(TensortapError, PermissionError):
@@ -399,7 +402,9 @@ class TensortapApp:
         self._stale: set[str] = set()
         # Per view drawn in place: the pane showing a DynamicMap, its Pipe, and the shape
         # of the frames it can take (see _draw).
-        self._piped: dict[str, tuple[pn.pane.HoloViews, hv.streams.Pipe, tuple[Any, ...]]] = {}
+        # The zoomed map's sample, all channels: (run, samples, layer, position), maps.
+        self._zoom_maps: tuple[tuple[Any, ...], np.ndarray] | None = None
+        self._piped: dict[str, list[tuple[pn.pane.HoloViews, hv.streams.Pipe, tuple[Any, ...]]]] = {}
 
         self.notice = pn.pane.Alert(
             "", alert_type="warning", visible=False, margin=(5, 10), css_classes=["tt-notice"]
@@ -612,6 +617,7 @@ class TensortapApp:
 
         self._stop_live()
         self.run = None
+        self._zoom_maps = None
         started = time.perf_counter()
         try:
             entry = self.catalog.resolve(run_id)
@@ -842,51 +848,72 @@ class TensortapApp:
                 alert_type="danger",
                 margin=(5, 5),
             )
-        if not (isinstance(obj, (hv.core.Dimensioned, hv.core.ViewableTree))
-                and self._send(name, obj)):
+        if isinstance(obj, (hv.core.Dimensioned, hv.core.ViewableTree)):
+            if not self._send(name, obj):
+                self._show_new_plot(name, obj)
+        else:  # a message: the plots kept for this view go
             self._piped.pop(name, None)
-            if isinstance(obj, (hv.core.Dimensioned, hv.core.ViewableTree)):
-                obj = self._pane(name, obj)
             view.objects = [obj]
         self.timings[name] = time.perf_counter() - started
 
-    def _pane(self, name: str, obj: Any) -> pn.pane.HoloViews:
-        """A new plot of ``obj``; an element or overlay is shown through a DynamicMap fed
-        by a Pipe, so that its next frames of the same shape are drawn in place."""
+    def _show_new_plot(self, name: str, obj: Any) -> None:
+        """Show ``obj`` in a new plot; an element or overlay is shown through a DynamicMap
+        fed by a Pipe, so that later frames of the same shape are drawn in place.
+
+        The plots of the view's last few other frame shapes stay in the page, hidden:
+        going back to a layer seen before (a frequent back-and-forth) then updates its
+        plot instead of building one.
+        """
         signature = _frame_signature(obj)
-        if signature is not None:
-            pipe = hv.streams.Pipe(data=obj)
-            shown: Any = hv.DynamicMap(lambda data: data, streams=[pipe])
-        else:
-            shown = obj
         # linked_axes=False: Panel links the ranges of every plot in the page whose
         # dimensions share names, so a 6×6 zoomed map would crop the 12×12 tiles of
         # another view to its own range (blank panes, missing titles).
-        pane = pn.pane.HoloViews(shown, backend="bokeh", linked_axes=False, margin=(0, 5))
-        if signature is not None:
-            self._piped[name] = (pane, pipe, signature)
-        return pane
+        options = {"backend": "bokeh", "linked_axes": False, "margin": (0, 5)}
+        view = self._views[name]
+        if signature is None:  # a layout: no DynamicMap can hold it
+            self._piped.pop(name, None)
+            view.objects = [pn.pane.HoloViews(obj, **options)]
+            return
+        pipe = hv.streams.Pipe(data=obj)
+        pane = pn.pane.HoloViews(hv.DynamicMap(lambda data: data, streams=[pipe]), **options)
+        kept = [
+            entry for entry in self._piped.get(name, [])[: _KEPT_PLOTS - 1]
+            if entry[0] in view.objects
+        ]
+        for entry in kept:
+            entry[0].visible = False
+        self._piped[name] = [(pane, pipe, signature), *kept]
+        view.objects = [pane, *(entry[0] for entry in kept)]
 
     def _send(self, name: str, obj: Any) -> bool:
-        """Draw ``obj`` into the plot already shown for ``name`` if it has the same shape.
+        """Draw ``obj`` into a plot this view already has for frames of its shape.
 
         Replacing a pane's object builds a new Bokeh figure (axes, tools, glyphs, colour
         bar: ~100-300 ms, most of an interaction's budget); pushing a frame of the same
         structure and size only replaces the data and titles of the existing models.
         Returns whether it did (else the caller builds a new plot).
         """
-        piped = self._piped.get(name)
-        if piped is None:
-            return False
-        pane, pipe, signature = piped
+        entries = self._piped.get(name)
+        signature = _frame_signature(obj)
         view = self._views[name]
-        if pane not in view.objects or _frame_signature(obj) != signature:
+        match = next(
+            (e for e in entries or [] if e[2] == signature and e[0] in view.objects), None
+        )
+        if signature is None or match is None:
             return False
+        pane, pipe, _ = match
         try:
             pipe.send(obj)
         except Exception:  # an update HoloViews cannot do in place: draw a new plot
             log.debug("view %s: in-place update failed, redrawing", name, exc_info=True)
             return False
+        if entries[0] is not match:  # back to a hidden plot: show it, hide the others
+            # Visibility only: reordering view.objects would make Panel walk every model
+            # of the page again (~80 ms).
+            for other, *_ in entries:
+                other.visible = other is pane
+            entries.remove(match)
+            entries.insert(0, match)
         return True
 
     # -- builders: one viz call each
@@ -954,7 +981,12 @@ class TensortapApp:
                 f"Layer `{self._key}` has no channel maps: the grid above shows all of it."
             )
         channel = check_channel(self._key, int(one.sizes["channel"]), int(self.channel_slider.value))
-        values = np.asarray(one.isel(channel=channel).values, dtype=np.float64)  # one chunk
+        # The whole sample is one chunk: read it once and keep it, so that choosing
+        # another channel of the same sample reads nothing.
+        cache_key = (str(self.run.path), id(self.run), self.run.samples, self._key, position)
+        if self._zoom_maps is None or self._zoom_maps[0] != cache_key:
+            self._zoom_maps = (cache_key, np.asarray(one.values))
+        values = np.asarray(self._zoom_maps[1][channel], dtype=np.float64)
         title = f"channel {channel} · {sample_caption(self.run, position)}"
         image = map_image(values, activation, (str(one.dims[1]), str(one.dims[2])), title=title)
         return image.opts(width=400, height=340, backend="bokeh")
