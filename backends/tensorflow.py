@@ -111,7 +111,11 @@ class TensorFlowBackend(Backend):
     model_modules = ("keras", "tf_keras", "tensorflow")
     channels_last = True
     supports_gradients = True
-    supports_partial_stats = True
+    #: Off unless ``TENSORTAP_STEP_STATS=1``: on W1 the XLA statistics cost about as much
+    #: CPU as the NumPy path (2.5 vs 2.3-3.0 core-s a batch; the histogram's scatter
+    #: dominates) and compiling them takes ~11 s per model and batch shape
+    #: (benchmarks/RESULTS.md, W1).
+    supports_partial_stats = os.environ.get("TENSORTAP_STEP_STATS", "0") == "1"
 
     @classmethod
     def accepts(cls, model: Any) -> bool:
@@ -300,7 +304,7 @@ def _layer_stats(x3: Any, scale: Any, offset: Any, bounds: Any, bins: int) -> tu
     XLA fuses the element-wise work into a few passes over the activation (the NumPy path
     makes about ten); sums accumulate in float64 (cast inside the fusion, never
     materialised).  The bin slot follows :func:`tensortap.core.stats.histogram_params`
-    exactly (a float64 multiply-add guess corrected against ``bounds``,
+    exactly (a float32 multiply-add guess corrected against ``bounds``,
     :func:`tensortap.core.stats.slot_bounds`); non-finite values go to an extra slot that
     is dropped.
     """
@@ -315,11 +319,11 @@ def _layer_stats(x3: Any, scale: Any, offset: Any, bounds: Any, bins: int) -> tu
     high = tf.reduce_max(tf.where(finite, x, tf.fill(tf.shape(x), np.float32(-np.inf))), axis=1)
     zeros = tf.reduce_sum(tf.cast(tf.equal(x, 0.0), tf.int32), axis=1)
     # a guess within one slot of the truth, corrected by exact comparisons with the bounds
-    wide_x = tf.cast(x, tf.float64)
-    guess = tf.clip_by_value(wide_x * scale + offset, 0.0, float(bins + 1))
+    scale, offset, bounds = (tf.cast(v, tf.float32) for v in (scale, offset, bounds))
+    guess = tf.clip_by_value(x * scale + offset, 0.0, float(bins + 1))
     slot = tf.cast(guess, tf.int32)
-    slot -= tf.cast(wide_x < tf.gather(bounds, slot), tf.int32)
-    slot += tf.cast(wide_x >= tf.gather(bounds, slot + 1), tf.int32)
+    slot -= tf.cast(x < tf.gather(bounds, slot), tf.int32)
+    slot += tf.cast(x >= tf.gather(bounds, slot + 1), tf.int32)
     slot = tf.where(finite, slot, bins + 2)
     ones = tf.ones_like(slot)
     histogram = tf.math.unsorted_segment_sum(

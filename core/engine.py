@@ -181,8 +181,8 @@ def capture(
     keep_inputs : bool
         Store the model inputs (overlays need them).
     codec : str, optional
-        Compression of activations: ``"lz4"`` (default), ``"zstd[:level]"``,
-        ``"blosc-zstd[:level]"`` or ``"none"``.
+        Compression of activations: ``"none"`` (default), ``"lz4[:level]"``, ``"zstd[:level]"``,
+        or ``"blosc-zstd[:level]"``.
     sharded : bool
         One shard per block with one inner chunk per sample (cheaper single-sample reads).
     depth : int

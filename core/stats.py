@@ -140,44 +140,51 @@ def _sample_moments(x3: np.ndarray) -> tuple[np.ndarray, ...]:
     return sums, squares, zeros
 
 
-def histogram_params(edges: np.ndarray) -> tuple[np.float32, np.float64]:
+def histogram_params(edges: np.ndarray) -> tuple[np.float32, np.float32]:
     """``(scale, offset)`` of the bin guess shared by every statistics path.
 
-    A finite value ``x`` belongs to slot ``k`` when ``bounds[k] <= x < bounds[k + 1]``
-    with ``bounds = [-inf, *edges, +inf]`` (:func:`slot_bounds`): slot 0 is underflow,
-    slots ``1..bins`` the half-open bins ``[e_k, e_k+1)`` and ``bins + 1`` overflow (a
-    value ``>= edges[-1]``) — ``np.histogram``'s rule except its closed last bin.  The slot
-    is found as a guess ``clip(floor(float64(x) * scale + offset), 0, bins + 1)``, off by
-    at most one near an edge (rounding), then corrected by comparing ``x`` with the two
-    bounds of the guessed slot.  Comparisons are exact, so the result is the same in NumPy
-    and in a backend's compiled step (``BatchResult.partial_stats``), fused multiply-add or
-    not.
+    A finite value ``x`` belongs to slot ``k`` when ``edges[k-1] <= x < edges[k]`` (slot 0
+    is underflow, slots ``1..bins`` the half-open bins, ``bins + 1`` overflow: a value
+    ``>= edges[-1]``) — ``np.histogram``'s rule except its closed last bin.  The slot is
+    found as a float32 guess ``clip(trunc(x * scale + offset), 0, bins + 1)``, off by at
+    most one near an edge (rounding, fused multiply-add or not), then corrected by exact
+    comparisons with the guessed slot's bounds (:func:`slot_bounds`).  So NumPy and a
+    backend's compiled step (``BatchResult.partial_stats``) count every value alike.
     """
     bins = len(edges) - 1
     low, high = float(edges[0]), float(edges[-1])
     scale = np.float32(bins / (high - low))
-    return scale, np.float64(1.0 - low * float(scale))
+    return scale, np.float32(1.0 - low * float(scale))
 
 
 def slot_bounds(edges: np.ndarray) -> np.ndarray:
-    """``[-inf, *edges, +inf]`` as float64: slot ``k`` holds ``bounds[k] <= x < bounds[k+1]``."""
-    return np.concatenate([[-np.inf], np.asarray(edges, np.float64), [np.inf]])
+    """``[-inf, *edges, +inf]`` as float32, each edge rounded *up* to float32.
+
+    For a float32 ``x`` and a float64 edge ``e``, ``x < e`` exactly when ``x < up(e)``, so
+    comparing in float32 against these bounds decides slot ``k`` (``bounds[k] <= x <
+    bounds[k+1]``) exactly as float64 comparisons with the stored edges would.
+    """
+    wide = np.asarray(edges, np.float64)
+    up = wide.astype(np.float32)
+    low = up.astype(np.float64) < wide
+    up[low] = np.nextafter(up[low], np.float32(np.inf))
+    return np.concatenate([[-np.inf], up, [np.inf]]).astype(np.float32)
 
 
 def _histogram(x3: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Counts of finite ``x3`` in ``[underflow, bin 0, ..., bin n-1, overflow]``.
 
     Bins are half-open ``[e_k, e_k+1)`` and a value ``>= edges[-1]`` is overflow, exactly
-    (:func:`histogram_params`: a multiply-add guess corrected against the edges; faster
-    than ``np.histogram``).
+    (:func:`histogram_params`: a float32 multiply-add guess corrected against the edges;
+    faster than ``np.histogram``).  Values wider than float32 are compared as float32.
     """
     bins = len(edges) - 1
     scale, offset = histogram_params(edges)
     bounds = slot_bounds(edges)
     counts = np.zeros(bins + 2, np.int64)
     for sample in x3:  # one sample at a time: small temporaries
-        x = sample.astype(np.float64).ravel()
-        t = x * np.float64(scale)
+        x = np.asarray(sample, np.float32).ravel()
+        t = np.multiply(x, scale, dtype=np.float32)
         t += offset
         np.clip(t, 0, bins + 1, out=t)
         slot = t.astype(np.intp)

@@ -118,6 +118,7 @@ def test_capture_stats_same_with_and_without_partials(monkeypatch: Any) -> None:
     first, second = _batches()
     x = np.concatenate([first, second, second[::-1]])  # batches of 4: the edges' batch, then 3
     layers = ["ident", "conv", "logged", "total", "pool"]
+    monkeypatch.setattr(TensorFlowBackend, "supports_partial_stats", True)
     with_partials = tt.capture(model, x, layers=layers, batch_size=4, progress=False)
     monkeypatch.setattr(TensorFlowBackend, "supports_partial_stats", False)
     without = tt.capture(model, x, layers=layers, batch_size=4, progress=False)

@@ -86,9 +86,9 @@ def output_path(name: str) -> str:
 class Codec:
     """A named compression setting for activation and gradient arrays.
 
-    ``name`` is one of ``"lz4"`` (Blosc LZ4 with byte shuffle, the default — see
-    docs/store-format.md for the measurement), ``"zstd"`` (Zstandard, ``level``),
-    ``"blosc-zstd"`` or ``"none"``.
+    ``name`` is one of ``"none"`` (uncompressed, the default — see docs/store-format.md
+    for the measurement), ``"lz4"`` (Blosc LZ4 with byte shuffle), ``"zstd"`` (Zstandard,
+    ``level``) or ``"blosc-zstd"``.
     """
 
     name: str = "lz4"
@@ -100,7 +100,7 @@ class Codec:
 
 
 #: The default codec for activations and gradients (measured: docs/store-format.md).
-DEFAULT_CODEC = Codec("lz4", 1)
+DEFAULT_CODEC = Codec("none", 1)
 
 _CODEC_NAMES = ("lz4", "zstd", "blosc-zstd", "none")
 
