@@ -32,10 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks._results import write_section
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 OPEN_TARGET_S = 2.0
 INTERACTION_TARGET_MS = 300.0
 
@@ -223,14 +224,7 @@ def _write_results(r: dict[str, Any]) -> None:
             "",
         ]
     )
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    start = text.find("## Serve")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + ("" if end < 0 else text[end + 1 :])
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text)
+    write_section("## Serve", section)
 
 
 if __name__ == "__main__":

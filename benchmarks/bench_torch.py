@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
+from benchmarks._results import write_section
+
 MODELS = Path(__file__).resolve().parents[1] / "tests" / "torch_models.py"
 
 
@@ -97,8 +98,9 @@ def main(samples: int = 256, batch_size: int = 32, write: bool = True) -> dict[s
     dict
         Timings in seconds, the ratios, the number of layers and the run's size.
     """
-    import tensortap as tt
     import torch
+
+    import tensortap as tt
     from tensortap.backends.torch import TorchBackend
 
     torch.set_num_threads(1)
@@ -194,14 +196,7 @@ def _write_results(r: dict[str, Any]) -> None:
             "",
         ]
     )
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    start = text.find("## PyTorch")
-    if start >= 0:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + section + ("" if end < 0 else text[end + 1 :])
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text)
+    write_section("## PyTorch", section)
 
 
 def _torch_version() -> str:

@@ -28,9 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks._results import write_section
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Views"
 
 
@@ -217,14 +218,7 @@ def _write(r: dict[str, Any]) -> None:
             "",
         ]
     section = "\n".join(lines) + "\n"
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    start = text.find(SECTION)
-    if start >= 0:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + ("" if end < 0 else text[end + 1 :])
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    RESULTS.write_text(text)
+    write_section(SECTION, section)
 
 
 if __name__ == "__main__":
