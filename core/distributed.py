@@ -29,17 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
 
 from tensortap.core.backend import Backend
+from tensortap.core.blocks import array_creator, capture_blocks, n_classes
 from tensortap.core.data import Batch, _as_inputs, _is_arraylike, as_source
-from tensortap.core.engine import (
-    _labels_for_store,
-    _n_classes,
-    _predictions,
-    _Progress,
-    resolve_backend,
-)
+from tensortap.core.engine import _Progress, resolve_backend
 from tensortap.core.errors import (
     CorruptRunError,
     DataError,
@@ -49,12 +43,10 @@ from tensortap.core.errors import (
     TensortapError,
 )
 from tensortap.core.graph import CaptureGraph, CaptureNode
-from tensortap.core.pipeline import Block, WritePipeline
 from tensortap.core.registry import get_backend
 from tensortap.core.run import Run
-from tensortap.core.stats import choose_edges
 from tensortap.core.store import layout
-from tensortap.core.store.storage import Location, open_location
+from tensortap.core.store.storage import open_location
 from tensortap.core.store.writer import RunSettings, RunWriter
 from tensortap.core.targets import Target, resolve_target
 
@@ -222,23 +214,6 @@ def _worker_model(job: _RangeJob) -> _Model:
     return cached
 
 
-def _attach(location: Location, settings: RunSettings) -> RunWriter:
-    """A writer bound to the coordinator's run without touching its root attrs.
-
-    :meth:`RunWriter.open` with ``resume=True`` would rewrite ``status`` in the root
-    ``zarr.json``: one object every worker would write, which the commit rule forbids.
-    """
-    try:
-        group = zarr.open_group(location.store, mode="r+")
-    except FileNotFoundError as err:
-        raise CorruptRunError(f"the run at {location.url!r} vanished during the capture") from err
-    writer = RunWriter(location, group, settings)
-    writer._reopen()  # noqa: SLF001 - binds the arrays; the coordinator checked the settings
-    if not writer.has_arrays:
-        raise CorruptRunError(f"the run at {location.url!r} has no arrays; its coordinator failed")
-    return writer
-
-
 def _job_batches(job: _RangeJob) -> Iterator[tuple[int, Batch]]:
     b = job.settings.batch_size
     columns = {
@@ -260,7 +235,7 @@ def _capture_range(job: _RangeJob) -> tuple[int, int]:
     """Worker task: capture ``[job.start, job.stop)``; returns ``(samples, bytes)``."""
     built = _worker_model(job)
     location = open_location(job.store, job.storage_options, read_only=False)
-    writer = _attach(location, job.settings)
+    writer = RunWriter.attach(location, job.settings)
     if writer.capacity < job.stop:  # a resize now would race the other workers
         raise CorruptRunError(
             f"the run at {location.url!r} holds {writer.capacity} samples, fewer than the "
@@ -271,53 +246,10 @@ def _capture_range(job: _RangeJob) -> tuple[int, int]:
     def count(samples: int, nbytes: int) -> None:
         written[0] += nbytes
 
-    _capture_blocks(built.backend, built.model, built.graph, built.nodes, writer, job.target,
+    capture_blocks(built.backend, built.model, built.graph, built.nodes, writer, job.target,
                     _job_batches(job), gradients=job.settings.gradients, depth=job.depth,
                     threads=job.threads, on_committed=count)
     return job.stop - job.start, written[0]
-
-
-def _capture_blocks(
-    backend: Backend, model: Any, graph: CaptureGraph, nodes: Sequence[CaptureNode],
-    writer: RunWriter, target: Target, batches: Iterator[tuple[int, Batch]], *,
-    gradients: bool, depth: int, threads: int | None,
-    on_first: Callable[[Any, Any, Batch, Any, Any], None] | None = None,
-    on_committed: Callable[[int, int], None] | None = None,
-) -> None:
-    """Compute ``batches`` and write them through a pipeline (the engine's loop, without
-    creating arrays or ending the run: several writers share this run)."""
-    pipeline: WritePipeline | None = None
-    try:
-        with backend.session(model, nodes, gradients=gradients, target=target) as session:
-            partial = bool(getattr(backend, "supports_partial_stats", False))
-            if partial and writer.has_arrays:
-                # The run's edges are known: every batch reduces its statistics in the step.
-                session.set_histogram_edges(writer.edges)
-            for start, batch in batches:
-                n = len(batch)
-                classes = target.batch_classes(start, start + n, batch.labels)
-                result = session.run(batch.inputs, classes=classes, labels=batch.labels)
-                labels = _labels_for_store(batch.labels)
-                predictions = _predictions(graph, result.outputs)
-                if pipeline is None:
-                    if on_first is not None:
-                        on_first(session, result, batch, labels, predictions)
-                        if partial:  # the first block just fixed the edges (as the engine)
-                            session.set_histogram_edges(writer.edges)
-                    pipeline = WritePipeline(writer, nodes, depth=depth, threads=threads,
-                                             on_committed=on_committed)
-                pipeline.submit(Block(start, result, batch.inputs, labels, predictions))
-                del result  # the pipeline owns the block's memory now
-            if pipeline is not None:
-                pipeline.close()
-    except BaseException:
-        if pipeline is not None:
-            # Blocks already computed are still written and committed: they are good data.
-            try:
-                pipeline.close()
-            except BaseException:  # noqa: BLE001 - report the first error
-                pipeline.abort()
-        raise
 
 
 # ---------------------------------------------------------------------------- coordinator
@@ -436,7 +368,7 @@ def capture_distributed(
         for name, array in _as_inputs(x, input_names).items()
     }
     resolved = resolve_target(target, n_samples=total)
-    resolved.check_classes(_n_classes(graph))
+    resolved.check_classes(n_classes(graph))
     settings = RunSettings(
         framework=backend.name, model=backend.model_info(model),
         fingerprint=backend.fingerprint(model), layers=tuple(n.key for n in nodes),
@@ -514,24 +446,11 @@ def _first_block(
         {name: np.ascontiguousarray(c.array[:stop]) for name, c in columns.items()},
         None if labels is None else np.asarray(labels[:stop]),
     )
-
-    def create(session: Any, result: Any, first: Batch, stored_labels: Any,
-               predictions: Any) -> None:
-        if session.info:
-            writer.set_status("capturing", info=dict(session.info),
-                              score=session.info.get("score"))
-        edges = {k: choose_edges(np.asarray(result.activations[k]))
-                 for k in writer.settings.layers}
-        writer.create_arrays(
-            capacity=total, nodes=nodes, activations=result.activations,
-            outputs=result.outputs, output_specs=graph.outputs, inputs=first.inputs,
-            input_specs=graph.inputs, labels=stored_labels,
-            predictions=predictions is not None, edges=edges,
-        )
-
-    _capture_blocks(backend, model, graph, nodes, writer, target, iter([(0, batch)]),
-                    gradients=writer.settings.gradients, depth=depth, threads=threads,
-                    on_first=create, on_committed=bar.update)
+    capture_blocks(
+        backend, model, graph, nodes, writer, target, iter([(0, batch)]),
+        gradients=writer.settings.gradients, depth=depth, threads=threads,
+        on_first=array_creator(writer, graph, nodes, total), on_committed=bar.update,
+    )
 
 
 def _run_ranges(

@@ -15,13 +15,12 @@ from typing import Any
 import numpy as np
 
 from tensortap.core.backend import Backend
+from tensortap.core.blocks import array_creator, capture_blocks, n_classes
 from tensortap.core.data import Batch, as_source
 from tensortap.core.errors import EmptyDataError, ResumeMismatchError, TensortapError
 from tensortap.core.graph import CaptureGraph
-from tensortap.core.pipeline import Block, WritePipeline
 from tensortap.core.registry import backend_for, get_backend
 from tensortap.core.run import Run
-from tensortap.core.stats import choose_edges
 from tensortap.core.store.layout import parse_codec
 from tensortap.core.store.storage import open_location
 from tensortap.core.store.writer import RunSettings, RunWriter
@@ -85,31 +84,6 @@ def _example_inputs(data: Any, backend: Backend, batch_size: int) -> tuple[Any, 
     if isinstance(first, list):
         return [np.asarray(v[:2]) for v in first], data
     return (None if first is None else np.asarray(first[:2])), data
-
-
-def _n_classes(graph: CaptureGraph) -> int | None:
-    if not graph.outputs:
-        return None
-    shape = graph.outputs[0].shape
-    return shape[0] if len(shape) == 1 and shape[0] and shape[0] > 1 else None
-
-
-def _predictions(graph: CaptureGraph, outputs: dict[str, np.ndarray]) -> np.ndarray | None:
-    if _n_classes(graph) is None:
-        return None
-    first = np.asarray(outputs[graph.outputs[0].name])
-    return first.argmax(axis=-1).astype(np.int64) if first.ndim == 2 else None
-
-
-def _labels_for_store(labels: np.ndarray | None) -> np.ndarray | None:
-    if labels is None:
-        return None
-    labels = np.asarray(labels)
-    if labels.ndim == 2 and labels.shape[1] > 1:  # one-hot: store the class
-        return labels.argmax(axis=1).astype(np.int64)
-    if labels.ndim == 2 and labels.shape[1] == 1:
-        return labels[:, 0]
-    return labels
 
 
 class _Progress:
@@ -221,11 +195,12 @@ def capture(
         data, input_names=input_names, batch_size=batch_size, labels=labels, backend=backend_obj
     )
     resolved_target = resolve_target(target, n_samples=source.length)
-    resolved_target.check_classes(_n_classes(capture_graph))
+    resolved_target.check_classes(n_classes(capture_graph))
     settings = RunSettings(
         framework=backend_obj.name, model=backend_obj.model_info(model),
         # Hashing every weight only serves resume, which an in-memory run cannot do.
-        fingerprint="" if store is None else backend_obj.fingerprint(model), layers=tuple(n.key for n in nodes),
+        fingerprint="" if store is None else backend_obj.fingerprint(model),
+        layers=tuple(n.key for n in nodes),
         gradients=bool(gradients), dtype=None if dtype is None else str(np.dtype(dtype)),
         batch_size=int(batch_size), target=resolved_target.describe(), codec=parse_codec(codec),
         sharded=sharded, keep_inputs=keep_inputs, total=source.length, inputs=input_names,
@@ -254,54 +229,40 @@ def capture(
     return Run(location, lazy=True)
 
 
+def _pending(
+    first: Batch, rest: Iterator[Batch], start: int, committed: np.ndarray, block_size: int,
+    bar: _Progress,
+) -> Iterator[tuple[int, Batch]]:
+    """``(start, batch)`` of the blocks still to capture.
+
+    A resume continues after the first gap, but a run captured in parallel (Dask) may have
+    committed blocks past it: those are skipped, never rewritten — rewriting a committed
+    chunk would put committed samples at risk if the process died mid-write.
+    """
+    position = start
+    for batch in itertools.chain([first], rest):
+        block = position // block_size
+        if block < len(committed) and committed[block] == len(batch):
+            bar.update(len(batch), 0)
+        else:
+            yield position, batch
+        position += len(batch)
+
+
 def _run_blocks(
     backend: Backend, model: Any, capture_graph: CaptureGraph, nodes: Any, writer: RunWriter,
     target: Any, first: Batch, rest: Iterator[Batch], start: int, total: int | None,
     progress: bool, depth: int, threads: int | None, gradients: bool,
 ) -> None:
     bar = _Progress(total, start, progress)
-    pipeline: WritePipeline | None = None
-    position = start
+    blocks = _pending(first, rest, start, writer.committed_counts(), writer.batch_size, bar)
     try:
-        with backend.session(model, nodes, gradients=gradients, target=target) as session:
-            batch: Batch | None = first
-            while batch is not None:
-                n = len(batch)
-                classes = target.batch_classes(position, position + n, batch.labels)
-                result = session.run(batch.inputs, classes=classes, labels=batch.labels)
-                labels = _labels_for_store(batch.labels)
-                predictions = _predictions(capture_graph, result.outputs)
-                if pipeline is None:
-                    if session.info:
-                        writer.set_status("capturing", info=dict(session.info),
-                                          score=session.info.get("score"))
-                    if not writer.has_arrays:
-                        edges = {k: choose_edges(np.asarray(result.activations[k]))
-                                 for k in writer.settings.layers}
-                        writer.create_arrays(
-                            capacity=total or 4 * n, nodes=nodes, activations=result.activations,
-                            outputs=result.outputs, output_specs=capture_graph.outputs,
-                            inputs=batch.inputs, input_specs=capture_graph.inputs, labels=labels,
-                            predictions=predictions is not None, edges=edges,
-                        )
-                    if backend.supports_partial_stats:
-                        # Later batches reduce their statistics inside the compiled step.
-                        session.set_histogram_edges(writer.edges)
-                    pipeline = WritePipeline(writer, nodes, depth=depth, threads=threads,
-                                             on_committed=bar.update)
-                pipeline.submit(Block(position, result, batch.inputs, labels, predictions))
-                position += n
-                del result  # let the pipeline own the block's memory
-                batch = next(rest, None)
-            if pipeline is not None:
-                pipeline.close()
+        capture_blocks(
+            backend, model, capture_graph, nodes, writer, target, blocks, gradients=gradients,
+            depth=depth, threads=threads, on_first=array_creator(writer, capture_graph, nodes, total),
+            on_committed=bar.update,
+        )
     except BaseException:
-        if pipeline is not None:
-            # Blocks already computed are still written and committed: they are good data.
-            try:
-                pipeline.close()
-            except BaseException:  # noqa: BLE001 - the writer failed too; report the first error
-                pipeline.abort()
         bar.close()
         try:
             writer.finish("failed")

@@ -36,3 +36,29 @@ def browser() -> Iterator[Any]:
         chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
+
+
+# -- S3 on loopback (moto's ThreadedMotoServer, as zarr-python's own tests do) ------------
+@pytest.fixture(scope="session")
+def s3() -> Iterator[dict[str, Any]]:
+    """``storage_options`` for a moto S3 server on 127.0.0.1 (OS-chosen port), bucket ``runs``.
+
+    One server for the whole session: moto keeps its buckets in process-wide state, so two
+    servers in one process would share (and collide on) them anyway.  Credentials travel in
+    the options because Dask worker processes do not see this process's environment.
+    """
+    moto_server = pytest.importorskip("moto.server")
+    s3fs = pytest.importorskip("s3fs")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                            "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            patch.setenv(name, value)
+        server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+        server.start()
+        host, port = server.get_host_and_port()
+        options = {"endpoint_url": f"http://{host}:{port}", "key": "testing", "secret": "testing"}
+        s3fs.S3FileSystem(**options, skip_instance_cache=True).mkdir("runs")
+        try:
+            yield options
+        finally:
+            server.stop()

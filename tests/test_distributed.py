@@ -164,21 +164,6 @@ def test_plan_ranges() -> None:
     assert covered == [0, 1, 2, 4, 5, 8]
 
 
-@pytest.fixture(scope="module")
-def s3() -> Iterator[dict[str, Any]]:
-    """A loopback moto S3 server with bucket ``runs`` (credentials passed explicitly: the
-    worker processes do not share this process's environment changes)."""
-    moto_server = pytest.importorskip("moto.server")
-    s3fs = pytest.importorskip("s3fs")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    options = {"endpoint_url": f"http://{host}:{port}", "key": "testing", "secret": "testing"}
-    s3fs.S3FileSystem(**options, skip_instance_cache=True).mkdir("runs")
-    yield options
-    server.stop()
-
-
 @pytest.mark.slow
 @pytest.mark.s3
 def test_capture_to_s3(client: Any, data: dict[str, Any], reference: Any,

@@ -92,3 +92,26 @@ def test_nested_model_run_opens_with_plain_xarray(tmp_path: Path) -> None:
     tree = xr.open_datatree(path, engine="zarr")
     assert tree[f"layers/{key}/activation"].shape == run.activation(key).shape
     assert tree[f"layers/{key}"].attrs["layer_type"] == "Conv2D"
+
+
+def test_resume_fills_gaps_and_never_rewrites_committed_blocks(cnn: object, tmp_path: Path) -> None:
+    """A run with a gap (as parallel writers can leave): resume captures only the gap."""
+    import zarr
+
+    x = _x(32)
+    path = tmp_path / "gap.zarr"
+    tt.capture(cnn, x, store=path, layers="conv", batch_size=8, progress=False)
+    expected = tt.open_run(path).activation("conv").values
+    group = zarr.open_group(path, mode="r+")
+    group["committed"][1] = 0  # block 1 (samples 8..15) lost its commit: a gap
+    sentinel = np.full((8, 6, 6, 4), -7.0, np.float32)
+    group["layers/conv/activation"][8:16] = sentinel  # what a dead writer left half-written
+    group["layers/conv/activation"][24:32] = sentinel  # a committed block, marked to detect rewrites
+    gap = tt.open_run(path)
+    assert gap.samples == 24 and list(gap.sample_indices[8:10]) == [16, 17]
+
+    run = tt.capture(cnn, x, store=path, layers="conv", batch_size=8, resume=True, progress=False)
+    got = run.activation("conv").values
+    assert run.samples == 32 and run.status == "complete"
+    np.testing.assert_array_equal(got[:24], expected[:24])  # the gap was captured again
+    np.testing.assert_array_equal(got[24:], sentinel)  # block 3 was committed: left alone

@@ -7,37 +7,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 import tensortap as tt
 
-moto_server = pytest.importorskip("moto.server")
-s3fs = pytest.importorskip("s3fs")
+pytest.importorskip("moto.server")  # the `s3` fixture (tests/conftest.py) starts it
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_backend import FakeBackend, FakeModel, images  # noqa: E402
 
 pytestmark = pytest.mark.s3
-
-
-@pytest.fixture(scope="module")
-def s3(monkeypatch_module: pytest.MonkeyPatch) -> dict[str, object]:
-    """A moto server on 127.0.0.1 (port chosen by the OS) with bucket ``runs``."""
-    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                        "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch_module.setenv(name, value)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    options = {"endpoint_url": f"http://{host}:{port}", "key": "testing", "secret": "testing"}
-    fs = s3fs.S3FileSystem(**options, skip_instance_cache=True)
-    fs.mkdir("runs")
-    yield options
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
 
 
 def test_capture_resume_open_on_s3(s3: dict[str, object]) -> None:

@@ -225,6 +225,33 @@ class RunWriter:
             settings = asdict(wanted) | {"batch_size": stored_batch, "codec": wanted.codec}
             self.settings = RunSettings(**settings)
 
+    @classmethod
+    def attach(cls, location: Location, settings: RunSettings) -> RunWriter:
+        """A writer bound to a run another process created, for writing blocks only.
+
+        Unlike :meth:`open` with ``resume=True`` it never writes the root ``zarr.json``
+        (status, attrs): that one object would be written by every parallel writer, which
+        the commit rule forbids.  The caller checked ``settings`` against the run.
+
+        Raises
+        ------
+        CorruptRunError
+            When the run vanished or has no arrays yet (its coordinator failed).
+        """
+        try:
+            group = zarr.open_group(location.store, mode="r+")
+        except FileNotFoundError as err:
+            raise CorruptRunError(
+                f"the run at {location.url!r} vanished during the capture"
+            ) from err
+        writer = cls(location, group, settings)
+        writer._reopen()
+        if not writer.has_arrays:
+            raise CorruptRunError(
+                f"the run at {location.url!r} has no arrays; its coordinator failed"
+            )
+        return writer
+
     def _reopen(self) -> None:
         """Bind the arrays of an existing run (after :meth:`create_arrays` ran once)."""
         try:

@@ -1,0 +1,126 @@
+"""The compute-and-write loop shared by :func:`tensortap.capture` and the Dask workers.
+
+One session runs the model block by block while a :class:`~tensortap.core.pipeline.WritePipeline`
+writes the previous block and commits it (DESIGN.md §4).  What differs between callers stays
+with them: which blocks to run, who creates the arrays (:func:`array_creator`), and who ends
+the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from tensortap.core.backend import Backend, BatchResult, CaptureSession
+from tensortap.core.data import Batch
+from tensortap.core.graph import CaptureGraph, CaptureNode
+from tensortap.core.pipeline import Block, WritePipeline
+from tensortap.core.stats import choose_edges
+from tensortap.core.store.writer import RunWriter
+from tensortap.core.targets import Target
+
+__all__ = ["OnFirst", "array_creator", "capture_blocks", "labels_for_store", "predictions_of"]
+
+#: Called with ``(session, result, batch, stored_labels, predictions)`` for the first block.
+OnFirst = Callable[[CaptureSession, BatchResult, Batch, Any, Any], None]
+
+
+def n_classes(graph: CaptureGraph) -> int | None:
+    """Classes of a classification model's first output (``None`` otherwise)."""
+    if not graph.outputs:
+        return None
+    shape = graph.outputs[0].shape
+    return shape[0] if len(shape) == 1 and shape[0] and shape[0] > 1 else None
+
+
+def predictions_of(graph: CaptureGraph, outputs: dict[str, np.ndarray]) -> np.ndarray | None:
+    """Top-1 class per sample, for classification models."""
+    if n_classes(graph) is None:
+        return None
+    first = np.asarray(outputs[graph.outputs[0].name])
+    return first.argmax(axis=-1).astype(np.int64) if first.ndim == 2 else None
+
+
+def labels_for_store(labels: np.ndarray | None) -> np.ndarray | None:
+    """Labels as stored: one class per sample (one-hot rows become their class)."""
+    if labels is None:
+        return None
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        return labels.argmax(axis=1).astype(np.int64)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        return labels[:, 0]
+    return labels
+
+
+def array_creator(
+    writer: RunWriter, graph: CaptureGraph, nodes: Sequence[CaptureNode], total: int | None
+) -> OnFirst:
+    """The first-block hook of the process that owns the run's root.
+
+    It records what the session says about the target (``score``) and, for a new run,
+    creates every array from the first block: shapes and dtypes from its values, each
+    layer's histogram edges from its activations, capacity ``total`` (or room to grow).
+    """
+
+    def create(session: CaptureSession, result: BatchResult, first: Batch, labels: Any,
+               predictions: Any) -> None:
+        if session.info:
+            writer.set_status("capturing", info=dict(session.info), score=session.info.get("score"))
+        if writer.has_arrays:  # a resumed run
+            return
+        edges = {k: choose_edges(np.asarray(result.activations[k])) for k in writer.settings.layers}
+        writer.create_arrays(
+            capacity=total or 4 * len(first), nodes=nodes, activations=result.activations,
+            outputs=result.outputs, output_specs=graph.outputs, inputs=first.inputs,
+            input_specs=graph.inputs, labels=labels, predictions=predictions is not None,
+            edges=edges,
+        )
+
+    return create
+
+
+def capture_blocks(
+    backend: Backend, model: Any, graph: CaptureGraph, nodes: Sequence[CaptureNode],
+    writer: RunWriter, target: Target, batches: Iterator[tuple[int, Batch]], *,
+    gradients: bool, depth: int, threads: int | None, on_first: OnFirst | None = None,
+    on_committed: Callable[[int, int], None] | None = None,
+) -> None:
+    """Compute ``(start, batch)`` blocks and write them; neither creates nor ends the run.
+
+    Blocks computed before an error are still written and committed (they are good data);
+    then the error propagates.  With ``supports_partial_stats`` the session reduces the
+    statistics in its compiled step once the run's histogram edges are known.
+    """
+    pipeline: WritePipeline | None = None
+    try:
+        with backend.session(model, nodes, gradients=gradients, target=target) as session:
+            partial = bool(getattr(backend, "supports_partial_stats", False))
+            if partial and writer.has_arrays:
+                session.set_histogram_edges(writer.edges)
+            for start, batch in batches:
+                n = len(batch)
+                classes = target.batch_classes(start, start + n, batch.labels)
+                result = session.run(batch.inputs, classes=classes, labels=batch.labels)
+                labels = labels_for_store(batch.labels)
+                predictions = predictions_of(graph, result.outputs)
+                if pipeline is None:
+                    if on_first is not None:
+                        on_first(session, result, batch, labels, predictions)
+                        if partial:  # the first block may just have fixed the edges
+                            session.set_histogram_edges(writer.edges)
+                    pipeline = WritePipeline(writer, nodes, depth=depth, threads=threads,
+                                             on_committed=on_committed)
+                pipeline.submit(Block(start, result, batch.inputs, labels, predictions))
+                del result  # the pipeline owns the block's memory now
+            if pipeline is not None:
+                pipeline.close()
+    except BaseException:
+        if pipeline is not None:
+            try:
+                pipeline.close()
+            except BaseException:  # noqa: BLE001 - the writer failed too; report the first error
+                pipeline.abort()
+        raise
