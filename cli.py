@@ -94,33 +94,66 @@ def serve(path: str, address: str, port: int, show: bool) -> None:
 @click.option("-o", "--output", required=True, help="Run folder or s3:// URL to write.")
 @click.option("--layers", "layers", multiple=True, help="Glob, key or re:regex; repeatable.")
 @click.option("--gradients", is_flag=True, help="Also capture gradients of the target.")
-@click.option("--target", default="predicted", show_default=True,
-              help="predicted, label, or a class index.")
+@click.option(
+    "--target", default="predicted", show_default=True, help="predicted, label, or a class index."
+)
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--dtype", default=None, help="Storage dtype of activations, e.g. float16.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run.")
-@click.option("--image-size", nargs=2, type=int, default=None, metavar="H W",
-              help="Resize images of a DATA folder.")
+@click.option(
+    "--image-size",
+    nargs=2,
+    type=int,
+    default=None,
+    metavar="H W",
+    help="Resize images of a DATA folder.",
+)
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
-@click.option("--workers", default=None, type=click.IntRange(min=1),
-              help="Capture with N Dask worker processes (a local cluster).")
-def capture(model: str, data: str, output: str, layers: tuple[str, ...], gradients: bool,
-            target: str, batch_size: int, dtype: str | None, resume: bool, overwrite: bool,
-            image_size: tuple[int, int] | None, no_progress: bool,
-            workers: int | None) -> None:
+@click.option(
+    "--workers",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Capture with N Dask worker processes (a local cluster).",
+)
+def capture(
+    model: str,
+    data: str,
+    output: str,
+    layers: tuple[str, ...],
+    gradients: bool,
+    target: str,
+    batch_size: int,
+    dtype: str | None,
+    resume: bool,
+    overwrite: bool,
+    image_size: tuple[int, int] | None,
+    no_progress: bool,
+    workers: int | None,
+) -> None:
     """Capture MODEL (.keras or SavedModel) on DATA (.npy, .npz or image folder) into a run."""
     from tensortap.cli_capture import capture_command
 
     _import_tensorflow_quietly()
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other; choose one")
-    click.echo(capture_command(
-        model, data, output, layers=layers, gradients=gradients, target=target,
-        batch_size=batch_size, dtype=dtype, resume=resume, overwrite=overwrite,
-        image_size=tuple(image_size) if image_size else None, progress=not no_progress,
-        workers=workers,
-    ))
+    click.echo(
+        capture_command(
+            model,
+            data,
+            output,
+            layers=layers,
+            gradients=gradients,
+            target=target,
+            batch_size=batch_size,
+            dtype=dtype,
+            resume=resume,
+            overwrite=overwrite,
+            image_size=tuple(image_size) if image_size else None,
+            progress=not no_progress,
+            workers=workers,
+        )
+    )
 
 
 @main.command()
@@ -144,24 +177,43 @@ def graph(model: str) -> None:
 
 @main.command()
 @click.argument("run", type=click.Path())
-@click.option("--view", required=True, type=click.Choice(["heatmap", "distribution", "cam", "layers"]),
-              help="heatmap: feature maps; distribution: a layer's histogram (all layers "
-                   "without --layer); cam: CAM over the input; layers: every layer's "
-                   "distribution and dead units.")
-@click.option("--layer", default=None, help="Layer key (default: first spatial layer; last for cam).")
+@click.option(
+    "--view",
+    required=True,
+    type=click.Choice(["heatmap", "distribution", "cam", "layers"]),
+    help="heatmap: feature maps; distribution: a layer's histogram (all layers "
+    "without --layer); cam: CAM over the input; layers: every layer's "
+    "distribution and dead units.",
+)
+@click.option(
+    "--layer", default=None, help="Layer key (default: first spatial layer; last for cam)."
+)
 @click.option("--sample", default=0, show_default=True, type=int, help="Sample position.")
 @click.option("--channel", default=None, type=int, help="One channel for --view heatmap.")
-@click.option("--method", default="gradcam", show_default=True,
-              help="CAM method: gradcam, gradcam++, layercam, hirescam, xgradcam.")
+@click.option(
+    "--method",
+    default="gradcam",
+    show_default=True,
+    help="CAM method: gradcam, gradcam++, layercam, hirescam, xgradcam.",
+)
 @click.option("--width", default=None, type=click.IntRange(min=16), help="PNG width in pixels.")
 @click.option("-o", "--output", required=True, help="OUT.png or OUT.html (self-contained).")
-def export(run: str, view: str, layer: str | None, sample: int, channel: int | None,
-           method: str, width: int | None, output: str) -> None:
+def export(
+    run: str,
+    view: str,
+    layer: str | None,
+    sample: int,
+    channel: int | None,
+    method: str,
+    width: int | None,
+    output: str,
+) -> None:
     """Write one view of RUN to a PNG or a self-contained HTML file."""
     from tensortap.cli_export import export_command
 
-    path = export_command(run, view, output, layer=layer, sample=sample, channel=channel,
-                          method=method, width=width)
+    path = export_command(
+        run, view, output, layer=layer, sample=sample, channel=channel, method=method, width=width
+    )
     click.echo(f"wrote {path}")
 
 

@@ -29,8 +29,9 @@ def load_model(path: str) -> tuple[Any, Any]:
     from tensortap.core.registry import get_backend
 
     if not os.path.exists(path):
-        raise UnsupportedModelError(f"model {path!r} does not exist; give a .keras file or a "
-                                    "SavedModel folder")
+        raise UnsupportedModelError(
+            f"model {path!r} does not exist; give a .keras file or a SavedModel folder"
+        )
     backend = get_backend(backend_name_for_file(path))
     try:
         return backend, backend.load_model(path)
@@ -41,9 +42,20 @@ def load_model(path: str) -> tuple[Any, Any]:
 
 
 def capture_command(
-    model_path: str, data_path: str, output: str, *, layers: tuple[str, ...], gradients: bool,
-    target: str, batch_size: int, dtype: str | None, resume: bool, overwrite: bool,
-    image_size: tuple[int, int] | None, progress: bool, workers: int | None = None,
+    model_path: str,
+    data_path: str,
+    output: str,
+    *,
+    layers: tuple[str, ...],
+    gradients: bool,
+    target: str,
+    batch_size: int,
+    dtype: str | None,
+    resume: bool,
+    overwrite: bool,
+    image_size: tuple[int, int] | None,
+    progress: bool,
+    workers: int | None = None,
 ) -> str:
     """Run a capture (on ``workers`` local Dask processes when given); returns the summary."""
     from tensortap.core.engine import capture
@@ -52,15 +64,34 @@ def capture_command(
     data = load_data(data_path, image_size)
     if workers:
         return _capture_on_workers(
-            model_path, data_path, data, output, workers, layers=list(layers) or "*",
-            gradients=gradients, target=target, batch_size=batch_size, dtype=dtype,
-            resume=resume, overwrite=overwrite, progress=progress,
+            model_path,
+            data_path,
+            data,
+            output,
+            workers,
+            layers=list(layers) or "*",
+            gradients=gradients,
+            target=target,
+            batch_size=batch_size,
+            dtype=dtype,
+            resume=resume,
+            overwrite=overwrite,
+            progress=progress,
         )
     backend, model = load_model(model_path)
     run = capture(
-        model, data.as_capture_data(), store=output, layers=list(layers) or "*",
-        gradients=gradients, target=target, batch_size=batch_size, dtype=dtype, resume=resume,
-        overwrite=overwrite, progress=progress, backend=backend,
+        model,
+        data.as_capture_data(),
+        store=output,
+        layers=list(layers) or "*",
+        gradients=gradients,
+        target=target,
+        batch_size=batch_size,
+        dtype=dtype,
+        resume=resume,
+        overwrite=overwrite,
+        progress=progress,
+        backend=backend,
     )
     return f"{run.status}: {run.samples} samples, {len(run.layers)} layers -> {run.path}"
 
@@ -81,11 +112,16 @@ def _capture_on_workers(
 
     load_model(model_path)  # fail here, in one line, before starting any worker
     # A .npy file is opened by path on each worker; other data travel range by range.
-    captured = (data_path if data.y is None else (data_path, data.y)) if str(
-        data_path).endswith(".npy") else data.as_capture_data()
+    captured = (
+        (data_path if data.y is None else (data_path, data.y))
+        if str(data_path).endswith(".npy")
+        else data.as_capture_data()
+    )
     factory = functools.partial(model_from_file, os.path.abspath(model_path))
-    with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
         run = capture_distributed(factory, captured, output, client=client, **options)
     return f"{run.status}: {run.samples} samples, {len(run.layers)} layers -> {run.path}"
 
@@ -125,7 +161,9 @@ def info_text(path: str) -> str:
     for key in run.layers:
         if run.samples:
             act = run.activation(key)
-            shape = "(" + ", ".join(f"{d}={n}" for d, n in zip(act.dims, act.shape, strict=True)) + ")"
+            shape = (
+                "(" + ", ".join(f"{d}={n}" for d, n in zip(act.dims, act.shape, strict=True)) + ")"
+            )
             rows.append((key, str(run.node(key).get("layer_type")), shape, str(act.dtype)))
         else:
             rows.append((key, "", "", ""))

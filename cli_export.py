@@ -35,6 +35,7 @@ def build_view(
 ) -> Any:
     """The HoloViews object ``tensortap export --view`` writes."""
     import holoviews as hv
+
     from tensortap import viz
 
     if view == "heatmap":
@@ -45,7 +46,9 @@ def build_view(
     if view == "distribution":
         return viz.distribution(run, layer) if layer else viz.distributions(run)
     if view == "cam":
-        return viz.cam_overlay(run, layer or _default_layer(run, view), sample=sample, method=method)
+        return viz.cam_overlay(
+            run, layer or _default_layer(run, view), sample=sample, method=method
+        )
     if view == "layers":
         return hv.Layout([viz.distributions(run), viz.dead_units(run)]).cols(1)
     raise ViewError(f"unknown view {view!r}; choose one of: {', '.join(VIEWS)}")

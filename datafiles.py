@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from tensortap.core.errors import DataError, EmptyDataError
 
 __all__ = ["IMAGE_SUFFIXES", "LoadedData", "load_data"]
@@ -32,7 +33,9 @@ class LoadedData:
         return self.x if self.y is None else (self.x, self.y)
 
 
-def load_data(path: str | os.PathLike[str], image_size: tuple[int, int] | None = None) -> LoadedData:
+def load_data(
+    path: str | os.PathLike[str], image_size: tuple[int, int] | None = None
+) -> LoadedData:
     """Load command-line data.
 
     Raises
@@ -80,8 +83,10 @@ def _load_images(folder: Path, image_size: tuple[int, int] | None) -> np.ndarray
     for file in files:
         image = cv2.imread(str(file), cv2.IMREAD_COLOR)
         if image is None:
-            raise DataError(f"cannot read image {str(file)!r} (corrupt or not an image); "
-                            "remove it or replace it")
+            raise DataError(
+                f"cannot read image {str(file)!r} (corrupt or not an image); "
+                "remove it or replace it"
+            )
         if image_size is not None:
             height, width = image_size
             image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)

@@ -56,13 +56,22 @@ def run_demo(out: str | os.PathLike[str] = "runs/demo.zarr", epochs: int = 10) -
     start = time.perf_counter()
     model.fit(x[:split], y[:split], epochs=epochs, batch_size=64, verbose=0)
     _, accuracy = model.evaluate(x[split:], y[split:], verbose=0)
-    print(f"trained {model.name} in {time.perf_counter() - start:.1f} s: "
-          f"held-out accuracy {accuracy:.1%}\n")
+    print(
+        f"trained {model.name} in {time.perf_counter() - start:.1f} s: "
+        f"held-out accuracy {accuracy:.1%}\n"
+    )
     print(tt.graph(model), "\n")
 
     run = tt.capture(
-        model, x[split:], labels=y[split:], store=out, layers="*", gradients=True,
-        target="label", batch_size=64, overwrite=True,
+        model,
+        x[split:],
+        labels=y[split:],
+        store=out,
+        layers="*",
+        gradients=True,
+        target="label",
+        batch_size=64,
+        overwrite=True,
     )
     print(f"\ncaptured {run.samples} samples into {out} ({run.attrs.get('score', 'scores')})\n")
     print(f"{'layer':<10} {'shape':<16} {'mean':>9} {'zeros':>7} {'|grad|':>10}")
@@ -82,7 +91,9 @@ def run_demo(out: str | os.PathLike[str] = "runs/demo.zarr", epochs: int = 10) -
         return Path(out)
     pictures = Path(out).parent
     viz.save(viz.feature_maps(run, "conv2", sample=0), pictures / "demo_feature_maps.png")
-    viz.save(viz.cam_overlay(run, "conv2", sample=0, method="gradcam"), pictures / "demo_gradcam.png")
+    viz.save(
+        viz.cam_overlay(run, "conv2", sample=0, method="gradcam"), pictures / "demo_gradcam.png"
+    )
     print(f"\npictures: {pictures / 'demo_feature_maps.png'}, {pictures / 'demo_gradcam.png'}")
     print(f"look further: tensortap info {out}   |   tensortap serve {Path(out).parent}")
     return Path(out)

@@ -8,6 +8,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+
 from tensortap.core.errors import InputMismatchError, ModelNotBuiltError
 from tensortap.core.graph import TensorSpec, default_dims
 
@@ -39,7 +40,11 @@ def input_specs(model: Any) -> tuple[TensorSpec, ...]:
         tensors = None
     if tensors:
         return tuple(
-            _spec(t._keras_history[0].name if hasattr(t, "_keras_history") else t.name, t.shape, t.dtype)
+            _spec(
+                t._keras_history[0].name if hasattr(t, "_keras_history") else t.name,
+                t.shape,
+                t.dtype,
+            )
             for t in tensors
         )
     shapes = getattr(model, "_build_shapes_dict", None) if model.built else None
@@ -72,7 +77,11 @@ def structure_inputs(model: Any, specs: Sequence[TensorSpec], tensors: Sequence[
 
 
 def _history_name(tensor: Any) -> str:
-    return str(tensor._keras_history[0].name) if hasattr(tensor, "_keras_history") else str(tensor.name)
+    return (
+        str(tensor._keras_history[0].name)
+        if hasattr(tensor, "_keras_history")
+        else str(tensor.name)
+    )
 
 
 def output_names(model: Any, outputs: Any) -> tuple[str, ...]:
@@ -156,7 +165,9 @@ def prepare_inputs(
 
 def signature(specs: Sequence[TensorSpec]) -> list[tf.TensorSpec]:
     """``tf.TensorSpec`` with an unknown batch size, one per model input."""
-    return [tf.TensorSpec((None, *s.shape), tf.as_dtype(s.dtype), name=_safe(s.name)) for s in specs]
+    return [
+        tf.TensorSpec((None, *s.shape), tf.as_dtype(s.dtype), name=_safe(s.name)) for s in specs
+    ]
 
 
 def _safe(name: str) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 
 import keras
 import tensorflow as tf
+
 from tensortap.core.graph import make_key
 
 __all__ = ["Recorder", "RecordedTensor", "layer_paths", "wrapped_calls"]
@@ -27,7 +28,9 @@ __all__ = ["Recorder", "RecordedTensor", "layer_paths", "wrapped_calls"]
 def _children(layer: Any) -> list[Any]:
     """Direct sub-layers of ``layer``, InputLayers excluded."""
     if isinstance(layer, keras.Model):
-        children = list(layer.layers)  # Functional/Sequential: graph order; subclassed: tracked order
+        children = list(
+            layer.layers
+        )  # Functional/Sequential: graph order; subclassed: tracked order
     else:
         children = list(layer._flatten_layers(include_self=False, recursive=False))
     return [child for child in children if not isinstance(child, keras.layers.InputLayer)]
@@ -113,9 +116,7 @@ class Recorder:
             key = make_key(path, call_index, output_index)
             if self.tape is not None and key in self.watch_keys:
                 self.tape.watch(tensor)
-            self.records.append(
-                RecordedTensor(key, path, layer, call_index, output_index, tensor)
-            )
+            self.records.append(RecordedTensor(key, path, layer, call_index, output_index, tensor))
 
 
 def _wrap(layer: Any, recorder: Recorder) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
 from tensortap.core.errors import InputMismatchError, UnsupportedModelError
 from tensortap.core.graph import CaptureGraph, CaptureNode, make_key
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from tensortap.core.backend import BatchResult, CaptureSession
 from tensortap.core.errors import InputMismatchError, TargetError
 from tensortap.core.graph import CaptureGraph, CaptureNode

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from tensortap.core.errors import InputMismatchError
 from tensortap.core.graph import TensorSpec, default_dims
 

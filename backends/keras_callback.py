@@ -37,8 +37,14 @@ class CaptureCallback(keras.callbacks.Callback):
     """
 
     def __init__(
-        self, probe: Any, directory: str | os.PathLike[str], layers: Any = "*",
-        gradients: bool = False, target: Any = "predicted", every: int = 1, batch_size: int = 32,
+        self,
+        probe: Any,
+        directory: str | os.PathLike[str],
+        layers: Any = "*",
+        gradients: bool = False,
+        target: Any = "predicted",
+        every: int = 1,
+        batch_size: int = 32,
     ) -> None:
         super().__init__()
         if every < 1:
@@ -60,7 +66,14 @@ class CaptureCallback(keras.callbacks.Callback):
 
         store = f"{self.directory.rstrip('/')}/epoch_{epoch:03d}.zarr"
         capture(
-            self.model, self.probe, store=store, layers=self.layers, gradients=self.gradients,
-            target=self.target, batch_size=self.batch_size, overwrite=True, progress=False,
+            self.model,
+            self.probe,
+            store=store,
+            layers=self.layers,
+            gradients=self.gradients,
+            target=self.target,
+            batch_size=self.batch_size,
+            overwrite=True,
+            progress=False,
         )
         self.runs.append(store)

@@ -66,7 +66,9 @@ def _cached(cache: OrderedDict[Any, tuple[weakref.ref[Any], Any]], key: Any, mod
     return entry[1]
 
 
-def _remember(cache: OrderedDict[Any, tuple[weakref.ref[Any], Any]], key: Any, model: Any, value: Any) -> None:
+def _remember(
+    cache: OrderedDict[Any, tuple[weakref.ref[Any], Any]], key: Any, model: Any, value: Any
+) -> None:
     cache[key] = (weakref.ref(model), value)
     cache.move_to_end(key)
     while len(cache) > _CACHE_SIZE:
@@ -95,10 +97,16 @@ def _type_names(layer: Any) -> tuple[str, ...]:
 def _node(record: RecordedTensor) -> CaptureNode:
     shape = tuple(None if s is None else int(s) for s in record.tensor.shape[1:])
     return CaptureNode(
-        key=record.key, name=record.layer.name, layer_type=type(record.layer).__name__,
-        path=record.path, shape=shape, dims=default_dims(len(shape)),
-        dtype=record.tensor.dtype.name, call_index=record.call_index,
-        output_index=record.output_index, type_names=_type_names(record.layer),
+        key=record.key,
+        name=record.layer.name,
+        layer_type=type(record.layer).__name__,
+        path=record.path,
+        shape=shape,
+        dims=default_dims(len(shape)),
+        dtype=record.tensor.dtype.name,
+        call_index=record.call_index,
+        output_index=record.output_index,
+        type_names=_type_names(record.layer),
     )
 
 
@@ -140,15 +148,25 @@ class TensorFlowBackend(Backend):
         return graph
 
     def session(
-        self, model: Any, nodes: Sequence[CaptureNode], *, gradients: bool = False,
+        self,
+        model: Any,
+        nodes: Sequence[CaptureNode],
+        *,
+        gradients: bool = False,
         target: Target | None = None,
     ) -> TensorFlowSession:
-        return TensorFlowSession(model, self.graph(model), nodes, gradients=gradients, target=target)
+        return TensorFlowSession(
+            model, self.graph(model), nodes, gradients=gradients, target=target
+        )
 
     # -- metadata ------------------------------------------------------------------------
     def model_info(self, model: Any) -> dict[str, Any]:
         _check_model(model)
-        return {"name": model.name, "class": type(model).__name__, "params": int(model.count_params())}
+        return {
+            "name": model.name,
+            "class": type(model).__name__,
+            "params": int(model.count_params()),
+        }
 
     def fingerprint(self, model: Any) -> str:
         """SHA-256 over the capture graph (keys, types, shapes) and every weight's bytes."""
@@ -278,8 +296,13 @@ def _trace_graph(model: Any) -> CaptureGraph:
     )
     last = outputs[0].shape[-1] if outputs and outputs[0].shape else None
     return CaptureGraph(
-        framework="tensorflow", model_name=model.name, model_class=type(model).__name__,
-        nodes=nodes, inputs=specs, outputs=outputs, params=int(model.count_params()),
+        framework="tensorflow",
+        model_name=model.name,
+        model_class=type(model).__name__,
+        nodes=nodes,
+        inputs=specs,
+        outputs=outputs,
+        params=int(model.count_params()),
         extra={"score": seen["score"], "n_classes": last},
     )
 
@@ -344,8 +367,13 @@ class TensorFlowSession(CaptureSession):
     """
 
     def __init__(
-        self, model: Any, graph: CaptureGraph, nodes: Sequence[CaptureNode], *,
-        gradients: bool = False, target: Target | None = None,
+        self,
+        model: Any,
+        graph: CaptureGraph,
+        nodes: Sequence[CaptureNode],
+        *,
+        gradients: bool = False,
+        target: Target | None = None,
     ) -> None:
         super().__init__()
         self._model: Any = model
@@ -371,8 +399,7 @@ class TensorFlowSession(CaptureSession):
     def set_histogram_edges(self, edges: Mapping[str, np.ndarray]) -> None:
         """Reduce statistics in the compiled step from now on (``partial_stats``)."""
         keys = tuple(
-            k for k in self._keys
-            if k in edges and _stats_layout(self._nodes[k]) is not None
+            k for k in self._keys if k in edges and _stats_layout(self._nodes[k]) is not None
         )
         self._stat_keys = keys
         self._stat_bins = tuple(len(edges[k]) - 1 for k in keys)
@@ -382,11 +409,13 @@ class TensorFlowSession(CaptureSession):
         for row, key in zip(self._stat_params, keys, strict=True):
             bounds = slot_bounds(edges[key])
             row[:2] = histogram_params(np.asarray(edges[key]))
-            row[2:2 + bounds.size] = bounds
+            row[2 : 2 + bounds.size] = bounds
 
     # -- running -------------------------------------------------------------------------
     def run(
-        self, inputs: Mapping[str, np.ndarray] | np.ndarray, classes: np.ndarray | None = None,
+        self,
+        inputs: Mapping[str, np.ndarray] | np.ndarray,
+        classes: np.ndarray | None = None,
         labels: np.ndarray | None = None,
     ) -> BatchResult:
         if self._closed:
@@ -419,7 +448,8 @@ class TensorFlowSession(CaptureSession):
         }
         gradients = (
             {k: _host_array(v) for k, v in zip(self._keys, result["gradients"], strict=True)}
-            if "gradients" in result else {}
+            if "gradients" in result
+            else {}
         )
         target_classes = result.get("classes")
         target_values = result.get("values")
@@ -428,10 +458,13 @@ class TensorFlowSession(CaptureSession):
                 key: dict(zip(_PARTIAL_NAMES, (_host_array(v) for v in values), strict=True))
                 for key, values in zip(self._stat_keys, result["stats"], strict=True)
             }
-            if "stats" in result else None
+            if "stats" in result
+            else None
         )
         return BatchResult(
-            outputs=outputs, activations=activations, gradients=gradients,
+            outputs=outputs,
+            activations=activations,
+            gradients=gradients,
             target_classes=None if target_classes is None else _host_array(target_classes),
             target_values=None if target_values is None else _host_array(target_values),
             partial_stats=partial_stats,
@@ -458,7 +491,11 @@ class TensorFlowSession(CaptureSession):
         if classes.shape != (n,):
             raise TargetError(f"got {classes.shape[0]} target classes for a batch of {n} samples")
         n_classes = self._graph.extra.get("n_classes")
-        if n_classes is not None and classes.size and (classes.min() < 0 or classes.max() >= n_classes):
+        if (
+            n_classes is not None
+            and classes.size
+            and (classes.min() < 0 or classes.max() >= n_classes)
+        ):
             raise TargetError(
                 f"target classes range over {classes.min()}..{classes.max()} but the model's "
                 f"first output has {n_classes} classes (0..{n_classes - 1})"
@@ -467,10 +504,13 @@ class TensorFlowSession(CaptureSession):
 
     def _step(self, mode: str, label_spec: Any) -> Any:
         cache_key = (
-            id(self._model), tuple(self._keys), mode,
+            id(self._model),
+            tuple(self._keys),
+            mode,
             None if label_spec is None else (tuple(label_spec.shape), label_spec.dtype),
             self._target.function if mode == "callable" else None,
-            self._stat_keys, self._stat_bins,
+            self._stat_keys,
+            self._stat_bins,
         )
         if cache_key not in self._steps:
             step = _cached(_step_cache, cache_key, self._model)
@@ -503,7 +543,8 @@ class TensorFlowSession(CaptureSession):
                     raise RuntimeError(f"layers {missing} did not run in this trace")
                 flat = tf.nest.flatten(outputs)
                 result: dict[str, Any] = {
-                    "outputs": flat, "activations": [records[key] for key in keys]
+                    "outputs": flat,
+                    "activations": [records[key] for key in keys],
                 }
                 if mode == "callable":
                     labels = extra[0] if extra else None
@@ -521,14 +562,18 @@ class TensorFlowSession(CaptureSession):
             if mode != "forward":
                 result["values"] = values
                 result["gradients"] = tape.gradient(
-                    total, result["activations"],
+                    total,
+                    result["activations"],
                     unconnected_gradients=tf.UnconnectedGradients.ZERO,
                 )
             if stat_keys:
                 result["stats"] = [
                     _layer_stats(
-                        _channels_last3(records[key], channel_last), params[i, 0],
-                        params[i, 1], params[i, 2:bins + 5], bins,
+                        _channels_last3(records[key], channel_last),
+                        params[i, 0],
+                        params[i, 1],
+                        params[i, 2 : bins + 5],
+                        bins,
                     )
                     for i, (key, channel_last, bins) in enumerate(
                         zip(stat_keys, layouts, stat_bins, strict=True)

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+
 from tensortap.core.backend import Backend
 from tensortap.core.errors import (
     DataError,

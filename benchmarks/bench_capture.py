@@ -75,7 +75,7 @@ def time_plain(model: Any, x: np.ndarray) -> tuple[float, int]:
     start = time.perf_counter()
     nbytes = 0
     for i in range(0, len(x), BATCH):
-        for out in step(tf.constant(x[i:i + BATCH])):
+        for out in step(tf.constant(x[i : i + BATCH])):
             nbytes += out.numpy().nbytes
     return time.perf_counter() - start, nbytes
 
@@ -84,8 +84,16 @@ def time_capture(model: Any, x: np.ndarray, folder: Path, codec: str | None = No
     import tensortap as tt
 
     start = time.perf_counter()
-    tt.capture(model, x, store=folder / "w1.zarr", layers=_selected, batch_size=BATCH,
-               progress=False, overwrite=True, codec=codec)
+    tt.capture(
+        model,
+        x,
+        store=folder / "w1.zarr",
+        layers=_selected,
+        batch_size=BATCH,
+        progress=False,
+        overwrite=True,
+        codec=codec,
+    )
     return time.perf_counter() - start
 
 
@@ -96,12 +104,14 @@ def time_tfdbg(model: Any, x: np.ndarray, folder: Path) -> tuple[float, int]:
     step = tf.function(lambda batch: model(batch, training=False))
     start = time.perf_counter()
     writer = tf.debugging.experimental.enable_dump_debug_info(
-        str(dump), tensor_debug_mode="FULL_TENSOR", circular_buffer_size=-1,
+        str(dump),
+        tensor_debug_mode="FULL_TENSOR",
+        circular_buffer_size=-1,
         op_regex="^(Conv2D|DepthwiseConv2dNative)$",
     )
     try:
         for i in range(0, len(x), BATCH):
-            step(tf.constant(x[i:i + BATCH])).numpy()
+            step(tf.constant(x[i : i + BATCH])).numpy()
         writer.FlushNonExecutionFiles()
         writer.FlushExecutionFiles()
     finally:
@@ -129,15 +139,19 @@ def time_codecs(model: Any, folder: Path) -> list[dict[str, Any]]:
         start = time.perf_counter()
         for i, a in enumerate(acts):
             arr = group.create_array(
-                f"a{i}", shape=a.shape, chunks=a.shape, dtype=a.dtype,
+                f"a{i}",
+                shape=a.shape,
+                chunks=a.shape,
+                dtype=a.dtype,
                 compressors=compressors_for(codec, 4) or None,
                 config={"write_empty_chunks": True},
             )
             arr[:] = a
         elapsed = time.perf_counter() - start
         size = sum(f.stat().st_size for f in store.rglob("*") if f.is_file())
-        rows.append({"codec": name, "seconds": elapsed, "mb_s": raw / elapsed / 1e6,
-                     "ratio": raw / size})
+        rows.append(
+            {"codec": name, "seconds": elapsed, "mb_s": raw / elapsed / 1e6, "ratio": raw / size}
+        )
         shutil.rmtree(store)
     return rows
 
@@ -151,8 +165,13 @@ def _child_rss(batches: int) -> dict[str, Any]:
         f"batch_size={BATCH}, progress=False)\n"
         "print(json.dumps({'rss_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).parent.parent)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parent.parent,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -181,11 +200,21 @@ def run(batches: int) -> dict[str, Any]:
     rss_1 = _child_rss(3)["rss_kb"]
     rss_4 = _child_rss(12)["rss_kb"]
     return {
-        "batches": batches, "samples": len(x), "gb_per_batch": nbytes / batches / 1e9,
-        "plain_s": plain, "capture_s": captured, "tfdbg_s": tfdbg, "stored_gb": stored / 1e9,
-        "tfdbg_gb": tfdbg_bytes / 1e9, "rss_1_gb": rss_1 / 1e6, "rss_4_gb": rss_4 / 1e6,
-        "codecs": codecs, "tf": tf.__version__, "cpus": os.cpu_count(),
-        "date": time.strftime("%Y-%m-%d"), "machine": platform.machine(),
+        "batches": batches,
+        "samples": len(x),
+        "gb_per_batch": nbytes / batches / 1e9,
+        "plain_s": plain,
+        "capture_s": captured,
+        "tfdbg_s": tfdbg,
+        "stored_gb": stored / 1e9,
+        "tfdbg_gb": tfdbg_bytes / 1e9,
+        "rss_1_gb": rss_1 / 1e6,
+        "rss_4_gb": rss_4 / 1e6,
+        "codecs": codecs,
+        "tf": tf.__version__,
+        "cpus": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": platform.machine(),
     }
 
 
@@ -230,7 +259,7 @@ def _write_results(r: dict[str, Any]) -> None:
     start = text.find(SECTION)
     if start >= 0:
         end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + ("" if end < 0 else text[end + 1:])
+        text = text[:start] + section + ("" if end < 0 else text[end + 1 :])
     else:
         text = text.rstrip("\n") + "\n\n" + section
     RESULTS.write_text(text)

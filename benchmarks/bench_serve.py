@@ -76,8 +76,15 @@ def make_large_run(path: Path, samples: int, size: int = 64, channels: int = 256
             yield rng.random((n, size, size, 3), dtype=np.float32)
 
     tt.capture(
-        _model(size, channels), batches(), store=path, layers=["wide", "narrow"],
-        gradients=True, batch_size=32, overwrite=True, progress=False, sharded=True,
+        _model(size, channels),
+        batches(),
+        store=path,
+        layers=["wide", "narrow"],
+        gradients=True,
+        batch_size=32,
+        overwrite=True,
+        progress=False,
+        sharded=True,
     )
     return path
 
@@ -201,8 +208,7 @@ def _write_results(r: dict[str, Any]) -> None:
             f"| {r['open_s']:.2f} s | ≤ {OPEN_TARGET_S:.0f} s {ok[r['open_ok']]} |",
             f"| new sample (thumbnail, feature-map grid, zoomed map) median "
             f"| {r['sample_ms_median']:.0f} ms | |",
-            f"| new channel (zoomed map, top samples) median "
-            f"| {r['channel_ms_median']:.0f} ms | |",
+            f"| new channel (zoomed map, top samples) median | {r['channel_ms_median']:.0f} ms | |",
             f"| new layer (grid, zoom, top samples, channel range) median "
             f"| {r['layer_ms_median']:.0f} ms | |",
             f"| first view of a layer (its plots are built, once per session) "

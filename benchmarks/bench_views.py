@@ -61,8 +61,16 @@ def bench_gradcam(repeats: int = 5, batch: int = 8) -> dict[str, Any]:
     classes = np.asarray(model(x)).argmax(axis=1)
 
     def ours() -> np.ndarray:
-        run = tt.capture(model, x, store=None, layers=[key], gradients=True, target=classes,
-                         batch_size=batch, progress=False)
+        run = tt.capture(
+            model,
+            x,
+            store=None,
+            layers=[key],
+            gradients=True,
+            target=classes,
+            batch_size=batch,
+            progress=False,
+        )
         return tt.cam(run, key, method="gradcam").values
 
     gradcam = Gradcam(model, clone=False)
@@ -90,8 +98,13 @@ def bench_gradcam(repeats: int = 5, batch: int = 8) -> dict[str, Any]:
         assert a.shape == b.shape == (batch, 224, 224)
         ours_s, theirs_s = _median_time(ours, repeats), _median_time(theirs, repeats)
         step_s = _median_time(step, repeats)
-    return {"tensortap_s": ours_s, "tf_keras_vis_s": theirs_s, "ratio": ours_s / theirs_s,
-            "step_s": step_s, "layer": key}
+    return {
+        "tensortap_s": ours_s,
+        "tf_keras_vis_s": theirs_s,
+        "ratio": ours_s / theirs_s,
+        "step_s": step_s,
+        "layer": key,
+    }
 
 
 def _big_run(path: Path, gigabytes: float) -> Any:
@@ -106,14 +119,18 @@ def _big_run(path: Path, gigabytes: float) -> Any:
             return run
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
-        [keras.Input((64, 64, 3)), keras.layers.Conv2D(64, 3, padding="same", name="wide"),
-         keras.layers.GlobalAveragePooling2D(name="gap")]
+        [
+            keras.Input((64, 64, 3)),
+            keras.layers.Conv2D(64, 3, padding="same", name="wide"),
+            keras.layers.GlobalAveragePooling2D(name="gap"),
+        ]
     )
     per_sample = 64 * 64 * 64 * 4
     n = int(np.ceil(gigabytes * 1e9 / per_sample / 8) * 8)
     x = np.random.default_rng(0).random((n, 64, 64, 3)).astype("float32")
-    return tt.capture(model, x, store=path, layers=["wide"], batch_size=8, overwrite=True,
-                      progress=False)
+    return tt.capture(
+        model, x, store=path, layers=["wide"], batch_size=8, overwrite=True, progress=False
+    )
 
 
 def bench_big_run(path: Path, gigabytes: float = 2.0, repeats: int = 21) -> dict[str, Any]:
@@ -142,7 +159,8 @@ def bench_big_run(path: Path, gigabytes: float = 2.0, repeats: int = 21) -> dict
     cold._reduce_stats_partials("wide")
     stats_partials_s = time.perf_counter() - start
     return {
-        "stats_cold_s": stats_cold_s, "stats_partials_s": stats_partials_s,
+        "stats_cold_s": stats_cold_s,
+        "stats_partials_s": stats_partials_s,
         "blocks": int(np.count_nonzero(cold._counts)),
         "samples": run.samples,
         "logical_gb": run.logical_bytes() / 1e9,

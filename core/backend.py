@@ -76,7 +76,9 @@ class CaptureSession(ABC):
 
     @abstractmethod
     def run(
-        self, inputs: Mapping[str, np.ndarray], classes: np.ndarray | None = None,
+        self,
+        inputs: Mapping[str, np.ndarray],
+        classes: np.ndarray | None = None,
         labels: np.ndarray | None = None,
     ) -> BatchResult:
         """Run one batch.
@@ -106,7 +108,9 @@ class CaptureSession(ABC):
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.close()
@@ -158,7 +162,11 @@ class Backend(ABC):
 
     @abstractmethod
     def session(
-        self, model: Any, nodes: Sequence[CaptureNode], *, gradients: bool = False,
+        self,
+        model: Any,
+        nodes: Sequence[CaptureNode],
+        *,
+        gradients: bool = False,
         target: Target | None = None,
     ) -> CaptureSession:
         """Open a session that captures ``nodes`` (and their gradients) batch by batch."""

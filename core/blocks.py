@@ -65,17 +65,24 @@ def array_creator(
     layer's histogram edges from its activations, capacity ``total`` (or room to grow).
     """
 
-    def create(session: CaptureSession, result: BatchResult, first: Batch, labels: Any,
-               predictions: Any) -> None:
+    def create(
+        session: CaptureSession, result: BatchResult, first: Batch, labels: Any, predictions: Any
+    ) -> None:
         if session.info:
             writer.set_status("capturing", info=dict(session.info), score=session.info.get("score"))
         if writer.has_arrays:  # a resumed run
             return
         edges = {k: choose_edges(np.asarray(result.activations[k])) for k in writer.settings.layers}
         writer.create_arrays(
-            capacity=total or 4 * len(first), nodes=nodes, activations=result.activations,
-            outputs=result.outputs, output_specs=graph.outputs, inputs=first.inputs,
-            input_specs=graph.inputs, labels=labels, predictions=predictions is not None,
+            capacity=total or 4 * len(first),
+            nodes=nodes,
+            activations=result.activations,
+            outputs=result.outputs,
+            output_specs=graph.outputs,
+            inputs=first.inputs,
+            input_specs=graph.inputs,
+            labels=labels,
+            predictions=predictions is not None,
             edges=edges,
         )
 
@@ -83,9 +90,18 @@ def array_creator(
 
 
 def capture_blocks(
-    backend: Backend, model: Any, graph: CaptureGraph, nodes: Sequence[CaptureNode],
-    writer: RunWriter, target: Target, batches: Iterator[tuple[int, Batch]], *,
-    gradients: bool, depth: int, threads: int | None, on_first: OnFirst | None = None,
+    backend: Backend,
+    model: Any,
+    graph: CaptureGraph,
+    nodes: Sequence[CaptureNode],
+    writer: RunWriter,
+    target: Target,
+    batches: Iterator[tuple[int, Batch]],
+    *,
+    gradients: bool,
+    depth: int,
+    threads: int | None,
+    on_first: OnFirst | None = None,
     on_committed: Callable[[int, int], None] | None = None,
 ) -> None:
     """Compute ``(start, batch)`` blocks and write them; neither creates nor ends the run.
@@ -111,8 +127,9 @@ def capture_blocks(
                         on_first(session, result, batch, labels, predictions)
                         if partial:  # the first block may just have fixed the edges
                             session.set_histogram_edges(writer.edges)
-                    pipeline = WritePipeline(writer, nodes, depth=depth, threads=threads,
-                                             on_committed=on_committed)
+                    pipeline = WritePipeline(
+                        writer, nodes, depth=depth, threads=threads, on_committed=on_committed
+                    )
                 pipeline.submit(Block(start, result, batch.inputs, labels, predictions))
                 del result  # the pipeline owns the block's memory now
             if pipeline is not None:

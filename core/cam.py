@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+
 from tensortap.core.errors import NoGradientsError, ViewError
 
 __all__ = [

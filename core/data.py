@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from tensortap.core.errors import DataError, EmptyDataError, InputMismatchError
 
 if TYPE_CHECKING:
@@ -88,7 +89,11 @@ class IterableSource(DataSource):
     """A stream of batches of any size, re-cut into blocks of ``batch_size``."""
 
     def __init__(
-        self, items: Iterable[Any], input_names: Sequence[str], labels: Any, batch_size: int,
+        self,
+        items: Iterable[Any],
+        input_names: Sequence[str],
+        labels: Any,
+        batch_size: int,
         length: int | None = None,
     ) -> None:
         self.items = items
@@ -106,7 +111,7 @@ class IterableSource(DataSource):
             if y is not None and self.labels is not None:
                 raise DataError("labels were given twice (labels= and (x, y) batches); give one")
             if self.labels is not None:
-                y = self.labels[position:position + n]
+                y = self.labels[position : position + n]
                 if len(y) != n:
                     raise DataError(
                         f"labels do not fit the data: {len(self.labels)} labels but the data has "
@@ -221,7 +226,11 @@ def _is_arraylike(x: Any) -> bool:
 
 
 def as_source(
-    data: Any, *, input_names: Sequence[str], batch_size: int, labels: Any = None,
+    data: Any,
+    *,
+    input_names: Sequence[str],
+    batch_size: int,
+    labels: Any = None,
     backend: Backend | None = None,
 ) -> DataSource:
     """Normalise ``data`` into a :class:`DataSource`.

@@ -146,7 +146,7 @@ def plan_ranges(blocks: Sequence[int], n_ranges: int) -> list[tuple[int, int]]:
     ranges: list[tuple[int, int]] = []
     for run in runs:
         for i in range(0, len(run), size):
-            piece = run[i:i + size]
+            piece = run[i : i + size]
             ranges.append((piece[0], piece[-1] + 1))
     return ranges
 
@@ -226,8 +226,8 @@ def _job_batches(job: _RangeJob) -> Iterator[tuple[int, Batch]]:
         for name, column in columns.items():
             # Paths are whole files (global indices); shipped slices start at job.start.
             offset = 0 if isinstance(job.inputs[name], str) else job.start
-            inputs[name] = np.ascontiguousarray(column[i - offset:j - offset])
-        labels = None if job.labels is None else job.labels[i - job.start:j - job.start]
+            inputs[name] = np.ascontiguousarray(column[i - offset : j - offset])
+        labels = None if job.labels is None else job.labels[i - job.start : j - job.start]
         yield i, Batch(inputs, labels)
 
 
@@ -246,9 +246,19 @@ def _capture_range(job: _RangeJob) -> tuple[int, int]:
     def count(samples: int, nbytes: int) -> None:
         written[0] += nbytes
 
-    capture_blocks(built.backend, built.model, built.graph, built.nodes, writer, job.target,
-                    _job_batches(job), gradients=job.settings.gradients, depth=job.depth,
-                    threads=job.threads, on_committed=count)
+    capture_blocks(
+        built.backend,
+        built.model,
+        built.graph,
+        built.nodes,
+        writer,
+        job.target,
+        _job_batches(job),
+        gradients=job.settings.gradients,
+        depth=job.depth,
+        threads=job.threads,
+        on_committed=count,
+    )
     return job.stop - job.start, written[0]
 
 
@@ -293,12 +303,27 @@ def _store_url(store: Any) -> str:
 
 
 def capture_distributed(
-    model_factory: Callable[[], Any], data: Any, store: Any, *, client: Any = None,
-    layers: Any = "*", gradients: bool = False, target: Any = "predicted", labels: Any = None,
-    batch_size: int = 32, dtype: str | None = None, overwrite: bool = False,
-    resume: bool = False, storage_options: dict[str, Any] | None = None,
-    ranges_per_worker: int | None = None, progress: bool = True, keep_inputs: bool = True,
-    codec: Any = None, sharded: bool = False, depth: int = 1, threads: int | None = None,
+    model_factory: Callable[[], Any],
+    data: Any,
+    store: Any,
+    *,
+    client: Any = None,
+    layers: Any = "*",
+    gradients: bool = False,
+    target: Any = "predicted",
+    labels: Any = None,
+    batch_size: int = 32,
+    dtype: str | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    ranges_per_worker: int | None = None,
+    progress: bool = True,
+    keep_inputs: bool = True,
+    codec: Any = None,
+    sharded: bool = False,
+    depth: int = 1,
+    threads: int | None = None,
 ) -> Run:
     """Capture a run with Dask workers, each capturing disjoint block-aligned sample ranges.
 
@@ -341,8 +366,9 @@ def capture_distributed(
         the blocks not committed.
     """
     if resume and overwrite:
-        raise ResumeMismatchError("resume=True and overwrite=True contradict each other; "
-                                  "choose one")
+        raise ResumeMismatchError(
+            "resume=True and overwrite=True contradict each other; choose one"
+        )
     x, label_array, paths = _open_data(data, labels)
     url = _store_url(store)
     model = model_factory()
@@ -350,8 +376,10 @@ def capture_distributed(
     example = None
     if backend.needs_example_inputs:  # torch: traced on the first samples, here and on workers
         example = (
-            {k: np.asarray(v[:2]) for k, v in x.items()} if isinstance(x, Mapping)
-            else [np.asarray(v[:2]) for v in x] if isinstance(x, list)
+            {k: np.asarray(v[:2]) for k, v in x.items()}
+            if isinstance(x, Mapping)
+            else [np.asarray(v[:2]) for v in x]
+            if isinstance(x, list)
             else np.asarray(x[:2])
         )
     graph = _graph_for(backend, model, example)
@@ -370,11 +398,19 @@ def capture_distributed(
     resolved = resolve_target(target, n_samples=total)
     resolved.check_classes(n_classes(graph))
     settings = RunSettings(
-        framework=backend.name, model=backend.model_info(model),
-        fingerprint=backend.fingerprint(model), layers=tuple(n.key for n in nodes),
-        gradients=bool(gradients), dtype=None if dtype is None else str(np.dtype(dtype)),
-        batch_size=int(batch_size), target=resolved.describe(), codec=layout.parse_codec(codec),
-        sharded=sharded, keep_inputs=keep_inputs, total=total, inputs=input_names,
+        framework=backend.name,
+        model=backend.model_info(model),
+        fingerprint=backend.fingerprint(model),
+        layers=tuple(n.key for n in nodes),
+        gradients=bool(gradients),
+        dtype=None if dtype is None else str(np.dtype(dtype)),
+        batch_size=int(batch_size),
+        target=resolved.describe(),
+        codec=layout.parse_codec(codec),
+        sharded=sharded,
+        keep_inputs=keep_inputs,
+        total=total,
+        inputs=input_names,
         outputs=tuple(spec.name for spec in graph.outputs),
     )
     location = open_location(url, storage_options, read_only=False)
@@ -395,8 +431,20 @@ def capture_distributed(
     bar = _Progress(total, int(writer.committed_counts().sum()), progress)
     try:
         if not writer.has_arrays:
-            _first_block(backend, model, graph, nodes, writer, resolved, columns, label_array,
-                         total, depth, threads, bar)
+            _first_block(
+                backend,
+                model,
+                graph,
+                nodes,
+                writer,
+                resolved,
+                columns,
+                label_array,
+                total,
+                depth,
+                threads,
+                bar,
+            )
         # A run trimmed by an earlier failed capture is grown back here, by the coordinator
         # alone, before any worker writes.
         writer.ensure_capacity(total)
@@ -407,9 +455,22 @@ def capture_distributed(
             dask_client, close = _client(client)
             try:
                 errors = _run_ranges(
-                    dask_client, todo, ranges_per_worker, model_factory, backend, url,
-                    storage_options, settings, resolved, columns, label_array, example,
-                    total, depth, threads, bar,
+                    dask_client,
+                    todo,
+                    ranges_per_worker,
+                    model_factory,
+                    backend,
+                    url,
+                    storage_options,
+                    settings,
+                    resolved,
+                    columns,
+                    label_array,
+                    example,
+                    total,
+                    depth,
+                    threads,
+                    bar,
                 )
             finally:
                 close()
@@ -434,9 +495,18 @@ def _set_failed(writer: RunWriter) -> None:
 
 
 def _first_block(
-    backend: Backend, model: Any, graph: CaptureGraph, nodes: Sequence[CaptureNode],
-    writer: RunWriter, target: Target, columns: Mapping[str, _Column], labels: Any,
-    total: int, depth: int, threads: int | None, bar: _Progress,
+    backend: Backend,
+    model: Any,
+    graph: CaptureGraph,
+    nodes: Sequence[CaptureNode],
+    writer: RunWriter,
+    target: Target,
+    columns: Mapping[str, _Column],
+    labels: Any,
+    total: int,
+    depth: int,
+    threads: int | None,
+    bar: _Progress,
 ) -> None:
     """Capture block 0 here: it creates the arrays (pre-sized to ``total``) and fixes the
     histogram edges from its values, exactly as the single-process engine does."""
@@ -447,18 +517,38 @@ def _first_block(
         None if labels is None else np.asarray(labels[:stop]),
     )
     capture_blocks(
-        backend, model, graph, nodes, writer, target, iter([(0, batch)]),
-        gradients=writer.settings.gradients, depth=depth, threads=threads,
-        on_first=array_creator(writer, graph, nodes, total), on_committed=bar.update,
+        backend,
+        model,
+        graph,
+        nodes,
+        writer,
+        target,
+        iter([(0, batch)]),
+        gradients=writer.settings.gradients,
+        depth=depth,
+        threads=threads,
+        on_first=array_creator(writer, graph, nodes, total),
+        on_committed=bar.update,
     )
 
 
 def _run_ranges(
-    client: Any, todo: Sequence[int], ranges_per_worker: int | None,
-    factory: Callable[[], Any], backend: Backend, url: str,
-    storage_options: dict[str, Any] | None, settings: RunSettings, target: Target,
-    columns: Mapping[str, _Column], labels: Any, example: Any, total: int, depth: int,
-    threads: int | None, bar: _Progress,
+    client: Any,
+    todo: Sequence[int],
+    ranges_per_worker: int | None,
+    factory: Callable[[], Any],
+    backend: Backend,
+    url: str,
+    storage_options: dict[str, Any] | None,
+    settings: RunSettings,
+    target: Target,
+    columns: Mapping[str, _Column],
+    labels: Any,
+    example: Any,
+    total: int,
+    depth: int,
+    threads: int | None,
+    bar: _Progress,
 ) -> list[BaseException]:
     """Submit one task per range and wait for **all** of them; returns their errors.
 
@@ -479,11 +569,20 @@ def _run_ranges(
             for name, c in columns.items()
         }
         job = _RangeJob(
-            token=token, factory=factory, backend=backend.name, store=url,
-            storage_options=storage_options, settings=settings, target=target, start=start,
-            stop=stop, inputs=inputs,
+            token=token,
+            factory=factory,
+            backend=backend.name,
+            store=url,
+            storage_options=storage_options,
+            settings=settings,
+            target=target,
+            start=start,
+            stop=stop,
+            inputs=inputs,
             labels=None if labels is None else np.asarray(labels[start:stop]),
-            example=example, depth=depth, threads=threads,
+            example=example,
+            depth=depth,
+            threads=threads,
         )
         # pure=False: a fresh key per call, so a resume never reuses an earlier erred task.
         futures.append(client.submit(_capture_range, job, pure=False))

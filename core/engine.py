@@ -96,8 +96,9 @@ class _Progress:
         if enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, unit="sample", desc="capture",
-                            dynamic_ncols=True)
+            self.bar = tqdm(
+                total=total, initial=initial, unit="sample", desc="capture", dynamic_ncols=True
+            )
 
     def update(self, samples: int, nbytes: int) -> None:
         self.bytes += nbytes
@@ -112,12 +113,26 @@ class _Progress:
 
 
 def capture(
-    model: Any, data: Any, store: Any = None, layers: Any = "*", gradients: bool = False,
-    target: Any = "predicted", labels: Any = None, batch_size: int = 32,
-    dtype: str | None = None, resume: bool = False, overwrite: bool = False,
-    progress: bool = True, storage_options: dict[str, Any] | None = None,
-    backend: Backend | str | None = None, keep_inputs: bool = True, *,
-    codec: Any = None, sharded: bool = False, depth: int = 1, threads: int | None = None,
+    model: Any,
+    data: Any,
+    store: Any = None,
+    layers: Any = "*",
+    gradients: bool = False,
+    target: Any = "predicted",
+    labels: Any = None,
+    batch_size: int = 32,
+    dtype: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    storage_options: dict[str, Any] | None = None,
+    backend: Backend | str | None = None,
+    keep_inputs: bool = True,
+    *,
+    codec: Any = None,
+    sharded: bool = False,
+    depth: int = 1,
+    threads: int | None = None,
 ) -> Run:
     """Capture activations (and gradients) of ``model`` on ``data`` into a run.
 
@@ -197,13 +212,20 @@ def capture(
     resolved_target = resolve_target(target, n_samples=source.length)
     resolved_target.check_classes(n_classes(capture_graph))
     settings = RunSettings(
-        framework=backend_obj.name, model=backend_obj.model_info(model),
+        framework=backend_obj.name,
+        model=backend_obj.model_info(model),
         # Hashing every weight only serves resume, which an in-memory run cannot do.
         fingerprint="" if store is None else backend_obj.fingerprint(model),
         layers=tuple(n.key for n in nodes),
-        gradients=bool(gradients), dtype=None if dtype is None else str(np.dtype(dtype)),
-        batch_size=int(batch_size), target=resolved_target.describe(), codec=parse_codec(codec),
-        sharded=sharded, keep_inputs=keep_inputs, total=source.length, inputs=input_names,
+        gradients=bool(gradients),
+        dtype=None if dtype is None else str(np.dtype(dtype)),
+        batch_size=int(batch_size),
+        target=resolved_target.describe(),
+        codec=parse_codec(codec),
+        sharded=sharded,
+        keep_inputs=keep_inputs,
+        total=source.length,
+        inputs=input_names,
         outputs=tuple(spec.name for spec in capture_graph.outputs),
     )
     location = open_location(store, storage_options, read_only=False)
@@ -211,9 +233,13 @@ def capture(
     if resume:
         writer = RunWriter.open(location, settings, resume=True)
         if writer.settings.batch_size != batch_size:  # the run's chunking wins
-            source = as_source(data, input_names=input_names,
-                               batch_size=writer.settings.batch_size, labels=labels,
-                               backend=backend_obj)
+            source = as_source(
+                data,
+                input_names=input_names,
+                batch_size=writer.settings.batch_size,
+                labels=labels,
+                backend=backend_obj,
+            )
     start = writer.committed_prefix() if writer is not None else 0
     batches = source.batches(start)
     first = next(batches, None)
@@ -224,13 +250,31 @@ def capture(
     if first is None:  # resumed a run whose samples were all committed
         writer.finish("complete")
         return Run(location, lazy=True)
-    _run_blocks(backend_obj, model, capture_graph, nodes, writer, resolved_target, first,
-                batches, start, source.length, progress, depth, threads, gradients)
+    _run_blocks(
+        backend_obj,
+        model,
+        capture_graph,
+        nodes,
+        writer,
+        resolved_target,
+        first,
+        batches,
+        start,
+        source.length,
+        progress,
+        depth,
+        threads,
+        gradients,
+    )
     return Run(location, lazy=True)
 
 
 def _pending(
-    first: Batch, rest: Iterator[Batch], start: int, committed: np.ndarray, block_size: int,
+    first: Batch,
+    rest: Iterator[Batch],
+    start: int,
+    committed: np.ndarray,
+    block_size: int,
     bar: _Progress,
 ) -> Iterator[tuple[int, Batch]]:
     """``(start, batch)`` of the blocks still to capture.
@@ -250,16 +294,36 @@ def _pending(
 
 
 def _run_blocks(
-    backend: Backend, model: Any, capture_graph: CaptureGraph, nodes: Any, writer: RunWriter,
-    target: Any, first: Batch, rest: Iterator[Batch], start: int, total: int | None,
-    progress: bool, depth: int, threads: int | None, gradients: bool,
+    backend: Backend,
+    model: Any,
+    capture_graph: CaptureGraph,
+    nodes: Any,
+    writer: RunWriter,
+    target: Any,
+    first: Batch,
+    rest: Iterator[Batch],
+    start: int,
+    total: int | None,
+    progress: bool,
+    depth: int,
+    threads: int | None,
+    gradients: bool,
 ) -> None:
     bar = _Progress(total, start, progress)
     blocks = _pending(first, rest, start, writer.committed_counts(), writer.batch_size, bar)
     try:
         capture_blocks(
-            backend, model, capture_graph, nodes, writer, target, blocks, gradients=gradients,
-            depth=depth, threads=threads, on_first=array_creator(writer, capture_graph, nodes, total),
+            backend,
+            model,
+            capture_graph,
+            nodes,
+            writer,
+            target,
+            blocks,
+            gradients=gradients,
+            depth=depth,
+            threads=threads,
+            on_first=array_creator(writer, capture_graph, nodes, total),
             on_committed=bar.update,
         )
     except BaseException:

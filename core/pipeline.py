@@ -62,7 +62,11 @@ class WritePipeline:
     """
 
     def __init__(
-        self, writer: RunWriter, nodes: Sequence[CaptureNode], *, depth: int = 1,
+        self,
+        writer: RunWriter,
+        nodes: Sequence[CaptureNode],
+        *,
+        depth: int = 1,
         threads: int | None = None,
         on_committed: Callable[[int, int], None] | None = None,
     ) -> None:
@@ -148,7 +152,10 @@ class WritePipeline:
             for key in self.writer.settings.layers
         ]
         nbytes = self.writer.write_root(
-            block.start, inputs=block.inputs, outputs=result.outputs, labels=block.labels,
+            block.start,
+            inputs=block.inputs,
+            outputs=result.outputs,
+            labels=block.labels,
             predictions=block.predictions,
         )
         for future in futures:

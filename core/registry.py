@@ -70,7 +70,11 @@ def list_backends() -> dict[str, tuple[str, str, tuple[str, ...]]]:
     found = dict(_BUILTIN)
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         if entry.name not in found:
-            found[entry.name] = (entry.value, f"pip install {entry.dist.name if entry.dist else entry.name}", ())
+            found[entry.name] = (
+                entry.value,
+                f"pip install {entry.dist.name if entry.dist else entry.name}",
+                (),
+            )
     found.update(_registered)
     return found
 
@@ -81,7 +85,7 @@ def refresh_backends() -> None:
     _load.cache_clear()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(name: str) -> type[Backend] | None:
     if name in _CLASSES:
         return _CLASSES[name]
@@ -93,11 +97,14 @@ def _load(name: str) -> type[Backend] | None:
     except ImportError as err:
         warnings.warn(
             f"tensortap backend {name!r} is unavailable ({err}); to use it: {hint}",
-            RuntimeWarning, stacklevel=3,
+            RuntimeWarning,
+            stacklevel=3,
         )
         return None
     except Exception as err:  # a broken plugin must not break tensortap
-        warnings.warn(f"tensortap backend {name!r} failed to load: {err!r}", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"tensortap backend {name!r} failed to load: {err!r}", RuntimeWarning, stacklevel=3
+        )
         return None
     return cls  # type: ignore[no-any-return]
 
@@ -118,7 +125,9 @@ def get_backend(name: str) -> Backend:
         )
     cls = _load(name)
     if cls is None:
-        raise BackendNotFoundError(f"backend {name!r} cannot be imported; to use it: {backends[name][1]}")
+        raise BackendNotFoundError(
+            f"backend {name!r} cannot be imported; to use it: {backends[name][1]}"
+        )
     return cls()
 
 

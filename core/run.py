@@ -111,9 +111,9 @@ class Run:
         indices = commit.committed_samples(self._counts, self.block_size)
         self._indices = indices
         prefix = len(indices) and indices[-1] == len(indices) - 1
-        self._selection: slice | np.ndarray = slice(0, len(indices)) if prefix or not len(
-            indices
-        ) else indices
+        self._selection: slice | np.ndarray = (
+            slice(0, len(indices)) if prefix or not len(indices) else indices
+        )
         self._trees: tuple[xr.DataTree | None, xr.DataTree] | None = None
         if not self._lazy:
             self._load_trees()
@@ -153,7 +153,10 @@ class Run:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     return xr.open_datatree(
-                        store, engine="zarr", chunks={}, consolidated=False,
+                        store,
+                        engine="zarr",
+                        chunks={},
+                        consolidated=False,
                         decode_timedelta=False,
                     )
             except OSError as err:
@@ -278,7 +281,8 @@ class Run:
     def _with_sample_coords(self, array: Any) -> xr.DataArray:
         """Attach ``label`` and ``prediction`` (root coords DataTree does not inherit)."""
         extra = {
-            name: var for name in (layout.LABEL, layout.PREDICTION)
+            name: var
+            for name in (layout.LABEL, layout.PREDICTION)
             if (var := self._root_var(name)) is not None and var.ndim == 1
         }
         return array.assign_coords(extra) if extra else array  # type: ignore[no-any-return]
@@ -333,8 +337,11 @@ class Run:
             "std": (channel, reduced.std, {"long_name": "standard deviation"}),
             "min": (channel, reduced.min, {"long_name": "minimum"}),
             "max": (channel, reduced.max, {"long_name": "maximum"}),
-            "zero_fraction": (channel, reduced.zero_fraction,
-                              {"long_name": "fraction of exact zeros"}),
+            "zero_fraction": (
+                channel,
+                reduced.zero_fraction,
+                {"long_name": "fraction of exact zeros"},
+            ),
             "nonfinite": (channel, reduced.nonfinite, {"long_name": "NaN or infinite values"}),
             "histogram": ("bin", reduced.histogram, {"long_name": "values per bin"}),
             "underflow": ((), reduced.underflow, {"long_name": "values below the first edge"}),

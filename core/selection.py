@@ -45,7 +45,9 @@ def _match_one(graph: CaptureGraph, pattern: str) -> list[CaptureNode]:
         what = "regex"
     elif _GLOB_CHARS & set(pattern):
         hits = [
-            n for n in graph if fnmatch.fnmatchcase(n.key, pattern) or fnmatch.fnmatchcase(n.name, pattern)
+            n
+            for n in graph
+            if fnmatch.fnmatchcase(n.key, pattern) or fnmatch.fnmatchcase(n.name, pattern)
         ]
         what = "pattern"
     else:

@@ -231,13 +231,20 @@ def block_stats(x3: np.ndarray, edges: np.ndarray) -> BlockStats:
         values = x3[mask]
     bins = len(edges) - 1
     counts = _histogram(values if finite_all else values.reshape(1, -1, 1), edges)
-    return _finish(finite_counts, sums, squares, sample_min, sample_max, zeros, nonfinite,
-                   counts, bins)
+    return _finish(
+        finite_counts, sums, squares, sample_min, sample_max, zeros, nonfinite, counts, bins
+    )
 
 
 def _finish(
-    finite_counts: np.ndarray, sums: np.ndarray, squares: np.ndarray, sample_min: np.ndarray,
-    sample_max: np.ndarray, zeros: np.ndarray, nonfinite: np.ndarray, counts: np.ndarray,
+    finite_counts: np.ndarray,
+    sums: np.ndarray,
+    squares: np.ndarray,
+    sample_min: np.ndarray,
+    sample_max: np.ndarray,
+    zeros: np.ndarray,
+    nonfinite: np.ndarray,
+    counts: np.ndarray,
     bins: int,
 ) -> BlockStats:
     """One :class:`BlockStats` from per ``(sample, channel)`` reductions and slot counts
@@ -312,8 +319,7 @@ def block_stats_from_partials(
     for key in PARTIAL_KEYS[:-1]:
         if arrays[key].shape != (n_samples, channels):
             raise ValueError(
-                f"partial {key!r} has shape {arrays[key].shape}, expected "
-                f"{(n_samples, channels)}"
+                f"partial {key!r} has shape {arrays[key].shape}, expected {(n_samples, channels)}"
             )
     if arrays["histogram"].shape != (bins + 2,):
         raise ValueError(
@@ -321,9 +327,15 @@ def block_stats_from_partials(
         )
     finite_counts = arrays["count"].astype(np.int64)
     return _finish(
-        finite_counts, arrays["sum"].astype(np.float64), arrays["sumsq"].astype(np.float64),
-        arrays["min"], arrays["max"], arrays["zeros"].astype(np.int64),
-        (positions - finite_counts).sum(axis=0), arrays["histogram"].astype(np.int64), bins,
+        finite_counts,
+        arrays["sum"].astype(np.float64),
+        arrays["sumsq"].astype(np.float64),
+        arrays["min"],
+        arrays["max"],
+        arrays["zeros"].astype(np.int64),
+        (positions - finite_counts).sum(axis=0),
+        arrays["histogram"].astype(np.int64),
+        bins,
     )
 
 
@@ -383,8 +395,17 @@ def reduce_blocks(moments: np.ndarray, histograms: np.ndarray) -> ReducedStats:
         nan = np.full(channels, np.nan)
         bins = histograms.shape[-1] - 3
         return ReducedStats(
-            np.zeros(channels, np.int64), nan, nan, nan, nan, nan, np.zeros(channels, np.int64),
-            np.zeros(bins, np.int64), 0, 0, 0,
+            np.zeros(channels, np.int64),
+            nan,
+            nan,
+            nan,
+            nan,
+            nan,
+            np.zeros(channels, np.int64),
+            np.zeros(bins, np.int64),
+            0,
+            0,
+            0,
         )
     merged, hist = merge_blocks(moments, histograms)
     count, mean, m2, minimum, maximum, zeros, nonfinite = merged

@@ -47,9 +47,7 @@ class Target:
         """Whether the batches must carry labels."""
         return self.kind == "label"
 
-    def batch_classes(
-        self, start: int, stop: int, labels: np.ndarray | None
-    ) -> np.ndarray | None:
+    def batch_classes(self, start: int, stop: int, labels: np.ndarray | None) -> np.ndarray | None:
         """Per-sample class indices for samples ``start:stop``, or ``None`` when the
         backend decides in-graph (``predicted``) or the target is a callable."""
         n = stop - start

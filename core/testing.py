@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pytest
+
 from tensortap.core.backend import Backend
 from tensortap.core.errors import InputMismatchError, LayerNotFoundError, TargetError
 from tensortap.core.graph import CaptureGraph
@@ -150,8 +151,14 @@ class BackendTests:
         with backend.session(model, graph.nodes, gradients=gradients, target=target) as session:
             result = session.run(feed, classes=classes)
             info = dict(session.info)
-        return {"graph": graph, "feed": feed, "result": result, "classes": classes,
-                "before": before, "info": info}
+        return {
+            "graph": graph,
+            "feed": feed,
+            "result": result,
+            "classes": classes,
+            "before": before,
+            "info": info,
+        }
 
     def _classifier(self, built: Any) -> None:
         # target tests trace several sessions: one classification case is enough
@@ -173,7 +180,9 @@ class BackendTests:
         for node in graph:
             value = result.activations[node.key]
             assert len(node.dims) == len(node.shape) == value.ndim - 1, node.key
-            assert all(s is None or s == v for s, v in zip(node.shape, value.shape[1:], strict=True)), node.key
+            assert all(
+                s is None or s == v for s, v in zip(node.shape, value.shape[1:], strict=True)
+            ), node.key
             assert str(value.dtype) == node.dtype, node.key
 
     # -- fidelity ------------------------------------------------------------------------
@@ -214,8 +223,9 @@ class BackendTests:
             np.testing.assert_array_equal(before, after)
         again = self.predict(model, inputs)
         for name, value in captured["result"].outputs.items():
-            np.testing.assert_allclose(value, again[list(captured["result"].outputs).index(name)],
-                                       rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(
+                value, again[list(captured["result"].outputs).index(name)], rtol=1e-5, atol=1e-6
+            )
 
     def test_nothing_left_after_exception(self, built: Any, backend: Backend) -> None:
         case, model, inputs, _ = built
@@ -238,8 +248,9 @@ class BackendTests:
                 raise Boom  # raised while the model is being run, wrappers in place
 
             with pytest.raises(Boom):
-                with backend.session(model, graph.nodes, gradients=True,
-                                     target=resolve_target(explode)) as session:
+                with backend.session(
+                    model, graph.nodes, gradients=True, target=resolve_target(explode)
+                ) as session:
                     session.run(feed)
             assert self.leak_probe(model) == probe
         for before, after in zip(own, self.predict(model, inputs), strict=True):
@@ -277,8 +288,10 @@ class BackendTests:
         assert graph.select(keys[0][:-1] + "*")[0].key == keys[0]
         assert graph.select(lambda n: n.key == keys[-1])[0].key == keys[-1]
         klass = _load_class(graph.nodes[0].type_names[0])
-        assert all(klass.__name__ == n.layer_type or graph.nodes[0].type_names[0] in n.type_names
-                   for n in graph.select(klass))
+        assert all(
+            klass.__name__ == n.layer_type or graph.nodes[0].type_names[0] in n.type_names
+            for n in graph.select(klass)
+        )
         with pytest.raises(LayerNotFoundError, match=_escape(keys[0])):
             graph.select(keys[0] + "_typo")
 
@@ -287,8 +300,9 @@ class BackendTests:
         _, model, inputs, labels = built
         graph = backend.graph(model)
         feed = as_input_dict(graph, inputs)
-        with backend.session(model, graph.nodes[-1:], gradients=True,
-                             target=resolve_target(target)) as session:
+        with backend.session(
+            model, graph.nodes[-1:], gradients=True, target=resolve_target(target)
+        ) as session:
             result = session.run(feed, classes=classes, labels=labels)
         key = graph.nodes[-1].key
         assert result.gradients[key].shape == result.activations[key].shape
@@ -339,12 +353,14 @@ class BackendTests:
         feed = as_input_dict(graph, inputs)
         n = len(next(iter(feed.values())))
         n_classes = int(graph.outputs[0].shape[-1] or 0)
-        with backend.session(model, graph.nodes[-1:], gradients=True,
-                             target=resolve_target(n_classes)) as session:
+        with backend.session(
+            model, graph.nodes[-1:], gradients=True, target=resolve_target(n_classes)
+        ) as session:
             with pytest.raises(TargetError, match="out of range|range over"):
                 session.run(feed, classes=np.full(n, n_classes, dtype=np.int64))
-        with backend.session(model, graph.nodes[-1:], gradients=True,
-                             target=resolve_target("label")) as session:
+        with backend.session(
+            model, graph.nodes[-1:], gradients=True, target=resolve_target("label")
+        ) as session:
             with pytest.raises(TargetError, match="label"):
                 session.run(feed, labels=None)
 

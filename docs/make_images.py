@@ -64,16 +64,26 @@ def main(out: Path = IMAGES) -> list[Path]:
     print(f"test accuracy {accuracy:.1%}")
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
-        run = tt.capture(model, (x_test[:64], y_test[:64]), store=Path(scratch) / "digits.zarr",
-                         gradients=True, batch_size=32, progress=False)
+        run = tt.capture(
+            model,
+            (x_test[:64], y_test[:64]),
+            store=Path(scratch) / "digits.zarr",
+            gradients=True,
+            batch_size=32,
+            progress=False,
+        )
         views = {
             "feature_maps.png": viz.feature_maps(run, "conv1", sample=0, order="energy"),
             "distribution.png": viz.distribution(run, "conv2", log=True),
             "distributions.png": viz.distributions(run),
             "dead_units.png": viz.dead_units(run),
             "cam_grid.png": viz.cam_grid(run, "conv2", samples=range(8), method="gradcam", cols=4),
-            "top_samples.png": viz.top_samples(run, "conv2", channel=int(
-                run.stats("conv2")["sample_max"].mean("sample").argmax()), k=8),
+            "top_samples.png": viz.top_samples(
+                run,
+                "conv2",
+                channel=int(run.stats("conv2")["sample_max"].mean("sample").argmax()),
+                k=8,
+            ),
         }
         written = [viz.save(obj, out / name, width=900) for name, obj in views.items()]
     for path in written:

@@ -50,8 +50,11 @@ def s3() -> Iterator[dict[str, Any]]:
     moto_server = pytest.importorskip("moto.server")
     s3fs = pytest.importorskip("s3fs")
     with pytest.MonkeyPatch.context() as patch:
-        for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                            "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        for name, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
             patch.setenv(name, value)
         server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
         server.start()

@@ -12,8 +12,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np  # noqa: E402
-import tensortap as tt  # noqa: E402
 from fake_backend import FakeBackend, FakeModel, FakeSession, images  # noqa: E402
+
+import tensortap as tt  # noqa: E402
 
 
 class SlowSession(FakeSession):
@@ -35,8 +36,16 @@ def main() -> None:
     model = FakeModel(size=16, channels=8)
     x = images(n, size=16)
     y = np.arange(n) % 3
-    tt.capture(model, (x, y), store=path, backend=SlowBackend(), batch_size=8, gradients=True,
-               progress=False, resume="--resume" in sys.argv)
+    tt.capture(
+        model,
+        (x, y),
+        store=path,
+        backend=SlowBackend(),
+        batch_size=8,
+        gradients=True,
+        progress=False,
+        resume="--resume" in sys.argv,
+    )
 
 
 if __name__ == "__main__":

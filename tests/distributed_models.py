@@ -30,12 +30,21 @@ def tiny_cnn() -> Any:
     """A tiny Keras CNN (seeded: identical weights in every process)."""
     inputs = keras.Input((8, 8, 3), name="image")
     h = FiniteGuard(name="guard")(inputs)
-    h = keras.layers.Conv2D(4, 3, activation="relu", name="conv",
-                            kernel_initializer=keras.initializers.GlorotUniform(seed=1),
-                            bias_initializer=keras.initializers.RandomNormal(0.0, 0.1, seed=2))(h)
+    h = keras.layers.Conv2D(
+        4,
+        3,
+        activation="relu",
+        name="conv",
+        kernel_initializer=keras.initializers.GlorotUniform(seed=1),
+        bias_initializer=keras.initializers.RandomNormal(0.0, 0.1, seed=2),
+    )(h)
     h = keras.layers.GlobalAveragePooling2D(name="pool")(h)
-    outputs = keras.layers.Dense(3, activation="softmax", name="dense",
-                                 kernel_initializer=keras.initializers.GlorotUniform(seed=3))(h)
+    outputs = keras.layers.Dense(
+        3,
+        activation="softmax",
+        name="dense",
+        kernel_initializer=keras.initializers.GlorotUniform(seed=3),
+    )(h)
     return keras.Model(inputs, outputs, name="tiny_cnn")
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
 from tensortap.core.backend import Backend, BatchResult, CaptureSession
 from tensortap.core.graph import CaptureGraph, CaptureNode, TensorSpec
 from tensortap.core.targets import Target
@@ -19,8 +20,15 @@ from tensortap.core.targets import Target
 class FakeModel:
     """``image (H, W, 3) -> conv (H, W, C) -> dense (units) -> probs (classes)``."""
 
-    def __init__(self, size: int = 8, channels: int = 4, units: int = 5, classes: int = 3,
-                 seed: int = 0, name: str = "fake_net") -> None:
+    def __init__(
+        self,
+        size: int = 8,
+        channels: int = 4,
+        units: int = 5,
+        classes: int = 3,
+        seed: int = 0,
+        name: str = "fake_net",
+    ) -> None:
         rng = np.random.default_rng(seed)
         self.size, self.channels, self.units, self.classes = size, channels, units, classes
         self.w_conv = rng.normal(size=(3, channels)).astype(np.float32)
@@ -35,19 +43,27 @@ class FakeModel:
         dense = (conv.mean(axis=(1, 2)) @ self.w_dense).astype(np.float32)
         logits = (dense @ self.w_out).astype(np.float32)
         e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return {"block.conv": conv, "dense": dense,
-                "probs": (e / e.sum(axis=1, keepdims=True)).astype(np.float32)}
+        return {
+            "block.conv": conv,
+            "dense": dense,
+            "probs": (e / e.sum(axis=1, keepdims=True)).astype(np.float32),
+        }
 
 
 class FakeSession(CaptureSession):
-    def __init__(self, model: FakeModel, nodes: Sequence[CaptureNode], gradients: bool,
-                 target: Target | None) -> None:
+    def __init__(
+        self, model: FakeModel, nodes: Sequence[CaptureNode], gradients: bool, target: Target | None
+    ) -> None:
         super().__init__()
         self.model, self.keys, self.gradients = model, [n.key for n in nodes], gradients
         self.info = {"score": "probabilities (fake)"}
 
-    def run(self, inputs: Mapping[str, np.ndarray], classes: np.ndarray | None = None,
-            labels: np.ndarray | None = None) -> BatchResult:
+    def run(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        classes: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+    ) -> BatchResult:
         self.model.calls += 1
         if self.model.fail_at_call is not None and self.model.calls >= self.model.fail_at_call:
             raise RuntimeError("boom")
@@ -57,10 +73,17 @@ class FakeSession(CaptureSession):
         grads = {}
         if self.gradients:
             scale = (chosen + 1).astype(np.float32)
-            grads = {k: (v * scale.reshape(-1, *([1] * (v.ndim - 1))) - 1).astype(np.float32)
-                     for k, v in acts.items()}
-        return BatchResult({"probs": out["probs"]}, acts, grads, chosen.astype(np.int64),
-                           out["probs"][np.arange(len(chosen)), chosen])
+            grads = {
+                k: (v * scale.reshape(-1, *([1] * (v.ndim - 1))) - 1).astype(np.float32)
+                for k, v in acts.items()
+            }
+        return BatchResult(
+            {"probs": out["probs"]},
+            acts,
+            grads,
+            chosen.astype(np.int64),
+            out["probs"][np.arange(len(chosen)), chosen],
+        )
 
     def close(self) -> None:
         pass
@@ -77,20 +100,35 @@ class FakeBackend(Backend):
     def graph(self, model: FakeModel) -> CaptureGraph:
         s, c, u = model.size, model.channels, model.units
         nodes = (
-            CaptureNode("block.conv", "conv", "Conv2D", ("block", "conv"), (s, s, c),
-                        ("height", "width", "channel")),
+            CaptureNode(
+                "block.conv",
+                "conv",
+                "Conv2D",
+                ("block", "conv"),
+                (s, s, c),
+                ("height", "width", "channel"),
+            ),
             CaptureNode("dense", "dense", "Dense", ("dense",), (u,), ("unit",)),
             CaptureNode("probs", "probs", "Softmax", ("probs",), (model.classes,), ("unit",)),
         )
         return CaptureGraph(
-            "fake", model.name, "FakeModel", nodes,
+            "fake",
+            model.name,
+            "FakeModel",
+            nodes,
             (TensorSpec("image", (s, s, 3), "float32", ("height", "width", "channel")),),
             (TensorSpec("probs", (model.classes,), "float32", ("class",)),),
             params=int(model.w_conv.size + model.w_dense.size + model.w_out.size),
         )
 
-    def session(self, model: FakeModel, nodes: Sequence[CaptureNode], *, gradients: bool = False,
-                target: Target | None = None) -> FakeSession:
+    def session(
+        self,
+        model: FakeModel,
+        nodes: Sequence[CaptureNode],
+        *,
+        gradients: bool = False,
+        target: Target | None = None,
+    ) -> FakeSession:
         return FakeSession(model, nodes, gradients, target)
 
     def fingerprint(self, model: FakeModel) -> str:

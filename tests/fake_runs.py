@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
+
 from tensortap.core.errors import LayerNotFoundError
 from tensortap.core.graph import channel_dim
 
@@ -29,7 +30,9 @@ def layer_stats(array: xr.DataArray, bins: int = 32) -> xr.Dataset:
     n, c = values.shape[0], values.shape[-1]
     per_sample = values.reshape(n, -1, c)
     flat = per_sample.reshape(-1, c)
-    edges = np.linspace(flat.min(), flat.max() if flat.max() > flat.min() else flat.min() + 1, bins + 1)
+    edges = np.linspace(
+        flat.min(), flat.max() if flat.max() > flat.min() else flat.min() + 1, bins + 1
+    )
     counts, _ = np.histogram(flat, bins=edges)
     return xr.Dataset(
         {
@@ -79,18 +82,25 @@ class FakeRun:
         self.samples = int(first.shape[0])
         sample = np.arange(self.samples, dtype=np.int64)
         self._acts = {
-            k: xr.DataArray(v, dims=("sample", *d), coords={"sample": sample}, name="activation",
-                            attrs={"long_name": f"{k} activation", "units": "a.u."})
+            k: xr.DataArray(
+                v,
+                dims=("sample", *d),
+                coords={"sample": sample},
+                name="activation",
+                attrs={"long_name": f"{k} activation", "units": "a.u."},
+            )
             for k, (d, v) in activations.items()
         }
-        self._grads = {
-            k: self._acts[k].copy(data=g) for k, g in (gradients or {}).items()
-        }
+        self._grads = {k: self._acts[k].copy(data=g) for k, g in (gradients or {}).items()}
         self._inputs = (
-            None if inputs is None
+            None
+            if inputs is None
             else xr.DataArray(inputs[1], dims=("sample", *inputs[0]), coords={"sample": sample})
         )
-        coord = lambda v: None if v is None else xr.DataArray(v, dims="sample", coords={"sample": sample})  # noqa: E731
+
+        def coord(v: Any) -> xr.DataArray | None:
+            return None if v is None else xr.DataArray(v, dims="sample", coords={"sample": sample})
+
         self.labels, self.predictions = coord(labels), coord(predictions)
         self.layers = tuple(activations)
         self.attrs = {"target": "predicted", "inputs": [], **(attrs or {})}
@@ -129,5 +139,9 @@ class FakeRun:
 
     def node(self, key: str) -> dict[str, Any]:
         self._check(key)
-        return {"name": key, "layer_type": "Fake", "long_name": f"{key} activation",
-                "dims": list(self._acts[key].dims[1:])}
+        return {
+            "name": key,
+            "layer_type": "Fake",
+            "long_name": f"{key} activation",
+            "dims": list(self._acts[key].dims[1:]),
+        }

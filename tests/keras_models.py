@@ -15,6 +15,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+
 from tensortap.core.testing import ModelCase
 
 RNG = np.random.default_rng(0)
@@ -55,8 +56,9 @@ def _case(
             with tf.GradientTape() as tape:
                 acts, scores = forward(model, inputs, tape.watch)
                 total = tf.reduce_sum(tf.gather(scores, classes, batch_dims=1))
-            values = tape.gradient(total, list(acts.values()),
-                                   unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            values = tape.gradient(
+                total, list(acts.values()), unconnected_gradients=tf.UnconnectedGradients.ZERO
+            )
             return dict(zip(acts, values, strict=True))
 
         found = tf.function(grads, autograph=False)() if in_graph else grads()
@@ -65,7 +67,9 @@ def _case(
     return ModelCase(id, factory, reference, gradient_reference)
 
 
-def _chain(layers: list[Any], x: Any, watch: Callable[[Any], None], keys: list[str]) -> tuple[dict[str, Any], Any]:
+def _chain(
+    layers: list[Any], x: Any, watch: Callable[[Any], None], keys: list[str]
+) -> tuple[dict[str, Any], Any]:
     """Run layers one by one; the last one's logits are the score."""
     acts: dict[str, Any] = {}
     h = tf.constant(x)
@@ -78,7 +82,9 @@ def _chain(layers: list[Any], x: Any, watch: Callable[[Any], None], keys: list[s
     return acts, logits
 
 
-def _flat(model: Any, keys_to_layers: dict[str, str]) -> Callable[[Any, Any], dict[str, np.ndarray]]:
+def _flat(
+    model: Any, keys_to_layers: dict[str, str]
+) -> Callable[[Any, Any], dict[str, np.ndarray]]:
     def activations(m: Any, inputs: Any) -> dict[str, np.ndarray]:
         sub = keras.Model(m.inputs, [m.get_layer(name).output for name in keys_to_layers.values()])
         values = sub(inputs, training=False)
@@ -90,21 +96,27 @@ def _flat(model: Any, keys_to_layers: dict[str, str]) -> Callable[[Any, Any], di
 
 # -- 1, 2: Sequential with and without Input -------------------------------------------
 def sequential_input() -> tuple[Any, Any, Any]:
-    model = keras.Sequential([
-        keras.Input((8, 8, 3)),
-        keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
-        keras.layers.MaxPooling2D(name="pool"),
-        keras.layers.Flatten(name="flat"),
-        keras.layers.Dense(5, activation="softmax", name="probs"),
-    ], name="seq_input")
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+            keras.layers.MaxPooling2D(name="pool"),
+            keras.layers.Flatten(name="flat"),
+            keras.layers.Dense(5, activation="softmax", name="probs"),
+        ],
+        name="seq_input",
+    )
     return model, _x(4, 8, 8, 3), np.array([0, 1, 2, 3])
 
 
 def sequential_no_input() -> tuple[Any, Any, Any]:
-    model = keras.Sequential([
-        keras.layers.Dense(6, activation="relu", name="hidden"),
-        keras.layers.Dense(3, name="logits"),
-    ], name="seq_called")
+    model = keras.Sequential(
+        [
+            keras.layers.Dense(6, activation="relu", name="hidden"),
+            keras.layers.Dense(3, name="logits"),
+        ],
+        name="seq_called",
+    )
     x = _x(3, 5)
     model(x[:1])  # built by a call, no Input
     return model, x, np.array([2, 0, 1])
@@ -144,11 +156,15 @@ def _base() -> Any:
 
 
 def nested_sequential() -> tuple[Any, Any, Any]:
-    model = keras.Sequential([
-        keras.Input((32, 32, 3)), _base(),
-        keras.layers.GlobalAveragePooling2D(name="gap"),
-        keras.layers.Dense(3, activation="softmax", name="probs"),
-    ], name="nested_seq")
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 3)),
+            _base(),
+            keras.layers.GlobalAveragePooling2D(name="gap"),
+            keras.layers.Dense(3, activation="softmax", name="probs"),
+        ],
+        name="nested_seq",
+    )
     return model, _x(2, 32, 32, 3), np.array([1, 2])
 
 
@@ -183,7 +199,9 @@ def _nested_forward(m: Any, x: Any, watch: Callable[[Any], None]) -> tuple[dict[
 class Residual(keras.layers.Layer):
     def __init__(self, channels: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.conv1 = keras.layers.Conv2D(channels, 3, padding="same", activation="relu", name="conv1")
+        self.conv1 = keras.layers.Conv2D(
+            channels, 3, padding="same", activation="relu", name="conv1"
+        )
         self.conv2 = keras.layers.Conv2D(channels, 3, padding="same", name="conv2")
         self.add = keras.layers.Add(name="add")
         self.relu = keras.layers.ReLU(name="relu")
@@ -242,7 +260,9 @@ def multi_input() -> tuple[Any, Any, Any]:
     return model, {"image": _x(3, 6, 6, 1), "meta": _x(3, 3)}, np.array([0, 2, 1])
 
 
-def _multi_input_forward(m: Any, x: Any, watch: Callable[[Any], None]) -> tuple[dict[str, Any], Any]:
+def _multi_input_forward(
+    m: Any, x: Any, watch: Callable[[Any], None]
+) -> tuple[dict[str, Any], Any]:
     conv = m.get_layer("conv")(tf.constant(x["image"]))
     watch(conv)
     flat = m.get_layer("flat")(conv)
@@ -263,7 +283,9 @@ def multi_output() -> tuple[Any, Any, Any]:
     return keras.Model(inp, [cls, reg], name="multi_out"), _x(4, 5), np.array([0, 1, 2, 1])
 
 
-def _multi_output_forward(m: Any, x: Any, watch: Callable[[Any], None]) -> tuple[dict[str, Any], Any]:
+def _multi_output_forward(
+    m: Any, x: Any, watch: Callable[[Any], None]
+) -> tuple[dict[str, Any], Any]:
     h = m.get_layer("trunk")(tf.constant(x))
     watch(h)
     reg = m.get_layer("reg")(h)
@@ -314,13 +336,21 @@ def _recurrent_forward(m: Any, x: Any, watch: Callable[[Any], None]) -> tuple[di
 CASES = (
     _case("sequential_input", sequential_input, _seq_forward),
     _case("sequential_no_input", sequential_no_input, _seq_forward),
-    _case("functional", functional, _functional_forward,
-          _flat(None, {"a": "a", "b": "b", "skip": "skip"})),
+    _case(
+        "functional",
+        functional,
+        _functional_forward,
+        _flat(None, {"a": "a", "b": "b", "skip": "skip"}),
+    ),
     _case("nested_sequential", nested_sequential, _nested_forward),
     _case("nested_functional", nested_functional, _nested_forward),
     _case("subclassed", subclassed, _subclassed_forward),
-    _case("multi_input", multi_input, _multi_input_forward,
-          _flat(None, {"conv": "conv", "meta_dense": "meta_dense", "join": "join"})),
+    _case(
+        "multi_input",
+        multi_input,
+        _multi_input_forward,
+        _flat(None, {"conv": "conv", "meta_dense": "meta_dense", "join": "join"}),
+    ),
     _case("multi_output", multi_output, _multi_output_forward),
     _case("shared_layer", shared, _shared_forward),
     _case("multi_output_layer", recurrent_states, _recurrent_forward, in_graph=True),

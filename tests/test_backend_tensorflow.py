@@ -38,7 +38,11 @@ def all_layers(model: Any) -> list[Any]:
 def leak_probe(model: Any) -> Any:
     """Instance attributes of every layer that a capture could have added or replaced."""
     return tuple(
-        (layer.name, "call" in vars(layer), type(layer).call is getattr(layer.call, "__func__", None))
+        (
+            layer.name,
+            "call" in vars(layer),
+            type(layer).call is getattr(layer.call, "__func__", None),
+        )
         for layer in all_layers(model)
     )
 
@@ -142,7 +146,9 @@ def test_input_shape_and_dtype_mismatch() -> None:
     model, x, _ = models.sequential_input()
     backend = TensorFlowBackend()
     with backend.session(model, backend.graph(model).nodes[:1]) as session:
-        with pytest.raises(InputMismatchError, match=r"shape \(4, 9, 8, 3\).*expects \(batch, 8, 8, 3\)"):
+        with pytest.raises(
+            InputMismatchError, match=r"shape \(4, 9, 8, 3\).*expects \(batch, 8, 8, 3\)"
+        ):
             session.run(np.zeros((4, 9, 8, 3), "float32"))
         with pytest.raises(InputMismatchError, match="dtype <U1"):
             session.run(np.full((1, 8, 8, 3), "a"))
@@ -216,13 +222,19 @@ def test_dataset_batches_and_fingerprint(tmp_path: Path) -> None:
 def test_capture_callback_writes_one_run_per_epoch(tmp_path: Path) -> None:
     import tensortap as tt
 
-    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5, activation="relu", name="h"),
-                              keras.layers.Dense(3, activation="softmax", name="out")])
+    model = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(5, activation="relu", name="h"),
+            keras.layers.Dense(3, activation="softmax", name="out"),
+        ]
+    )
     model.compile("sgd", "sparse_categorical_crossentropy")
     x = np.random.default_rng(1).random((12, 4), dtype=np.float32)
     y = np.arange(12) % 3
-    callback = tt.CaptureCallback((x[:4], y[:4]), tmp_path, layers="h", gradients=True,
-                                  target="label", every=2)
+    callback = tt.CaptureCallback(
+        (x[:4], y[:4]), tmp_path, layers="h", gradients=True, target="label", every=2
+    )
     model.fit(x, y, epochs=4, verbose=0, callbacks=[callback])
     assert [Path(p).name for p in callback.runs] == ["epoch_001.zarr", "epoch_003.zarr"]
     run = tt.open_run(callback.runs[-1])

@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
 from tensortap.backends.torch import TorchBackend  # noqa: E402
 from tensortap.core import registry  # noqa: E402
 from tensortap.core.errors import (  # noqa: E402
@@ -28,7 +30,6 @@ from tensortap.core.errors import (  # noqa: E402
 )
 from tensortap.core.targets import resolve_target  # noqa: E402
 from tensortap.core.testing import BackendTests, ModelCase  # noqa: E402
-from torch import nn  # noqa: E402
 
 
 def _load_models() -> Any:
@@ -361,8 +362,9 @@ def test_batches_from_loader_dataset_and_tensor(backend: Any) -> None:
 
 
 def test_capture_from_a_dataloader_of_two_inputs(backend: Any) -> None:
-    import tensortap as tt
     from torch.utils.data import DataLoader
+
+    import tensortap as tt
 
     model = CASES["two_inputs"].build()
     image, extra = CASES["two_inputs"].example()

@@ -15,14 +15,17 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/ helpers (import-mode=importlib)
-import tensortap as tt  # noqa: E402
 from fake_runs import FakeRun  # noqa: E402
+
+import tensortap as tt  # noqa: E402
 from tensortap.core.cam import CAM_METHODS, normalize_maps, resize_bilinear  # noqa: E402
 
 SIZE, SQUARE, LAYER = 32, 6, "last_conv"
 
 
-def _squares(n: int, rng: np.random.Generator, present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _squares(
+    n: int, rng: np.random.Generator, present: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Noise images; where ``present``, one bright square at a random place. Returns x, boxes."""
     x = rng.uniform(0.0, 0.3, size=(n, SIZE, SIZE, 1)).astype("float32")
     boxes = np.zeros((n, 2), dtype=int)
@@ -59,8 +62,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
     held_out, boxes = _squares(40, rng, np.ones(40, dtype=bool))
     run = tt.capture(
-        model, (held_out, np.ones(40, dtype=np.int64)), store=tmp_path_factory.mktemp("cam") / "r.zarr",
-        layers=["conv", LAYER, "gap"], gradients=True, target="label", progress=False,
+        model,
+        (held_out, np.ones(40, dtype=np.int64)),
+        store=tmp_path_factory.mktemp("cam") / "r.zarr",
+        layers=["conv", LAYER, "gap"],
+        gradients=True,
+        target="label",
+        progress=False,
     )
     return {"model": model, "run": run, "x": held_out, "boxes": boxes}
 
@@ -107,7 +115,9 @@ def test_method_equals_numpy_reference(trained: dict, method: str) -> None:
     full = tt.cam(run, LAYER, method=method, sample=[0, 5])
     assert full.shape == (2, SIZE, SIZE)
     assert 0.0 <= float(full.min()) and float(full.max()) <= 1.0
-    np.testing.assert_allclose(full.values, resize_bilinear(expected[[0, 5]], (SIZE, SIZE)), atol=1e-5)
+    np.testing.assert_allclose(
+        full.values, resize_bilinear(expected[[0, 5]], (SIZE, SIZE)), atol=1e-5
+    )
 
 
 def test_resize_matches_opencv() -> None:
@@ -126,8 +136,11 @@ def test_gradcam_equals_tf_keras_vis(trained: dict) -> None:
     run, x = trained["run"], trained["x"]
     ours = tt.cam(run, LAYER, method="gradcam", upsample=False, normalize=False).values
     theirs = Gradcam(trained["model"], clone=True)(
-        CategoricalScore([1] * len(x)), x, penultimate_layer=LAYER,
-        expand_cam=False, normalize_cam=False,  # tf-keras-vis applies ReLU like Grad-CAM
+        CategoricalScore([1] * len(x)),
+        x,
+        penultimate_layer=LAYER,
+        expand_cam=False,
+        normalize_cam=False,  # tf-keras-vis applies ReLU like Grad-CAM
     )
     theirs = np.asarray(theirs)
     span = float(theirs.max() - theirs.min())
@@ -151,7 +164,11 @@ def _fake(channels_first: bool = False, zero: bool = False) -> FakeRun:
     g = rng.normal(size=(4, 6, 5, 3))
     dims = ("height", "width", "channel")
     if channels_first:
-        a, g, dims = a.transpose(0, 3, 1, 2), g.transpose(0, 3, 1, 2), ("channel", "height", "width")
+        a, g, dims = (
+            a.transpose(0, 3, 1, 2),
+            g.transpose(0, 3, 1, 2),
+            ("channel", "height", "width"),
+        )
     return FakeRun(
         {"conv": (dims, a), "dense": (("unit",), rng.normal(size=(4, 3)))},
         gradients={"conv": g},
@@ -183,7 +200,11 @@ def test_errors_are_clear(trained: dict, tmp_path: Path) -> None:
     with pytest.raises(tt.LayerNotFoundError, match="conv"):
         tt.cam(run, "cnov")
     plain = tt.capture(
-        trained["model"], trained["x"][:4], store=tmp_path / "plain.zarr", layers=[LAYER], progress=False
+        trained["model"],
+        trained["x"][:4],
+        store=tmp_path / "plain.zarr",
+        layers=[LAYER],
+        progress=False,
     )
     with pytest.raises(tt.NoGradientsError, match="gradients=True"):
         tt.cam(plain, LAYER)

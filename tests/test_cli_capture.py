@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+
 from tensortap.cli import main
 
 keras = pytest.importorskip("keras")
@@ -59,9 +60,23 @@ def _one_line_error(result, pattern: str) -> None:
 
 def test_capture_info_graph(model_file: Path, data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run.zarr"
-    result = _run("capture", model_file, data / "xy.npz", "-o", out, "--layers", "conv",
-                  "--layers", "dense", "--gradients", "--batch-size", "4", "--dtype", "float16",
-                  "--no-progress")
+    result = _run(
+        "capture",
+        model_file,
+        data / "xy.npz",
+        "-o",
+        out,
+        "--layers",
+        "conv",
+        "--layers",
+        "dense",
+        "--gradients",
+        "--batch-size",
+        "4",
+        "--dtype",
+        "float16",
+        "--no-progress",
+    )
     assert result.exit_code == 0, result.output
     assert "complete: 10 samples, 2 layers" in result.stdout
     info = _run("info", out)
@@ -79,12 +94,30 @@ def test_capture_image_folder(model_file: Path, tmp_path: Path) -> None:
     folder.mkdir()
     for i in range(3):
         cv2.imwrite(str(folder / f"{i}.png"), np.full((20, 30, 3), i * 40, np.uint8))
-    result = _run("capture", model_file, folder, "-o", tmp_path / "r.zarr", "--image-size",
-                  "8", "8", "--no-progress")
+    result = _run(
+        "capture",
+        model_file,
+        folder,
+        "-o",
+        tmp_path / "r.zarr",
+        "--image-size",
+        "8",
+        "8",
+        "--no-progress",
+    )
     assert result.exit_code == 0, result.output
     (folder / "3.png").write_bytes(b"not an image")
-    result = _run("capture", model_file, folder, "-o", tmp_path / "r2.zarr", "--image-size",
-                  "8", "8", "--no-progress")
+    result = _run(
+        "capture",
+        model_file,
+        folder,
+        "-o",
+        tmp_path / "r2.zarr",
+        "--image-size",
+        "8",
+        "8",
+        "--no-progress",
+    )
     _one_line_error(result, "3.png")
 
 
@@ -92,29 +125,61 @@ def test_bad_inputs_exit_2_with_one_line(
     model_file: Path, other_model_file: Path, data: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run.zarr"
-    assert _run("capture", model_file, data / "x.npy", "-o", out, "--no-progress",
-                "--batch-size", "4").exit_code == 0
-    _one_line_error(_run("capture", model_file, data / "x.npy", "-o", out, "--no-progress"),
-                    "already exists")
-    _one_line_error(_run("capture", other_model_file, data / "x.npy", "-o", out, "--resume",
-                         "--no-progress"), "cannot resume")
-    _one_line_error(_run("capture", model_file, data / "x.npy", "-o", out, "--resume",
-                         "--layers", "conv", "--no-progress"), "layers")
-    _one_line_error(_run("capture", model_file, data / "bad_labels.npz", "-o",
-                         tmp_path / "l.zarr", "--no-progress"), "7 labels for 10 samples")
+    assert (
+        _run(
+            "capture", model_file, data / "x.npy", "-o", out, "--no-progress", "--batch-size", "4"
+        ).exit_code
+        == 0
+    )
+    _one_line_error(
+        _run("capture", model_file, data / "x.npy", "-o", out, "--no-progress"), "already exists"
+    )
+    _one_line_error(
+        _run("capture", other_model_file, data / "x.npy", "-o", out, "--resume", "--no-progress"),
+        "cannot resume",
+    )
+    _one_line_error(
+        _run(
+            "capture",
+            model_file,
+            data / "x.npy",
+            "-o",
+            out,
+            "--resume",
+            "--layers",
+            "conv",
+            "--no-progress",
+        ),
+        "layers",
+    )
+    _one_line_error(
+        _run(
+            "capture",
+            model_file,
+            data / "bad_labels.npz",
+            "-o",
+            tmp_path / "l.zarr",
+            "--no-progress",
+        ),
+        "7 labels for 10 samples",
+    )
     if os.geteuid() == 0:  # root writes through permission bits; /sys refuses even root
         readonly = Path("/sys/tensortap-test/run.zarr")
     else:
         (tmp_path / "ro").mkdir()
         (tmp_path / "ro").chmod(0o555)
         readonly = tmp_path / "ro" / "run.zarr"
-    _one_line_error(_run("capture", model_file, data / "x.npy", "-o", readonly,
-                         "--no-progress"), "writable")
+    _one_line_error(
+        _run("capture", model_file, data / "x.npy", "-o", readonly, "--no-progress"), "writable"
+    )
     _one_line_error(_run("info", data), "no tensortap run")
     _one_line_error(_run("info", tmp_path / "nowhere.zarr"), "does not exist")
     (out / "zarr.json").write_text('{"zarr_format": 3, "node_ty')
     _one_line_error(_run("info", out), "damaged")
-    _one_line_error(_run("capture", tmp_path / "model.txt", data / "x.npy", "-o",
-                         tmp_path / "m.zarr"), "model")
-    _one_line_error(_run("capture", model_file, tmp_path / "data.csv", "-o",
-                         tmp_path / "d.zarr"), "does not exist")
+    _one_line_error(
+        _run("capture", tmp_path / "model.txt", data / "x.npy", "-o", tmp_path / "m.zarr"), "model"
+    )
+    _one_line_error(
+        _run("capture", model_file, tmp_path / "data.csv", "-o", tmp_path / "d.zarr"),
+        "does not exist",
+    )

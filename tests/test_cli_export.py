@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tensortap as tt
 from click.testing import CliRunner
+
+import tensortap as tt
 from tensortap.cli import main
 
 
@@ -46,9 +47,13 @@ def _export(*args: str) -> tuple[int, str, str]:
         ("layers", [], ".png"),
     ],
 )
-def test_export_views(run_path: str, tmp_path: Path, view: str, extra: list[str], suffix: str) -> None:
+def test_export_views(
+    run_path: str, tmp_path: Path, view: str, extra: list[str], suffix: str
+) -> None:
     out = tmp_path / f"out{suffix}"
-    code, stdout, stderr = _export(run_path, "--view", view, *extra, "-o", str(out), "--width", "400")
+    code, stdout, stderr = _export(
+        run_path, "--view", view, *extra, "-o", str(out), "--width", "400"
+    )
     assert code == 0, stderr
     assert out.stat().st_size > 1000 and "wrote" in stdout
     if suffix == ".png":
@@ -57,7 +62,9 @@ def test_export_views(run_path: str, tmp_path: Path, view: str, extra: list[str]
         image = Image.open(out)
         assert image.size[0] == 400 and np.asarray(image.convert("L")).var() > 50
     else:
-        assert "http" not in "".join(line for line in out.read_text().splitlines() if "<script" in line and "src=" in line)
+        assert "http" not in "".join(
+            line for line in out.read_text().splitlines() if "<script" in line and "src=" in line
+        )
 
 
 @pytest.mark.parametrize(
@@ -71,7 +78,9 @@ def test_export_views(run_path: str, tmp_path: Path, view: str, extra: list[str]
         (["--view", "pie"], "Invalid value for '--view'"),
     ],
 )
-def test_bad_input_exits_2_with_one_line(run_path: str, tmp_path: Path, args: list[str], message: str) -> None:
+def test_bad_input_exits_2_with_one_line(
+    run_path: str, tmp_path: Path, args: list[str], message: str
+) -> None:
     code, _, stderr = _export(run_path, *args, "-o", str(tmp_path / "x.png"))
     assert code == 2
     assert message in stderr
@@ -82,5 +91,7 @@ def test_bad_input_exits_2_with_one_line(run_path: str, tmp_path: Path, args: li
 def test_bad_output_and_missing_run(run_path: str, tmp_path: Path) -> None:
     code, _, stderr = _export(run_path, "--view", "layers", "-o", str(tmp_path / "x.jpg"))
     assert code == 2 and ".png or .html" in stderr
-    code, _, stderr = _export(str(tmp_path / "nope.zarr"), "--view", "layers", "-o", str(tmp_path / "x.png"))
+    code, _, stderr = _export(
+        str(tmp_path / "nope.zarr"), "--view", "layers", "-o", str(tmp_path / "x.png")
+    )
     assert code == 2 and stderr.startswith("error: ")

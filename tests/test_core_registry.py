@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+
 from tensortap.core import registry
 from tensortap.core.backend import Backend
 from tensortap.core.errors import BackendNotFoundError, UnsupportedModelError
@@ -19,7 +20,9 @@ class ToyBackend(Backend):
     def graph(self, model: Any) -> Any:
         raise NotImplementedError
 
-    def session(self, model: Any, nodes: Any, *, gradients: bool = False, target: Any = None) -> Any:
+    def session(
+        self, model: Any, nodes: Any, *, gradients: bool = False, target: Any = None
+    ) -> Any:
         raise NotImplementedError
 
 
@@ -38,8 +41,10 @@ def clean_registry() -> Iterator[None]:
 def fake_entry_points(*entries: tuple[str, str]) -> Any:
     def entry_points(group: str) -> list[Any]:
         assert group == registry.ENTRY_POINT_GROUP
-        return [SimpleNamespace(name=n, value=v, dist=SimpleNamespace(name=f"{n}-plugin"))
-                for n, v in entries]
+        return [
+            SimpleNamespace(name=n, value=v, dist=SimpleNamespace(name=f"{n}-plugin"))
+            for n, v in entries
+        ]
 
     return entry_points
 
@@ -52,15 +57,22 @@ def test_builtin_tensorflow_listed() -> None:
 
 
 def test_entry_point_discovery(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "entry_points", fake_entry_points(("toy", f"{__name__}:ToyBackend")))
+    monkeypatch.setattr(
+        registry, "entry_points", fake_entry_points(("toy", f"{__name__}:ToyBackend"))
+    )
     registry.refresh_backends()
     assert registry.list_backends()["toy"][1] == "pip install toy-plugin"
     assert isinstance(registry.get_backend("toy"), ToyBackend)
 
 
 def test_broken_plugin_is_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "entry_points", fake_entry_points(
-        ("missing", "tensortap_no_such_module:Backend"), ("bad", "tensortap.core.errors:Nope")))
+    monkeypatch.setattr(
+        registry,
+        "entry_points",
+        fake_entry_points(
+            ("missing", "tensortap_no_such_module:Backend"), ("bad", "tensortap.core.errors:Nope")
+        ),
+    )
     registry.refresh_backends()
     with pytest.warns(RuntimeWarning, match="missing.*unavailable.*pip install missing-plugin"):
         with pytest.raises(BackendNotFoundError, match="cannot be imported"):

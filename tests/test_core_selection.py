@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tensortap.core.errors import LayerNotFoundError
 from tensortap.core.graph import CaptureGraph, CaptureNode, TensorSpec, default_dims, make_key
 
@@ -11,22 +12,40 @@ class Conv2D:  # stands in for a framework class: selection matches type_names
     pass
 
 
-def node(path: tuple[str, ...], layer_type: str = "Dense", call: int = 0, out: int = 0) -> CaptureNode:
+def node(
+    path: tuple[str, ...], layer_type: str = "Dense", call: int = 0, out: int = 0
+) -> CaptureNode:
     shape = (4, 4, 2) if layer_type == "Conv2D" else (3,)
     names = (f"{Conv2D.__module__}.{Conv2D.__qualname__}",) if layer_type == "Conv2D" else ()
-    return CaptureNode(make_key(path, call, out), path[-1], layer_type, path, shape,
-                       default_dims(len(shape)), call_index=call, output_index=out, type_names=names)
+    return CaptureNode(
+        make_key(path, call, out),
+        path[-1],
+        layer_type,
+        path,
+        shape,
+        default_dims(len(shape)),
+        call_index=call,
+        output_index=out,
+        type_names=names,
+    )
 
 
 @pytest.fixture
 def graph() -> CaptureGraph:
     nodes = (
-        node(("conv1",), "Conv2D"), node(("base", "block_1_expand"), "Conv2D"),
-        node(("base", "block_1_project"), "Conv2D"), node(("shared",)), node(("shared",), call=1),
-        node(("lstm",), "LSTM"), node(("lstm",), "LSTM", out=1), node(("logits",)),
+        node(("conv1",), "Conv2D"),
+        node(("base", "block_1_expand"), "Conv2D"),
+        node(("base", "block_1_project"), "Conv2D"),
+        node(("shared",)),
+        node(("shared",), call=1),
+        node(("lstm",), "LSTM"),
+        node(("lstm",), "LSTM", out=1),
+        node(("logits",)),
     )
     spec = TensorSpec("x", (4, 4, 2), "float32", ("height", "width", "channel"))
-    return CaptureGraph("test", "m", "Model", nodes, (spec,), (TensorSpec("logits", (3,), "float32", ("unit",)),))
+    return CaptureGraph(
+        "test", "m", "Model", nodes, (spec,), (TensorSpec("logits", (3,), "float32", ("unit",)),)
+    )
 
 
 def keys(nodes: tuple[CaptureNode, ...]) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from tensortap.core.errors import TargetError
 from tensortap.core.targets import Target, resolve_target
 
@@ -33,8 +34,13 @@ def test_batch_classes() -> None:
 
 @pytest.mark.parametrize(
     ("target", "match"),
-    [("top", "unknown target 'top'"), (-1, "negative"), (True, "not True"),
-     (np.zeros((2, 2), int), "1-D integer"), ([0.5, 1.5], "1-D integer")],
+    [
+        ("top", "unknown target 'top'"),
+        (-1, "negative"),
+        (True, "not True"),
+        (np.zeros((2, 2), int), "1-D integer"),
+        ([0.5, 1.5], "1-D integer"),
+    ],
 )
 def test_bad_targets(target: object, match: str) -> None:
     with pytest.raises(TargetError, match=match):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 import tensortap as tt
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -26,13 +27,23 @@ KEYS = ("block.conv", "dense", "probs")
 def reference() -> tt.Run:
     model = FakeModel(size=16, channels=8)
     x, y = images(N, size=16), np.arange(N) % 3
-    return tt.capture(model, (x, y), store=None, backend=FakeBackend(), batch_size=8,
-                      gradients=True, progress=False)
+    return tt.capture(
+        model,
+        (x, y),
+        store=None,
+        backend=FakeBackend(),
+        batch_size=8,
+        gradients=True,
+        progress=False,
+    )
 
 
 def _start(path: Path, delay: float, *extra: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, str(WORKER), str(path), str(N), str(delay), *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), str(path), str(N), str(delay), *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _check_committed(run: tt.Run, reference: tt.Run) -> None:
@@ -44,15 +55,17 @@ def _check_committed(run: tt.Run, reference: tt.Run) -> None:
         got = run.activation(key).values
         assert not np.isnan(got).any(), "a partial block is visible"
         np.testing.assert_array_equal(got, reference.activation(key).values[indices])
-        np.testing.assert_array_equal(run.gradient(key).values,
-                                      reference.gradient(key).values[indices])
+        np.testing.assert_array_equal(
+            run.gradient(key).values, reference.gradient(key).values[indices]
+        )
     np.testing.assert_array_equal(run.labels.values, reference.labels.values[indices])
     stats = run.stats("block.conv")
     assert stats["count"].values.tolist() == [len(indices) * 16 * 16] * 8
 
 
-def _wait_for_blocks(path: Path, blocks: int, proc: subprocess.Popen[bytes],
-                     reference: tt.Run) -> int:
+def _wait_for_blocks(
+    path: Path, blocks: int, proc: subprocess.Popen[bytes], reference: tt.Run
+) -> int:
     """Poll as a live reader until ``blocks`` are committed, checking each view."""
     deadline = time.monotonic() + 60
     seen = 0

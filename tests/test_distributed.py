@@ -34,8 +34,9 @@ LAYERS = ["conv", "pool", "dense"]
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
     with distributed.Client(cluster) as c:
         yield c
     cluster.close()
@@ -53,8 +54,15 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def reference(data: dict[str, Any]) -> Any:
-    return tt.capture(tiny_cnn(), (data["x"], data["y"]), layers=LAYERS, gradients=True,
-                      target="label", batch_size=B, progress=False)
+    return tt.capture(
+        tiny_cnn(),
+        (data["x"], data["y"]),
+        layers=LAYERS,
+        gradients=True,
+        target="label",
+        batch_size=B,
+        progress=False,
+    )
 
 
 def _assert_same(run: Any, reference: Any, samples: np.ndarray | None = None) -> None:
@@ -63,23 +71,32 @@ def _assert_same(run: Any, reference: Any, samples: np.ndarray | None = None) ->
     np.testing.assert_array_equal(run.sample_indices, expected)
     np.testing.assert_array_equal(run.tree["sample"].values, expected)  # each sample once
     for key in LAYERS:
-        np.testing.assert_array_equal(run.activation(key).values,
-                                      reference.activation(key).values[expected])
-        np.testing.assert_array_equal(run.gradient(key).values,
-                                      reference.gradient(key).values[expected])
+        np.testing.assert_array_equal(
+            run.activation(key).values, reference.activation(key).values[expected]
+        )
+        np.testing.assert_array_equal(
+            run.gradient(key).values, reference.gradient(key).values[expected]
+        )
     np.testing.assert_array_equal(run.outputs().values, reference.outputs().values[expected])
     np.testing.assert_array_equal(run.labels.values, reference.labels.values[expected])
-    np.testing.assert_array_equal(run.predictions.values,
-                                  reference.predictions.values[expected])
+    np.testing.assert_array_equal(run.predictions.values, reference.predictions.values[expected])
 
 
 @pytest.mark.slow
-def test_matches_single_process_capture(client: Any, data: dict[str, Any], reference: Any,
-                                        tmp_path: Path) -> None:
+def test_matches_single_process_capture(
+    client: Any, data: dict[str, Any], reference: Any, tmp_path: Path
+) -> None:
     path = tmp_path / "dist.zarr"
     run = tt.capture_distributed(
-        tiny_cnn, (data["x_path"], data["y"]), path, client=client, layers=LAYERS,
-        gradients=True, target="label", batch_size=B, progress=False,
+        tiny_cnn,
+        (data["x_path"], data["y"]),
+        path,
+        client=client,
+        layers=LAYERS,
+        gradients=True,
+        target="label",
+        batch_size=B,
+        progress=False,
     )
     assert run.status == "complete" and run.samples == N
     _assert_same(run, reference)
@@ -101,13 +118,21 @@ def test_matches_single_process_capture(client: Any, data: dict[str, Any], refer
 
 
 @pytest.mark.slow
-def test_failed_range_then_resume(client: Any, data: dict[str, Any], reference: Any,
-                                  tmp_path: Path) -> None:
+def test_failed_range_then_resume(
+    client: Any, data: dict[str, Any], reference: Any, tmp_path: Path
+) -> None:
     path = tmp_path / "resume.zarr"
     poisoned = data["x"].copy()
     poisoned[5 * B + 3, 0, 0, 0] = np.nan  # block 5 fails on its worker (FiniteGuard)
-    common = dict(client=client, layers=LAYERS, gradients=True, target="label", batch_size=B,
-                  progress=False, ranges_per_worker=2)
+    common = dict(
+        client=client,
+        layers=LAYERS,
+        gradients=True,
+        target="label",
+        batch_size=B,
+        progress=False,
+        ranges_per_worker=2,
+    )
     with pytest.raises(Exception, match="poisoned sample"):
         tt.capture_distributed(tiny_cnn, (poisoned, data["y"]), path, **common)
     failed = tt.open_run(path)
@@ -122,18 +147,21 @@ def test_failed_range_then_resume(client: Any, data: dict[str, Any], reference: 
     assert run.status == "complete" and run.samples == N
     _assert_same(run, reference)
     for key in LAYERS:
-        np.testing.assert_array_equal(run.stats(key)["histogram"].values,
-                                      reference.stats(key)["histogram"].values)
+        np.testing.assert_array_equal(
+            run.stats(key)["histogram"].values, reference.stats(key)["histogram"].values
+        )
 
 
 @pytest.mark.slow
-def test_analysis_runs_on_the_cluster(client: Any, data: dict[str, Any], reference: Any,
-                                      tmp_path: Path) -> None:
+def test_analysis_runs_on_the_cluster(
+    client: Any, data: dict[str, Any], reference: Any, tmp_path: Path
+) -> None:
     import dask.array as da
 
     path = tmp_path / "analysis.zarr"
-    tt.capture_distributed(tiny_cnn, data["x_path"], path, client=client, layers="conv",
-                           batch_size=B, progress=False)
+    tt.capture_distributed(
+        tiny_cnn, data["x_path"], path, client=client, layers="conv", batch_size=B, progress=False
+    )
     activation = tt.open_run(path).activation("conv")
     assert isinstance(activation.data, da.Array) and activation.data.npartitions == N // B
     edges = np.linspace(0.0, 2.0, 21)
@@ -144,8 +172,9 @@ def test_analysis_runs_on_the_cluster(client: Any, data: dict[str, Any], referen
     quantiles = client.compute(lazy.data)
     values = reference.activation("conv").values
     np.testing.assert_array_equal(histogram.result(), np.histogram(values.ravel(), edges)[0])
-    np.testing.assert_allclose(quantiles.result(), np.quantile(values, [0.5, 0.99], axis=0),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        quantiles.result(), np.quantile(values, [0.5, 0.99], axis=0), rtol=1e-6
+    )
 
 
 @pytest.mark.slow
@@ -166,15 +195,25 @@ def test_plan_ranges() -> None:
 
 @pytest.mark.slow
 @pytest.mark.s3
-def test_capture_to_s3(client: Any, data: dict[str, Any], reference: Any,
-                       s3: dict[str, Any]) -> None:
+def test_capture_to_s3(
+    client: Any, data: dict[str, Any], reference: Any, s3: dict[str, Any]
+) -> None:
     url = "s3://runs/dist.zarr"
     run = tt.capture_distributed(
-        tiny_cnn, (data["x_path"], data["y"]), url, client=client, layers=LAYERS,
-        gradients=True, target="label", batch_size=B, progress=False, storage_options=s3,
+        tiny_cnn,
+        (data["x_path"], data["y"]),
+        url,
+        client=client,
+        layers=LAYERS,
+        gradients=True,
+        target="label",
+        batch_size=B,
+        progress=False,
+        storage_options=s3,
     )
     assert run.status == "complete"
     reopened = tt.open_run(url, storage_options=s3)
     _assert_same(reopened, reference)
-    np.testing.assert_array_equal(reopened.stats("conv")["count"].values,
-                                  reference.stats("conv")["count"].values)
+    np.testing.assert_array_equal(
+        reopened.stats("conv")["count"].values, reference.stats("conv")["count"].values
+    )

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tensortap as tt
 import xarray as xr
+
+import tensortap as tt
 
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
@@ -42,8 +43,9 @@ def test_graph_prints_keys(cnn: object) -> None:
 
 def test_in_memory_capture_matches_keras(cnn: object, capsys: pytest.CaptureFixture[str]) -> None:
     x, y = _x(20), np.arange(20) % 3
-    run = tt.capture(cnn, (x, y), layers=["conv", "dense"], gradients=True, target="label",
-                     batch_size=8)
+    run = tt.capture(
+        cnn, (x, y), layers=["conv", "dense"], gradients=True, target="label", batch_size=8
+    )
     assert run.path == "<memory>" and run.samples == 20 and run.status == "complete"
     reference = keras.Model(cnn.inputs, cnn.get_layer("conv").output)(x).numpy()
     np.testing.assert_allclose(run.activation("conv").values, reference, rtol=1e-6, atol=1e-6)
@@ -57,8 +59,14 @@ def test_data_forms(cnn: object, two_inputs: object, tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", x)
     mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
     expected = tt.capture(cnn, x, layers="conv", progress=False).activation("conv").values
-    for data in (mapped, {"image": x}, [x], (x,), iter([x[:3], x[3:]]),
-                 tf.data.Dataset.from_tensor_slices(x).batch(4)):
+    for data in (
+        mapped,
+        {"image": x},
+        [x],
+        (x,),
+        iter([x[:3], x[3:]]),
+        tf.data.Dataset.from_tensor_slices(x).batch(4),
+    ):
         got = tt.capture(cnn, data, layers="conv", batch_size=4, progress=False)
         np.testing.assert_array_equal(got.activation("conv").values, expected)
     a = np.ones((6, 4), np.float32)
@@ -79,14 +87,20 @@ def test_bad_data(cnn: object) -> None:
 
 
 def test_nested_model_run_opens_with_plain_xarray(tmp_path: Path) -> None:
-    base = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3),
-                                          include_top=False, alpha=0.35)
+    base = keras.applications.MobileNetV2(
+        weights=None, input_shape=(32, 32, 3), include_top=False, alpha=0.35
+    )
     inputs = keras.Input((32, 32, 3))
     h = keras.layers.GlobalAveragePooling2D()(base(inputs))
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(h))
     path = tmp_path / "nested.zarr"
-    run = tt.capture(model, np.random.default_rng(0).random((4, 32, 32, 3), np.float32),
-                     store=path, layers="*block_1_expand*", progress=False)
+    run = tt.capture(
+        model,
+        np.random.default_rng(0).random((4, 32, 32, 3), np.float32),
+        store=path,
+        layers="*block_1_expand*",
+        progress=False,
+    )
     key = "mobilenetv2_0.35_32.block_1_expand"
     assert key in run.layers
     tree = xr.open_datatree(path, engine="zarr")
@@ -106,7 +120,9 @@ def test_resume_fills_gaps_and_never_rewrites_committed_blocks(cnn: object, tmp_
     group["committed"][1] = 0  # block 1 (samples 8..15) lost its commit: a gap
     sentinel = np.full((8, 6, 6, 4), -7.0, np.float32)
     group["layers/conv/activation"][8:16] = sentinel  # what a dead writer left half-written
-    group["layers/conv/activation"][24:32] = sentinel  # a committed block, marked to detect rewrites
+    group["layers/conv/activation"][24:32] = (
+        sentinel  # a committed block, marked to detect rewrites
+    )
     gap = tt.open_run(path)
     assert gap.samples == 24 and list(gap.sample_indices[8:10]) == [16, 17]
 

@@ -46,10 +46,14 @@ def _batches() -> tuple[np.ndarray, np.ndarray]:
     # values exactly on the edges (decided from the first batch) and their neighbours, exact
     # zeros, and non-finite values
     edges = choose_edges(first).astype(np.float32)
-    special = np.concatenate([
-        edges, np.nextafter(edges, np.float32(np.inf)), np.nextafter(edges, np.float32(-np.inf)),
-        [0.0, -0.0, np.inf, -np.inf, np.nan, 1e30, -1e30],
-    ]).astype(np.float32)
+    special = np.concatenate(
+        [
+            edges,
+            np.nextafter(edges, np.float32(np.inf)),
+            np.nextafter(edges, np.float32(-np.inf)),
+            [0.0, -0.0, np.inf, -np.inf, np.nan, 1e30, -1e30],
+        ]
+    ).astype(np.float32)
     flat = second.reshape(-1)
     flat[: special.size] = special
     second[5, :, :, 1] = np.nan  # a sample's channel without any finite value
@@ -68,8 +72,9 @@ def _compare(numpy_stats: Any, partial_stats: Any) -> None:
     np.testing.assert_allclose(a[2], b[2], rtol=RTOL, atol=1e-5)
     np.testing.assert_array_equal(numpy_stats.histogram, partial_stats.histogram)
     np.testing.assert_array_equal(numpy_stats.sample_max, partial_stats.sample_max)
-    np.testing.assert_allclose(numpy_stats.sample_mean, partial_stats.sample_mean, rtol=RTOL,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        numpy_stats.sample_mean, partial_stats.sample_mean, rtol=RTOL, atol=1e-6
+    )
 
 
 def test_partials_agree_with_numpy_and_activations_unchanged() -> None:
@@ -91,9 +96,10 @@ def test_partials_agree_with_numpy_and_activations_unchanged() -> None:
         act = np.asarray(result.activations[node.key])
         np.testing.assert_array_equal(act, np.asarray(before.activations[node.key]))
         x3 = to_channels_last(act, node.dims, node.channel_dim)
-        _compare(block_stats(x3, edges[node.key]),
-                 block_stats_from_partials(result.partial_stats[node.key], edges[node.key],
-                                           x3.shape))
+        _compare(
+            block_stats(x3, edges[node.key]),
+            block_stats_from_partials(result.partial_stats[node.key], edges[node.key], x3.shape),
+        )
     logged = next(n for n in nodes if n.name == "logged")
     assert result.partial_stats[logged.key]["count"].min() == 0  # a channel without a finite
     total = next(n for n in nodes if n.name == "total")
@@ -123,11 +129,20 @@ def test_capture_stats_same_with_and_without_partials(monkeypatch: Any) -> None:
     monkeypatch.setattr(TensorFlowBackend, "supports_partial_stats", False)
     without = tt.capture(model, x, layers=layers, batch_size=4, progress=False)
     for key in with_partials.layers:
-        np.testing.assert_array_equal(with_partials.activation(key).values,
-                                      without.activation(key).values)
+        np.testing.assert_array_equal(
+            with_partials.activation(key).values, without.activation(key).values
+        )
         a, b = without.stats(key), with_partials.stats(key)
-        for name in ("count", "min", "max", "zero_fraction", "nonfinite", "histogram",
-                     "underflow", "overflow"):
+        for name in (
+            "count",
+            "min",
+            "max",
+            "zero_fraction",
+            "nonfinite",
+            "histogram",
+            "underflow",
+            "overflow",
+        ):
             if name in a:
                 np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
         for name in ("mean", "std"):

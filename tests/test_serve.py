@@ -302,16 +302,16 @@ def _not_blank(path: Path) -> float:
 
 @pytest.mark.browser
 @needs_chromium
-def test_page_views_follow_layer_sample_channel(
-    server: str, browser: Any, tmp_path: Path
-) -> None:
+def test_page_views_follow_layer_sample_channel(server: str, browser: Any, tmp_path: Path) -> None:
     page = Page(browser, server + "/?run=exp/a.zarr")
     grid = page.png(".tt-feature-maps")
     zoom = page.png(".tt-zoom")
     first_layer = page.page.locator(".tt-layer select").input_value()
 
     layers = page.page.locator(".tt-layer select")
-    conv1 = next(v for v in layers.evaluate("s => [...s.options].map(o => o.value)") if "conv1" in v)
+    conv1 = next(
+        v for v in layers.evaluate("s => [...s.options].map(o => o.value)") if "conv1" in v
+    )
     layers.select_option(conv1)
     grid = page.changed(".tt-feature-maps", grid)
     zoom = page.changed(".tt-zoom", zoom)
@@ -425,7 +425,9 @@ def test_concurrent_requests(server: str) -> None:
         results = list(pool.map(lambda u: _get(u, timeout=60), urls))
     errors = [(u, s) for u, (s, _) in zip(urls, results, strict=True) if s != 200]
     assert errors == []
-    assert all(b"tensortap" in body for u, (_, body) in zip(urls, results, strict=True) if "run" in u)
+    assert all(
+        b"tensortap" in body for u, (_, body) in zip(urls, results, strict=True) if "run" in u
+    )
 
 
 @pytest.mark.browser

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from tensortap.core.stats import block_stats, choose_edges, reduce_blocks, to_channels_last
 
 
@@ -16,7 +17,7 @@ def _reduce(blocks: list[np.ndarray], edges: np.ndarray):
 
 def test_moments_match_numpy_over_blocks() -> None:
     rng = np.random.default_rng(0)
-    data = (rng.normal(3.0, 2.0, size=(70, 6, 6, 5)) * (rng.random((70, 6, 6, 5)) > 0.3))
+    data = rng.normal(3.0, 2.0, size=(70, 6, 6, 5)) * (rng.random((70, 6, 6, 5)) > 0.3)
     data = data.astype(np.float32)
     x3 = to_channels_last(data, ("height", "width", "channel"), "channel")
     edges = choose_edges(x3[:32])
@@ -79,7 +80,9 @@ def test_per_sample_mean_and_max() -> None:
     data = rng.normal(size=(4, 3, 5, 2)).astype(np.float32)  # channels-first (torch)
     x3 = to_channels_last(data, ("channel", "height", "width"), "channel")
     part = block_stats(x3, choose_edges(x3))
-    np.testing.assert_allclose(part.sample_mean, data.astype(np.float64).mean(axis=(2, 3)), atol=1e-7)
+    np.testing.assert_allclose(
+        part.sample_mean, data.astype(np.float64).mean(axis=(2, 3)), atol=1e-7
+    )
     np.testing.assert_array_equal(part.sample_max, data.max(axis=(2, 3)))
 
 

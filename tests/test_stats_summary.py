@@ -15,13 +15,25 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fake_backend import FakeBackend, FakeModel, images  # noqa: E402
 
 BACKEND = FakeBackend()
-KEYS = ("count", "mean", "std", "min", "max", "zero_fraction", "nonfinite", "histogram",
-        "underflow", "overflow", "zeros")
+KEYS = (
+    "count",
+    "mean",
+    "std",
+    "min",
+    "max",
+    "zero_fraction",
+    "nonfinite",
+    "histogram",
+    "underflow",
+    "overflow",
+    "zeros",
+)
 
 
 def _capture(model, data, store, **kw):
-    return tt.capture(model, data, store=store, backend=BACKEND, progress=False,
-                      batch_size=16, **kw)
+    return tt.capture(
+        model, data, store=store, backend=BACKEND, progress=False, batch_size=16, **kw
+    )
 
 
 def _assert_same(a, b) -> None:

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tensortap as tt
 import xarray as xr
 import zarr
+
+import tensortap as tt
 from tensortap.core.errors import (
     CorruptRunError,
     DataError,
@@ -106,8 +107,9 @@ def test_sharded_run(tmp_path: Path) -> None:
     run = _capture(model, x, tmp_path / "s.zarr", sharded=True, codec="zstd:3")
     arr = zarr.open_array(tmp_path / "s.zarr", path="layers/block.conv/activation", mode="r")
     assert arr.shards == (16, 8, 8, 4) and arr.chunks == (1, 8, 8, 4)
-    np.testing.assert_array_equal(run.activation("block.conv").values,
-                                  model.forward(x)["block.conv"])
+    np.testing.assert_array_equal(
+        run.activation("block.conv").values, model.forward(x)["block.conv"]
+    )
 
 
 def test_existing_run_is_never_clobbered(tmp_path: Path) -> None:
@@ -209,16 +211,33 @@ def test_reader_sees_committed_blocks_only(tmp_path: Path) -> None:
     model, x = FakeModel(), images(32)
     graph = BACKEND.graph(model)
     nodes = graph.nodes[:2]
-    settings = RunSettings("fake", {"name": "m"}, "f", tuple(n.key for n in nodes), False, None,
-                           16, "predicted", total=32, inputs=("image",), outputs=("probs",))
+    settings = RunSettings(
+        "fake",
+        {"name": "m"},
+        "f",
+        tuple(n.key for n in nodes),
+        False,
+        None,
+        16,
+        "predicted",
+        total=32,
+        inputs=("image",),
+        outputs=("probs",),
+    )
     location = open_location(tmp_path / "r.zarr", read_only=False)
     writer = RunWriter.open(location, settings)
     session = BACKEND.session(model, nodes)
-    results = [session.run({"image": x[i:i + 16]}) for i in (0, 16)]
+    results = [session.run({"image": x[i : i + 16]}) for i in (0, 16)]
     writer.create_arrays(
-        capacity=32, nodes=nodes, activations=results[0].activations,
-        outputs=results[0].outputs, output_specs=graph.outputs, inputs={"image": x[:16]},
-        input_specs=graph.inputs, labels=None, predictions=True,
+        capacity=32,
+        nodes=nodes,
+        activations=results[0].activations,
+        outputs=results[0].outputs,
+        output_specs=graph.outputs,
+        inputs={"image": x[:16]},
+        input_specs=graph.inputs,
+        labels=None,
+        predictions=True,
         edges={k: choose_edges(v) for k, v in results[0].activations.items()},
     )
     pipe = WritePipeline(writer, nodes)
@@ -238,4 +257,8 @@ def test_commit_record_is_one_object_per_block(tmp_path: Path) -> None:
     _capture(model, x, tmp_path / "r.zarr")
     record = json.loads((tmp_path / "r.zarr" / "committed" / "zarr.json").read_text())
     assert record["chunk_grid"]["configuration"]["chunk_shape"] == [1]
-    assert zarr.open_array(tmp_path / "r.zarr", path="committed", mode="r")[:].tolist() == [16, 16, 8]
+    assert zarr.open_array(tmp_path / "r.zarr", path="committed", mode="r")[:].tolist() == [
+        16,
+        16,
+        8,
+    ]

@@ -50,7 +50,11 @@ def _fake(channels_first: bool = False, inputs: bool = True) -> FakeRun:
     grad = rng.normal(size=conv.shape)
     dims = ("height", "width", "channel")
     if channels_first:
-        conv, grad, dims = conv.transpose(0, 3, 1, 2), grad.transpose(0, 3, 1, 2), ("channel", "height", "width")
+        conv, grad, dims = (
+            conv.transpose(0, 3, 1, 2),
+            grad.transpose(0, 3, 1, 2),
+            ("channel", "height", "width"),
+        )
     sig = rng.uniform(0.1, 0.9, size=(5, 4))
     sig[:, 2] = 0.999  # stuck at the top: saturated
     return FakeRun(
@@ -68,7 +72,10 @@ def _fake(channels_first: bool = False, inputs: bool = True) -> FakeRun:
 
 
 def _tile_values(layout: hv.NdLayout) -> dict[int, np.ndarray]:
-    return {int(k[0] if isinstance(k, tuple) else k): v.dimension_values(2, flat=False) for k, v in layout.items()}
+    return {
+        int(k[0] if isinstance(k, tuple) else k): v.dimension_values(2, flat=False)
+        for k, v in layout.items()
+    }
 
 
 # ----------------------------------------------------------------------------- each view builds
@@ -186,7 +193,9 @@ class _Recording:
 
     def __getitem__(self, key: tuple[Any, ...]) -> np.ndarray:
         first = key[0]  # dask fuses the selection into the read: an int or a slice
-        span = (first.start, first.stop) if isinstance(first, slice) else (int(first), int(first) + 1)
+        span = (
+            (first.start, first.stop) if isinstance(first, slice) else (int(first), int(first) + 1)
+        )
         if span[1] > span[0]:  # not dask's empty probe for the dtype
             self.reads.append(span)
         return self.values[key]
@@ -262,7 +271,9 @@ def test_top_samples_ranked_from_stored_stats(run: tt.Run) -> None:
     mosaic = viz.top_samples(run, "conv", 4, k=3, layout="mosaic")  # one RGB, captioned
     assert isinstance(mosaic, hv.Overlay) and isinstance(mosaic.RGB.I, hv.RGB)
     captions = list(mosaic.Labels.I.dimension_values("caption"))
-    assert [c.split(" · ")[0] for c in captions] == [f"#{r + 1} s{p}" for r, p in enumerate(positions[:3])]
+    assert [c.split(" · ")[0] for c in captions] == [
+        f"#{r + 1} s{p}" for r, p in enumerate(positions[:3])
+    ]
     pixels = np.asarray(mosaic.RGB.I.data)  # array rows top-down, as given
     first = np.asarray(grid.values()[0].data)  # tile 0 top left: the same pixels
     np.testing.assert_array_equal(pixels[: first.shape[0], : first.shape[1]], first)
@@ -343,14 +354,34 @@ def test_bad_input_one_clear_line(run: tt.Run) -> None:
     cases = [
         (tt.LayerNotFoundError, "did you mean", lambda: viz.feature_maps(run, "conv2")),
         (tt.LayerNotFoundError, "did you mean", lambda: viz.distribution(run, "gapp")),
-        (tt.ViewError, f"sample {N} is out of range", lambda: viz.feature_maps(run, "conv", sample=N)),
-        (tt.ViewError, "sample -13 is out of range", lambda: viz.cam_overlay(run, "conv", sample=-13)),
-        (tt.ViewError, "channel 6 is out of range.*6 channels", lambda: viz.feature_maps(run, "conv", channels=[6])),
+        (
+            tt.ViewError,
+            f"sample {N} is out of range",
+            lambda: viz.feature_maps(run, "conv", sample=N),
+        ),
+        (
+            tt.ViewError,
+            "sample -13 is out of range",
+            lambda: viz.cam_overlay(run, "conv", sample=-13),
+        ),
+        (
+            tt.ViewError,
+            "channel 6 is out of range.*6 channels",
+            lambda: viz.feature_maps(run, "conv", channels=[6]),
+        ),
         (tt.ViewError, "channel 9 is out of range", lambda: viz.top_samples(run, "conv", 9)),
         (tt.ViewError, "spatial", lambda: viz.cam_overlay(run, "gap")),
-        (tt.ViewError, "unknown CAM method 'gradcam\\+'", lambda: viz.cam_overlay(run, "conv", method="gradcam+")),
+        (
+            tt.ViewError,
+            "unknown CAM method 'gradcam\\+'",
+            lambda: viz.cam_overlay(run, "conv", method="gradcam+"),
+        ),
         (tt.ViewError, "order must be", lambda: viz.feature_maps(run, "conv", order="size")),
-        (tt.ViewError, "not class", lambda: viz.cam_overlay(run, "conv", 0, class_index=int(run.predictions.values[0]) + 1)),
+        (
+            tt.ViewError,
+            "not class",
+            lambda: viz.cam_overlay(run, "conv", 0, class_index=int(run.predictions.values[0]) + 1),
+        ),
     ]
     for error, message, call in cases:
         with pytest.raises(error, match=message) as info:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+
 from tensortap.core.errors import ViewError
 
 __all__ = ["blend", "heat_rgb", "resize_map", "to_rgb"]

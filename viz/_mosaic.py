@@ -53,7 +53,9 @@ def tile(tiles: np.ndarray, columns: int, gap: int = 1, fill: float = np.nan) ->
     out = np.full(
         (rows * (height + gap) - gap, columns * (width + gap) - gap, *tiles.shape[3:]),
         fill,
-        dtype=np.result_type(tiles.dtype, np.min_scalar_type(fill) if np.isfinite(fill) else np.float32),
+        dtype=np.result_type(
+            tiles.dtype, np.min_scalar_type(fill) if np.isfinite(fill) else np.float32
+        ),
     )
     for index in range(n):
         top, left = tile_origin(index, columns, (height, width), gap)
@@ -87,7 +89,9 @@ def rgb_mosaic(
         height = max(p.shape[0] for p in pictures)
         width = max(p.shape[1] for p in pictures)
         pictures = [
-            np.pad(p, ((0, height - p.shape[0]), (0, width - p.shape[1]), (0, 0)), constant_values=255)
+            np.pad(
+                p, ((0, height - p.shape[0]), (0, width - p.shape[1]), (0, 0)), constant_values=255
+            )
             for p in pictures
         ]
     stack = np.stack(pictures)
@@ -99,22 +103,42 @@ def rgb_mosaic(
     image = hv.RGB(pixels, bounds=(0, 0, columns_px, rows_px))
     zoom = px / max(rows_px, columns_px)
     image = style(
-        image, title=title, xaxis=None, yaxis=None,
-        bokeh={"frame_width": max(1, round(columns_px * zoom)),
-               "frame_height": max(1, round(rows_px * zoom)), "toolbar": None},
+        image,
+        title=title,
+        xaxis=None,
+        yaxis=None,
+        bokeh={
+            "frame_width": max(1, round(columns_px * zoom)),
+            "frame_height": max(1, round(rows_px * zoom)),
+            "toolbar": None,
+        },
         matplotlib={"fig_inches": 5, "aspect": columns_px / rows_px},
     )
     corners = [tile_origin(i, columns, (height, width)) for i in range(len(stack))]
     text = hv.Labels(
-        ([left + 0.5 for _, left in corners], [rows_px - top - 0.5 for top, _ in corners], captions),
-        kdims=image.kdims, vdims=["caption"],
+        (
+            [left + 0.5 for _, left in corners],
+            [rows_px - top - 0.5 for top, _ in corners],
+            captions,
+        ),
+        kdims=image.kdims,
+        vdims=["caption"],
     )
     text = style(
         text,
-        bokeh={"text_color": "white", "text_font_size": "8pt", "text_align": "left",
-               "text_baseline": "top", "background_fill_color": "black",
-               "background_fill_alpha": 0.55},
-        matplotlib={"color": "white", "size": 6, "horizontalalignment": "left",
-                    "verticalalignment": "top"},
+        bokeh={
+            "text_color": "white",
+            "text_font_size": "8pt",
+            "text_align": "left",
+            "text_baseline": "top",
+            "background_fill_color": "black",
+            "background_fill_alpha": 0.55,
+        },
+        matplotlib={
+            "color": "white",
+            "size": 6,
+            "horizontalalignment": "left",
+            "verticalalignment": "top",
+        },
     )
     return image * text

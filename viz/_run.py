@@ -181,7 +181,9 @@ def target_class(run: Any, position: int) -> int | None:
     return None
 
 
-def positions(n_samples: int, samples: int | Sequence[int] | range | None, default: int) -> list[int]:
+def positions(
+    n_samples: int, samples: int | Sequence[int] | range | None, default: int
+) -> list[int]:
     """Validated sample positions; ``None`` means the first ``default`` ones."""
     if samples is None:
         return list(range(min(default, n_samples)))

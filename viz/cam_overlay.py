@@ -103,7 +103,11 @@ def cam_overlay(
     values = cam(run, key, method=method, sample=[position], upsample=False).values[0]
     image = stored_input(run, position)
     # In a grid the method and layer are in the grid's title: tiles name the sample only.
-    caption = sample_caption(run, position) if compact else f"{method} · {key} · {sample_caption(run, position)}"
+    caption = (
+        sample_caption(run, position)
+        if compact
+        else f"{method} · {key} · {sample_caption(run, position)}"
+    )
     if image is None:
         warnings.warn(
             f"the run kept no model inputs: showing the {method} map of {key!r} alone",
@@ -112,7 +116,9 @@ def cam_overlay(
         size = input_size(run)
         if size is not None:
             values = np.clip(resize_map(values, *size), 0.0, 1.0)
-        return _rgb(overlay_rgb(None, values, alpha), f"{caption} (map only: no stored input)", compact)
+        return _rgb(
+            overlay_rgb(None, values, alpha), f"{caption} (map only: no stored input)", compact
+        )
     return _rgb(overlay_rgb(image, values, alpha), caption, compact)
 
 
@@ -153,6 +159,8 @@ def cam_grid(
         return rgb_mosaic([np.asarray(t.data) for t in tiles], captions, title)
     grid = hv.Layout(tiles).cols(cols or max(1, math.ceil(math.sqrt(len(tiles)))))
     return style(
-        grid, title=title, bokeh={"shared_axes": False},
+        grid,
+        title=title,
+        bokeh={"shared_axes": False},
         matplotlib={"sublabel_format": ""},
     )

@@ -6,6 +6,7 @@ from typing import Any
 
 import holoviews as hv
 import numpy as np
+
 from tensortap.core.errors import ViewError
 from tensortap.viz._backend import style
 from tensortap.viz._run import check_channel, check_sample, layer_map
@@ -22,9 +23,7 @@ def compare_table(run_a: Any, run_b: Any) -> list[dict[str, Any]]:
     """Whole-layer statistics of the layers both runs hold, and their differences ``b - a``."""
     common = [k for k in run_a.layers if k in set(run_b.layers)]
     if not common:
-        raise ViewError(
-            "the two runs have no layer in common: compare two runs of the same model"
-        )
+        raise ViewError("the two runs have no layer in common: compare two runs of the same model")
     rows = []
     for key in common:
         a, b = layer_summary(run_a.stats(key)), layer_summary(run_b.stats(key))
@@ -83,7 +82,9 @@ def compare(
         )
         charts.append(
             style(
-                bars, title=f"Δ {label} (b − a)", xrotation=90,
+                bars,
+                title=f"Δ {label} (b − a)",
+                xrotation=90,
                 bokeh={"width": max(360, 30 * len(rows)), "height": 320, "tools": ["hover"]},
                 matplotlib={"fig_inches": (max(4, 0.3 * len(rows)), 3.5)},
             )
@@ -105,7 +106,9 @@ def _maps(
     position = check_sample(n, sample)
     maps = [layer_map(a.isel(sample=position), key) for a in arrays]
     if maps[0].shape != maps[1].shape:
-        raise ViewError(f"layer {key!r} has shape {maps[0].shape} in one run, {maps[1].shape} in the other")
+        raise ViewError(
+            f"layer {key!r} has shape {maps[0].shape} in one run, {maps[1].shape} in the other"
+        )
     values = [np.asarray(m.values, dtype=np.float64) for m in maps]
     if channel is None:
         channel = int(np.argmax((values[0] ** 2).reshape(len(values[0]), -1).mean(axis=1)))

@@ -13,6 +13,7 @@ from typing import Any
 import holoviews as hv
 import numpy as np
 import xarray as xr
+
 from tensortap.core.errors import ViewError
 from tensortap.viz._backend import style
 
@@ -22,8 +23,16 @@ __all__ = ["distribution", "distributions", "histogram_quantiles", "layer_summar
 QUANTILES = (0.01, 0.25, 0.5, 0.75, 0.99)
 #: One colour per run in :func:`distributions` (Tableau 10).
 PALETTE = (
-    "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
-    "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac",
+    "#4e79a7",
+    "#f28e2b",
+    "#e15759",
+    "#76b7b2",
+    "#59a14f",
+    "#edc948",
+    "#b07aa1",
+    "#ff9da7",
+    "#9c755f",
+    "#bab0ac",
 )
 
 
@@ -114,12 +123,17 @@ def distribution(run: Any, key: str, log: bool = False) -> hv.Overlay:
     )
     style(histogram, bokeh={"tools": ["hover"], "line_color": None}, color="#4c72b0")
     mean_line = style(
-        hv.VLine(summary["mean"]), color="black",
-        bokeh={"line_dash": "dashed"}, matplotlib={"linestyle": "dashed"},
+        hv.VLine(summary["mean"]),
+        color="black",
+        bokeh={"line_dash": "dashed"},
+        matplotlib={"linestyle": "dashed"},
     )
     overlay = histogram * mean_line
     return style(
-        overlay, title=title, bokeh={"width": 640, "height": 360}, matplotlib={"fig_inches": (7, 4), "aspect": 1.8}
+        overlay,
+        title=title,
+        bokeh={"width": 640, "height": 360},
+        matplotlib={"fig_inches": (7, 4), "aspect": 1.8},
     )
 
 
@@ -139,8 +153,12 @@ def _box_plot(run: Any, keys: Sequence[str]) -> hv.Overlay:
     whiskers = hv.Segments((x, q01, x, q99), kdims=[layer, value, "x1", "y1"])
     medians = hv.Segments((x - half, q50, x + half, q50), kdims=[layer, value, "x1", "y1"])
     means = hv.Scatter((x, mean), kdims=[layer], vdims=[value], label="mean")
-    extremes = hv.Scatter((np.r_[x, x], np.r_[low, high]), kdims=[layer], vdims=[value], label="min / max")
-    style(boxes, color="#a6c8e8", bokeh={"line_color": "#4c72b0"}, matplotlib={"edgecolor": "#4c72b0"})
+    extremes = hv.Scatter(
+        (np.r_[x, x], np.r_[low, high]), kdims=[layer], vdims=[value], label="min / max"
+    )
+    style(
+        boxes, color="#a6c8e8", bokeh={"line_color": "#4c72b0"}, matplotlib={"edgecolor": "#4c72b0"}
+    )
     style(whiskers, color="#4c72b0")
     style(medians, color="black", bokeh={"line_width": 2}, matplotlib={"linewidth": 2})
     style(means, color="#dd5555", bokeh={"size": 6}, matplotlib={"s": 20})
@@ -155,7 +173,11 @@ def _box_plot(run: Any, keys: Sequence[str]) -> hv.Overlay:
         ylabel="activation",
         xlabel="layer",
         bokeh={"width": max(500, 40 * len(keys)), "height": 420},
-        matplotlib={"aspect": max(2.0, 0.12 * len(keys)), "fig_inches": (max(8, 0.4 * len(keys)), 4.5), "legend_position": "right"},
+        matplotlib={
+            "aspect": max(2.0, 0.12 * len(keys)),
+            "fig_inches": (max(8, 0.4 * len(keys)), 4.5),
+            "legend_position": "right",
+        },
     )
 
 
@@ -178,12 +200,18 @@ def _steps_plot(runs: Sequence[Any], keys: Sequence[str], steps: Sequence[Any]) 
         xlabel="layer",
         ylabel="activation",
         bokeh={"width": max(500, 40 * len(keys)), "height": 420, "legend_position": "right"},
-        matplotlib={"aspect": max(2.0, 0.12 * len(keys)), "fig_inches": (max(8, 0.4 * len(keys)), 4.5), "legend_position": "right"},
+        matplotlib={
+            "aspect": max(2.0, 0.12 * len(keys)),
+            "fig_inches": (max(8, 0.4 * len(keys)), 4.5),
+            "legend_position": "right",
+        },
     )
 
 
 def distributions(
-    run: Any | Sequence[Any], steps: Sequence[Any] | None = None, layers: Sequence[str] | None = None
+    run: Any | Sequence[Any],
+    steps: Sequence[Any] | None = None,
+    layers: Sequence[str] | None = None,
 ) -> hv.Overlay:
     """Every layer's distribution in one view, from the stored statistics.
 
@@ -212,7 +240,9 @@ def distributions(
         return _box_plot(runs[0], keys)
     if steps is None:
         steps = [
-            (getattr(r, "attrs", None) or {}).get("step", (getattr(r, "attrs", None) or {}).get("epoch", i))
+            (getattr(r, "attrs", None) or {}).get(
+                "step", (getattr(r, "attrs", None) or {}).get("epoch", i)
+            )
             for i, r in enumerate(runs)
         ]
     if len(steps) != len(runs):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import holoviews as hv
+
 from tensortap.core.errors import ViewError
 from tensortap.viz._backend import has_matplotlib, load_backends
 
@@ -25,7 +26,9 @@ _PAD = 0.15
 EXTERNAL_SCRIPT = re.compile(r"<script[^>]*\bsrc\s*=\s*[\"']?(https?:)?//", re.IGNORECASE)
 #: Panel's own stylesheets and icons, which its ``save`` leaves on its CDN even with
 #: INLINE resources (holoviz/panel#6759): ``ImportedStyleSheet`` URLs and favicon links.
-PANEL_CDN = re.compile(r"https://cdn\.holoviz\.org/panel/[^/\"']+/dist/([^\"'?\s)\\]+)(\?[^\"'\s)\\]*)?")
+PANEL_CDN = re.compile(
+    r"https://cdn\.holoviz\.org/panel/[^/\"']+/dist/([^\"'?\s)\\]+)(\?[^\"'\s)\\]*)?"
+)
 
 
 def save(
@@ -69,7 +72,9 @@ def save(
             "e.g. viz.feature_map(run)[layer, sample, channel]"
         )
     if not isinstance(obj, hv.core.Dimensioned):
-        raise ViewError(f"cannot export {type(obj).__name__}: pass what a tensortap.viz function returns")
+        raise ViewError(
+            f"cannot export {type(obj).__name__}: pass what a tensortap.viz function returns"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     load_backends()
     if suffix == ".html":
@@ -110,7 +115,9 @@ def _inline_panel_assets(text: str) -> str:
 
 def _save_png(obj: Any, path: Path, width: int | None, height: int | None, dpi: int) -> None:
     if not has_matplotlib():
-        raise ViewError("PNG export needs Matplotlib: pip install 'tensortap[viz]' (or export .html)")
+        raise ViewError(
+            "PNG export needs Matplotlib: pip install 'tensortap[viz]' (or export .html)"
+        )
     import matplotlib.pyplot as plt
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from PIL import Image

@@ -78,12 +78,18 @@ def map_image(
         common["title"] = title
     if compact:
         return style(
-            image, **common, xaxis=None, yaxis=None, colorbar=False,
+            image,
+            **common,
+            xaxis=None,
+            yaxis=None,
+            colorbar=False,
             bokeh={"width": 150, "height": 150, "tools": ["hover"], "toolbar": None},
             matplotlib={"fig_size": 60},
         )
     return style(
-        image, **common, colorbar=True,
+        image,
+        **common,
+        colorbar=True,
         bokeh={"width": 420, "height": 360, "tools": ["hover"]},
         matplotlib={"fig_inches": 4},
     )
@@ -128,7 +134,9 @@ def _read_maps(
     caption = f"{key} · {sample_caption(run, position)}"
     if "height" not in one.dims:  # dense or sequence layer: one image says it all
         if channels is not None:
-            raise ViewError(f"layer {key!r} has dims {tuple(activation.dims[1:])}: no channels to pick")
+            raise ViewError(
+                f"layer {key!r} has dims {tuple(activation.dims[1:])}: no channels to pick"
+            )
         return map_image(maps[0], activation, (row_dim, column_dim), title=caption)
 
     n_channels = channel_count(activation)
@@ -191,8 +199,13 @@ def feature_maps(
     """
     if layout == "mosaic":
         return feature_mosaic(
-            run, key, sample=sample, channels=channels, max_channels=max_channels,
-            shared_scale=shared_scale, order=order,
+            run,
+            key,
+            sample=sample,
+            channels=channels,
+            max_channels=max_channels,
+            shared_scale=shared_scale,
+            order=order,
         )
     if layout != "grid":
         raise ViewError(f"layout must be 'grid' or 'mosaic', got {layout!r}")
@@ -209,7 +222,9 @@ def feature_maps(
     layout = hv.NdLayout(tiles, kdims=[hv.Dimension("channel")], sort=False)
     layout = layout.cols(max(1, math.ceil(math.sqrt(len(chosen)))))
     return style(
-        layout, title=f"{caption} · {scale}", bokeh={"shared_axes": False},
+        layout,
+        title=f"{caption} · {scale}",
+        bokeh={"shared_axes": False},
         matplotlib={"sublabel_format": ""},
     )
 
@@ -274,7 +289,9 @@ def feature_mosaic(
     total = channel_count(activation)
     count = f"{n} of {total} channels" if n < total else f"{n} channels"
     raw = tile(shown, columns)
-    index = tile(np.broadcast_to(np.asarray(chosen, dtype=np.float32)[:, None, None], shown.shape), columns)
+    index = tile(
+        np.broadcast_to(np.asarray(chosen, dtype=np.float32)[:, None, None], shown.shape), columns
+    )
     value_dim = hv_dimension(activation, "activation", values=True)
     if shared_scale:
         clim = _clim(shown)
@@ -307,12 +324,20 @@ def feature_mosaic(
     if not shared_scale:
         hover.append((value_dim.pprint_label, f"@{{{value_dim.name}}}"))
     image = style(
-        image, cmap=CMAP, clim=clim, invert_yaxis=True, xaxis=None, yaxis=None,
-        colorbar=True, title=f"{caption} · {count} · {scale}",
+        image,
+        cmap=CMAP,
+        clim=clim,
+        invert_yaxis=True,
+        xaxis=None,
+        yaxis=None,
+        colorbar=True,
+        title=f"{caption} · {count} · {scale}",
         bokeh={
             "frame_width": max(1, round(columns_px * zoom)),
             "frame_height": max(1, round(rows_px * zoom)),
-            "tools": ["hover"], "hover_tooltips": hover, "toolbar": "above",
+            "tools": ["hover"],
+            "hover_tooltips": hover,
+            "toolbar": "above",
         },
         matplotlib={"fig_inches": 6, "aspect": columns_px / rows_px},
     )
@@ -320,17 +345,30 @@ def feature_mosaic(
         return image
     corners = [tile_origin(i, columns, (height, width)) for i in range(n)]
     text = hv.Labels(
-        ([left - 0.5 for _, left in corners], [top - 0.5 for top, _ in corners],
-         [str(c) for c in chosen]),
-        kdims=image.kdims, vdims=["channel"],
+        (
+            [left - 0.5 for _, left in corners],
+            [top - 0.5 for top, _ in corners],
+            [str(c) for c in chosen],
+        ),
+        kdims=image.kdims,
+        vdims=["channel"],
     )
     text = style(
         text,
-        bokeh={"text_color": "white", "text_font_size": "8pt", "text_align": "left",
-               "text_baseline": "top", "background_fill_color": "black",
-               "background_fill_alpha": 0.45},
-        matplotlib={"color": "white", "size": 6, "horizontalalignment": "left",
-                    "verticalalignment": "top"},
+        bokeh={
+            "text_color": "white",
+            "text_font_size": "8pt",
+            "text_align": "left",
+            "text_baseline": "top",
+            "background_fill_color": "black",
+            "background_fill_alpha": 0.45,
+        },
+        matplotlib={
+            "color": "white",
+            "size": 6,
+            "horizontalalignment": "left",
+            "verticalalignment": "top",
+        },
     )
     return image * text
 

@@ -228,9 +228,7 @@ class RunCatalog:
             )
         real = Path(os.path.realpath(self.root.joinpath(*posix.parts)))
         if real != self.root and self.root not in real.parents:
-            raise RunAccessError(
-                f"refused run {run_id!r}: it leads outside the served folder"
-            )
+            raise RunAccessError(f"refused run {run_id!r}: it leads outside the served folder")
         for rescan in (False, True):
             for entry in self.runs(rescan=rescan):
                 if entry.path == real:
@@ -347,8 +345,14 @@ def _frame_signature(obj: Any) -> tuple[Any, ...] | None:
         size = tuple(plot.get(k) for k in ("width", "height", "frame_width", "frame_height"))
         shape = np.shape(element.data) if isinstance(element, hv.Image) else None
         parts.append(
-            (type(element).__name__, element.group, element.label,
-             tuple(d.name for d in element.dimensions()), size, shape)
+            (
+                type(element).__name__,
+                element.group,
+                element.label,
+                tuple(d.name for d in element.dimensions()),
+                size,
+                shape,
+            )
         )
     return tuple(parts)
 
@@ -404,7 +408,9 @@ class TensortapApp:
         # of the frames it can take (see _draw).
         # The zoomed map's sample, all channels: (run, samples, layer, position), maps.
         self._zoom_maps: tuple[tuple[Any, ...], np.ndarray] | None = None
-        self._piped: dict[str, list[tuple[pn.pane.HoloViews, hv.streams.Pipe, tuple[Any, ...]]]] = {}
+        self._piped: dict[
+            str, list[tuple[pn.pane.HoloViews, hv.streams.Pipe, tuple[Any, ...]]]
+        ] = {}
 
         self.notice = pn.pane.Alert(
             "", alert_type="warning", visible=False, margin=(5, 10), css_classes=["tt-notice"]
@@ -421,7 +427,10 @@ class TensortapApp:
 
         # -- sidebar widgets
         self.run_select = pn.widgets.Select(
-            label="Run", options=ids, value=first, width=_SIDEBAR_PX - 120,
+            label="Run",
+            options=ids,
+            value=first,
+            width=_SIDEBAR_PX - 120,
             css_classes=["tt-run"],
         )
         self.rescan_button = pn.widgets.Button(label="↻ rescan", width=90, align="end")
@@ -551,7 +560,11 @@ class TensortapApp:
         )
         compare_tab = pn.Column(self.compare_select, v["compare"], name="Compare")
         return pn.Tabs(
-            feature_tab, distribution_tab, cam_tab, compare_tab, dynamic=False,
+            feature_tab,
+            distribution_tab,
+            cam_tab,
+            compare_tab,
+            dynamic=False,
             sizing_mode="stretch_width",
         )
 
@@ -791,7 +804,12 @@ class TensortapApp:
             finally:
                 self._busy = False
             self._update(
-                "feature_maps", "zoom", "top_samples", "distribution", "cam", "cam_grid",
+                "feature_maps",
+                "zoom",
+                "top_samples",
+                "distribution",
+                "cam",
+                "cam_grid",
                 "compare",
             )
 
@@ -877,7 +895,8 @@ class TensortapApp:
         pipe = hv.streams.Pipe(data=obj)
         pane = pn.pane.HoloViews(hv.DynamicMap(lambda data: data, streams=[pipe]), **options)
         kept = [
-            entry for entry in self._piped.get(name, [])[: _KEPT_PLOTS - 1]
+            entry
+            for entry in self._piped.get(name, [])[: _KEPT_PLOTS - 1]
             if entry[0] in view.objects
         ]
         for entry in kept:
@@ -896,9 +915,7 @@ class TensortapApp:
         entries = self._piped.get(name)
         signature = _frame_signature(obj)
         view = self._views[name]
-        match = next(
-            (e for e in entries or [] if e[2] == signature and e[0] in view.objects), None
-        )
+        match = next((e for e in entries or [] if e[2] == signature and e[0] in view.objects), None)
         if signature is None or match is None:
             return False
         pane, pipe, _ = match
@@ -960,8 +977,12 @@ class TensortapApp:
         with warnings.catch_warnings():  # "showing 64 of 256": the title says so already
             warnings.simplefilter("ignore", UserWarning)
             return self._viz.feature_mosaic(
-                self.run, self._key, sample=self._sample(), max_channels=_GRID_CHANNELS,
-                labels=True, frame_px=_GRID_PX,
+                self.run,
+                self._key,
+                sample=self._sample(),
+                max_channels=_GRID_CHANNELS,
+                labels=True,
+                frame_px=_GRID_PX,
             )
 
     def _build_zoom(self) -> Any:
@@ -980,7 +1001,9 @@ class TensortapApp:
             return pn.pane.Markdown(
                 f"Layer `{self._key}` has no channel maps: the grid above shows all of it."
             )
-        channel = check_channel(self._key, int(one.sizes["channel"]), int(self.channel_slider.value))
+        channel = check_channel(
+            self._key, int(one.sizes["channel"]), int(self.channel_slider.value)
+        )
         # The whole sample is one chunk: read it once and keep it, so that choosing
         # another channel of the same sample reads nothing.
         cache_key = (str(self.run.path), id(self.run), self.run.samples, self._key, position)
@@ -1025,7 +1048,10 @@ class TensortapApp:
         # One captioned mosaic: cheaper than nine figures, and the figure grid of this
         # view came out blank in Chromium.
         return self._viz.cam_grid(
-            self.run, self._key, samples=samples, method=self.method_select.value,
+            self.run,
+            self._key,
+            samples=samples,
+            method=self.method_select.value,
             layout="mosaic",
         )
 
@@ -1145,9 +1171,7 @@ def serve(
 
     Parameters are those of :func:`make_server`.
     """
-    server = make_server(
-        path, address=address, port=port, show=show, live_period_ms=live_period_ms
-    )
+    server = make_server(path, address=address, port=port, show=show, live_period_ms=live_period_ms)
     server.start()
     host = f"[{address}]" if ":" in address else address
     count = len(server.tensortap_runs)

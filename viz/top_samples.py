@@ -30,7 +30,9 @@ from tensortap.viz.cam_overlay import overlay_rgb
 __all__ = ["top_sample_positions", "top_samples"]
 
 
-def top_sample_positions(run: Any, key: str, channel: int, k: int = 9) -> tuple[np.ndarray, np.ndarray]:
+def top_sample_positions(
+    run: Any, key: str, channel: int, k: int = 9
+) -> tuple[np.ndarray, np.ndarray]:
     """Positions of the ``k`` samples with the largest ``sample_max`` of one channel.
 
     Returns
@@ -127,8 +129,15 @@ def top_samples(
         tile = hv.RGB(pixels, bounds=(0, 0, width, height))
         tiles.append(
             style(
-                tile, title=title, xaxis=None, yaxis=None,
-                bokeh={"width": 200, "height": max(1, round(200 * height / width)), "toolbar": None},
+                tile,
+                title=title,
+                xaxis=None,
+                yaxis=None,
+                bokeh={
+                    "width": 200,
+                    "height": max(1, round(200 * height / width)),
+                    "toolbar": None,
+                },
                 matplotlib={"fig_size": 80},
             )
         )
@@ -155,4 +164,3 @@ def _channel_maps(activation: Any, key: str, channel: int, samples: list[int]) -
     if rest:
         raise ViewError(f"layer {key!r} has dims {dims[1:]}: cannot show a 2-D map over {rest}")
     return np.asarray(block.transpose("sample", "height", "width").values, dtype=np.float64)
-

@@ -8,6 +8,7 @@ from typing import Any
 
 import holoviews as hv
 import numpy as np
+
 from tensortap.core.errors import ViewError
 from tensortap.viz._backend import style
 
@@ -28,7 +29,9 @@ BOUNDED_ACTIVATIONS: dict[str, tuple[float, float]] = {
 KIND_COLOURS = {"dead": "#4c72b0", "saturated": "#dd8452"}
 
 
-def _bounds(run: Any, key: str, given: Mapping[str, tuple[float, float]] | None) -> tuple[float, float] | None:
+def _bounds(
+    run: Any, key: str, given: Mapping[str, tuple[float, float]] | None
+) -> tuple[float, float] | None:
     if given and key in given:
         return given[key]
     try:
@@ -104,7 +107,15 @@ def dead_units(
     data = []
     for row in rows:
         data.append((row["layer"], "dead", row["dead_fraction"], row["dead"], row["channels"]))
-        data.append((row["layer"], "saturated", row["saturated_fraction"], row["saturated"], row["channels"]))
+        data.append(
+            (
+                row["layer"],
+                "saturated",
+                row["saturated_fraction"],
+                row["saturated"],
+                row["channels"],
+            )
+        )
     bars = hv.Bars(
         data,
         kdims=["layer", hv.Dimension("kind", label="units")],

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 import zarr
+
 from tensortap.core.store import layout
 
 __all__ = ["committed_blocks", "committed_samples", "create_record", "mark_committed"]

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tensortap.core.errors import CorruptRunError, RunNotFoundError, StorageError
 from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore, MemoryStore
+
+from tensortap.core.errors import CorruptRunError, RunNotFoundError, StorageError
 
 __all__ = ["Location", "open_location", "read_json", "total_size"]
 

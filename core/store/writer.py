@@ -143,7 +143,11 @@ class RunWriter:
     # ------------------------------------------------------------------ opening
     @classmethod
     def open(
-        cls, location: Location, settings: RunSettings, *, resume: bool = False,
+        cls,
+        location: Location,
+        settings: RunSettings,
+        *,
+        resume: bool = False,
         overwrite: bool = False,
     ) -> RunWriter:
         """Create a new run at ``location``, or reopen it to resume.
@@ -184,7 +188,9 @@ class RunWriter:
             if not empty:
                 sync(store.clear())
             group = zarr.open_group(
-                store, mode="w", zarr_format=3,
+                store,
+                mode="w",
+                zarr_format=3,
                 attributes={
                     layout.ATTRS_KEY: settings.attrs("capturing"),
                     # CF convention read by xarray: these root arrays are coordinates.
@@ -316,9 +322,17 @@ class RunWriter:
 
     # ------------------------------------------------------------------ creating
     def _array(
-        self, path: str, shape: tuple[int, ...], dtype: Any, dims: Sequence[str], *,
-        chunks: tuple[int, ...], sample: bool, codec: Codec | None = None,
-        attrs: dict[str, Any] | None = None, shards: tuple[int, ...] | None = None,
+        self,
+        path: str,
+        shape: tuple[int, ...],
+        dtype: Any,
+        dims: Sequence[str],
+        *,
+        chunks: tuple[int, ...],
+        sample: bool,
+        codec: Codec | None = None,
+        attrs: dict[str, Any] | None = None,
+        shards: tuple[int, ...] | None = None,
         fill_value: Any = None,
     ) -> None:
         dtype = np.dtype(dtype)
@@ -326,9 +340,16 @@ class RunWriter:
         if fill_value is None:
             fill_value = np.nan if dtype.kind == "f" else 0
         self.arrays[path] = self.group.create_array(
-            path, shape=shape, dtype=dtype, chunks=chunks, shards=shards,
-            compressors=compressors, fill_value=fill_value, dimension_names=tuple(dims),
-            attributes=attrs or {}, config=_ARRAY_CONFIG,
+            path,
+            shape=shape,
+            dtype=dtype,
+            chunks=chunks,
+            shards=shards,
+            compressors=compressors,
+            fill_value=fill_value,
+            dimension_names=tuple(dims),
+            attributes=attrs or {},
+            config=_ARRAY_CONFIG,
         )
         if sample:
             self._sample_arrays.append(path)
@@ -336,23 +357,46 @@ class RunWriter:
             self._block_arrays.append(path)
 
     def create_arrays(
-        self, *, capacity: int, nodes: Sequence[CaptureNode], activations: Mapping[str, np.ndarray],
-        outputs: Mapping[str, np.ndarray], output_specs: Sequence[TensorSpec],
-        inputs: Mapping[str, np.ndarray], input_specs: Sequence[TensorSpec],
-        labels: np.ndarray | None, predictions: bool, edges: Mapping[str, np.ndarray],
+        self,
+        *,
+        capacity: int,
+        nodes: Sequence[CaptureNode],
+        activations: Mapping[str, np.ndarray],
+        outputs: Mapping[str, np.ndarray],
+        output_specs: Sequence[TensorSpec],
+        inputs: Mapping[str, np.ndarray],
+        input_specs: Sequence[TensorSpec],
+        labels: np.ndarray | None,
+        predictions: bool,
+        edges: Mapping[str, np.ndarray],
     ) -> None:
         """Create every array, sized for ``capacity`` samples, from the first block's shapes."""
         with _guard(self.location, "write a run to"):
             self._create_arrays(
-                capacity, nodes, activations, outputs, output_specs, inputs, input_specs,
-                labels, predictions, edges,
+                capacity,
+                nodes,
+                activations,
+                outputs,
+                output_specs,
+                inputs,
+                input_specs,
+                labels,
+                predictions,
+                edges,
             )
 
     def _create_arrays(
-        self, capacity: int, nodes: Sequence[CaptureNode], activations: Mapping[str, np.ndarray],
-        outputs: Mapping[str, np.ndarray], output_specs: Sequence[TensorSpec],
-        inputs: Mapping[str, np.ndarray], input_specs: Sequence[TensorSpec],
-        labels: np.ndarray | None, predictions: bool, edges: Mapping[str, np.ndarray],
+        self,
+        capacity: int,
+        nodes: Sequence[CaptureNode],
+        activations: Mapping[str, np.ndarray],
+        outputs: Mapping[str, np.ndarray],
+        output_specs: Sequence[TensorSpec],
+        inputs: Mapping[str, np.ndarray],
+        input_specs: Sequence[TensorSpec],
+        labels: np.ndarray | None,
+        predictions: bool,
+        edges: Mapping[str, np.ndarray],
     ) -> None:
         s = self.settings
         b = s.batch_size
@@ -362,31 +406,54 @@ class RunWriter:
         self.arrays[layout.COMMIT] = commit.create_record(self.group, n_blocks)
         self._block_arrays.append(layout.COMMIT)
         self._array(
-            layout.SAMPLE, (capacity,), "int64", (layout.SAMPLE,), chunks=(b,), sample=True,
-            attrs={"long_name": "global sample index"}, fill_value=-1,
+            layout.SAMPLE,
+            (capacity,),
+            "int64",
+            (layout.SAMPLE,),
+            chunks=(b,),
+            sample=True,
+            attrs={"long_name": "global sample index"},
+            fill_value=-1,
         )
         if labels is not None:
             label_dims = (layout.SAMPLE, *(f"label_dim_{i}" for i in range(labels.ndim - 1)))
             self._array(
-                layout.LABEL, (capacity, *labels.shape[1:]), labels.dtype, label_dims,
-                chunks=(b, *labels.shape[1:]), sample=True, attrs={"long_name": "label"},
+                layout.LABEL,
+                (capacity, *labels.shape[1:]),
+                labels.dtype,
+                label_dims,
+                chunks=(b, *labels.shape[1:]),
+                sample=True,
+                attrs={"long_name": "label"},
                 fill_value=-1 if labels.dtype.kind in "iu" else None,
             )
         if predictions:
             self._array(
-                layout.PREDICTION, (capacity,), "int64", (layout.SAMPLE,), chunks=(b,),
-                sample=True, attrs={"long_name": "predicted class (top-1)"}, fill_value=-1,
+                layout.PREDICTION,
+                (capacity,),
+                "int64",
+                (layout.SAMPLE,),
+                chunks=(b,),
+                sample=True,
+                attrs={"long_name": "predicted class (top-1)"},
+                fill_value=-1,
             )
         self._group(layout.INPUTS, attributes={"long_name": "model inputs"})
         self._group(layout.OUTPUTS, attributes={"long_name": "model outputs"})
         self._group(layout.LAYERS, attributes={"long_name": "captured layers"})
         if s.keep_inputs:
             for spec in input_specs:
-                self._tensor(layout.input_path(spec.name), inputs[spec.name], spec.dims,
-                             spec.name, codec=s.codec)
+                self._tensor(
+                    layout.input_path(spec.name),
+                    inputs[spec.name],
+                    spec.dims,
+                    spec.name,
+                    codec=s.codec,
+                )
         for spec in output_specs:
-            self._tensor(layout.output_path(spec.name), outputs[spec.name], spec.dims, spec.name,
-                         codec=None)
+            self._tensor(
+                layout.output_path(spec.name), outputs[spec.name], spec.dims, spec.name, codec=None
+            )
         by_key = {node.key: node for node in nodes}
         for key in s.layers:
             self._layer(by_key[key], activations[key], edges[key], n_blocks)
@@ -413,13 +480,21 @@ class RunWriter:
         self.group.create_group(path, attributes=attributes, overwrite=True)
 
     def _tensor(
-        self, path: str, first: np.ndarray, dims: Sequence[str], long_name: str, *,
-        codec: Codec | None, dtype: Any = None,
+        self,
+        path: str,
+        first: np.ndarray,
+        dims: Sequence[str],
+        long_name: str,
+        *,
+        codec: Codec | None,
+        dtype: Any = None,
     ) -> None:
         b = self.settings.batch_size
         per_sample = tuple(first.shape[1:])
-        dims = tuple(dims) if len(dims) == len(per_sample) else tuple(
-            f"dim_{i}" for i in range(len(per_sample))
+        dims = (
+            tuple(dims)
+            if len(dims) == len(per_sample)
+            else tuple(f"dim_{i}" for i in range(len(per_sample)))
         )
         dims = self._unique_dims(path, dims, per_sample)
         shards = None
@@ -427,40 +502,67 @@ class RunWriter:
         if self.settings.sharded:  # one shard per block, one inner chunk per sample
             shards, chunks = chunks, (1, *per_sample)
         self._array(
-            path, (self.capacity, *per_sample), dtype or first.dtype, (layout.SAMPLE, *dims),
-            chunks=chunks, shards=shards, sample=True, codec=codec,
+            path,
+            (self.capacity, *per_sample),
+            dtype or first.dtype,
+            (layout.SAMPLE, *dims),
+            chunks=chunks,
+            shards=shards,
+            sample=True,
+            codec=codec,
             attrs={"long_name": long_name},
         )
 
-    def _layer(self, node: CaptureNode, first: np.ndarray, edges: np.ndarray, n_blocks: int) -> None:
+    def _layer(
+        self, node: CaptureNode, first: np.ndarray, edges: np.ndarray, n_blocks: int
+    ) -> None:
         s = self.settings
         base = layout.layer_path(node.key)
         channel_dim = node.channel_dim
-        dims = node.dims if len(node.dims) == first.ndim - 1 else tuple(
-            f"dim_{i}" for i in range(first.ndim - 1)
+        dims = (
+            node.dims
+            if len(node.dims) == first.ndim - 1
+            else tuple(f"dim_{i}" for i in range(first.ndim - 1))
         )
         self._group(
             base,
             attributes={
-                "name": node.name, "layer_type": node.layer_type,
-                "long_name": f"{node.name} ({node.layer_type})", "key": node.key,
-                "dims": list(dims), "channel_dim": channel_dim,
-                "path": list(node.path), "call_index": node.call_index,
+                "name": node.name,
+                "layer_type": node.layer_type,
+                "long_name": f"{node.name} ({node.layer_type})",
+                "key": node.key,
+                "dims": list(dims),
+                "channel_dim": channel_dim,
+                "path": list(node.path),
+                "call_index": node.call_index,
                 "output_index": node.output_index,
             },
         )
         stored = np.dtype(s.dtype) if s.dtype else first.dtype
-        self._tensor(f"{base}/{layout.ACTIVATION}", first, dims,
-                     f"activation of {node.name}", codec=s.codec, dtype=stored)
+        self._tensor(
+            f"{base}/{layout.ACTIVATION}",
+            first,
+            dims,
+            f"activation of {node.name}",
+            codec=s.codec,
+            dtype=stored,
+        )
         if s.gradients:
-            self._tensor(f"{base}/{layout.GRADIENT}", first, dims,
-                         f"gradient of the target w.r.t. {node.name}", codec=s.codec, dtype=stored)
+            self._tensor(
+                f"{base}/{layout.GRADIENT}",
+                first,
+                dims,
+                f"gradient of the target w.r.t. {node.name}",
+                codec=s.codec,
+                dtype=stored,
+            )
         channels = first.shape[1 + dims.index(channel_dim)] if channel_dim in dims else 1
         stats = layout.stats_path(node.key)
         self._group(
             stats,
             attributes={
-                "channel_dim": channel_dim, "moments": list(MOMENTS),
+                "channel_dim": channel_dim,
+                "moments": list(MOMENTS),
                 "histogram_slots": "bins..., underflow, overflow, zeros",
                 "description": "per-block partial statistics of the activation, computed at "
                 "full precision; reduce over committed blocks (tensortap.open_run(...).stats)",
@@ -468,27 +570,43 @@ class RunWriter:
         )
         b = s.batch_size
         self._array(
-            f"{stats}/{layout.BIN_EDGES}", edges.shape, "float64", (layout.BIN_EDGE_DIM,),
-            chunks=edges.shape, sample=False, attrs={"long_name": "histogram bin edges"},
+            f"{stats}/{layout.BIN_EDGES}",
+            edges.shape,
+            "float64",
+            (layout.BIN_EDGE_DIM,),
+            chunks=edges.shape,
+            sample=False,
+            attrs={"long_name": "histogram bin edges"},
         )
         self._block_arrays.pop()  # fixed size: never resized
         self.arrays[f"{stats}/{layout.BIN_EDGES}"][:] = edges
         self.edges[node.key] = np.asarray(edges)
         self._array(
-            f"{stats}/{layout.BLOCK_MOMENTS}", (n_blocks, len(MOMENTS), channels), "float64",
+            f"{stats}/{layout.BLOCK_MOMENTS}",
+            (n_blocks, len(MOMENTS), channels),
+            "float64",
             (layout.BLOCK_DIM, layout.MOMENT_DIM, layout.CHANNEL_DIM),
-            chunks=(1, len(MOMENTS), channels), sample=False,
+            chunks=(1, len(MOMENTS), channels),
+            sample=False,
             attrs={"long_name": "per-block moments: " + ", ".join(MOMENTS)},
         )
         self._array(
-            f"{stats}/{layout.BLOCK_HISTOGRAM}", (n_blocks, len(edges) + 2), "int64",
-            (layout.BLOCK_DIM, layout.SLOT_DIM), chunks=(1, len(edges) + 2), sample=False,
+            f"{stats}/{layout.BLOCK_HISTOGRAM}",
+            (n_blocks, len(edges) + 2),
+            "int64",
+            (layout.BLOCK_DIM, layout.SLOT_DIM),
+            chunks=(1, len(edges) + 2),
+            sample=False,
             attrs={"long_name": "per-block histogram counts, then underflow, overflow, zeros"},
         )
         for name, what in ((layout.SAMPLE_MEAN, "mean"), (layout.SAMPLE_MAX, "max")):
             self._array(
-                f"{stats}/{name}", (self.capacity, channels), "float32",
-                (layout.SAMPLE, layout.CHANNEL_DIM), chunks=(b, channels), sample=True,
+                f"{stats}/{name}",
+                (self.capacity, channels),
+                "float32",
+                (layout.SAMPLE, layout.CHANNEL_DIM),
+                chunks=(b, channels),
+                sample=True,
                 attrs={"long_name": f"per-sample channel {what}"},
             )
 
@@ -517,8 +635,13 @@ class RunWriter:
         self.capacity = capacity
 
     def write_root(
-        self, start: int, *, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray],
-        labels: np.ndarray | None, predictions: np.ndarray | None,
+        self,
+        start: int,
+        *,
+        inputs: Mapping[str, np.ndarray],
+        outputs: Mapping[str, np.ndarray],
+        labels: np.ndarray | None,
+        predictions: np.ndarray | None,
     ) -> int:
         """Write the block's sample index, labels, predictions, inputs and outputs.
 
@@ -543,7 +666,11 @@ class RunWriter:
         return nbytes
 
     def write_layer(
-        self, key: str, start: int, activation: np.ndarray, gradient: np.ndarray | None,
+        self,
+        key: str,
+        start: int,
+        activation: np.ndarray,
+        gradient: np.ndarray | None,
         stats: BlockStats,
     ) -> int:
         """Write one layer's block: activation, gradient, statistics.  Thread-safe across
@@ -573,9 +700,7 @@ class RunWriter:
     def commit(self, start: int, n_samples: int) -> None:
         """Mark the block starting at ``start`` committed — only after all its writes."""
         with _guard(self.location, "commit to"):
-            commit.mark_committed(
-                self.arrays[layout.COMMIT], start // self.batch_size, n_samples
-            )
+            commit.mark_committed(self.arrays[layout.COMMIT], start // self.batch_size, n_samples)
 
     def set_status(self, status: str, **extra: Any) -> None:
         """Update ``status`` (and other keys) in the root attrs."""
@@ -616,8 +741,13 @@ class RunWriter:
                     (layout.SUMMARY_HISTOGRAM, hist, (layout.SLOT_DIM,)),
                 ):
                     array = self.group.create_array(
-                        f"{stats}/{name}", shape=value.shape, dtype=value.dtype,
-                        chunks=value.shape, dimension_names=dims, fill_value=0, overwrite=True,
+                        f"{stats}/{name}",
+                        shape=value.shape,
+                        dtype=value.dtype,
+                        chunks=value.shape,
+                        dimension_names=dims,
+                        fill_value=0,
+                        overwrite=True,
                         attributes={"long_name": "committed block partials merged"},
                     )
                     array[...] = value
