@@ -49,7 +49,8 @@ def labels_for_store(labels: np.ndarray | None) -> np.ndarray | None:
         return None
     labels = np.asarray(labels)
     if labels.ndim == 2 and labels.shape[1] > 1:
-        return labels.argmax(axis=1).astype(np.int64)
+        classes: np.ndarray = labels.argmax(axis=1)
+        return classes.astype(np.int64)
     if labels.ndim == 2 and labels.shape[1] == 1:
         return labels[:, 0]
     return labels

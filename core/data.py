@@ -58,13 +58,13 @@ def _check_lengths(arrays: Mapping[str, Any]) -> int:
 def _check_labels(labels: Any, n: int) -> np.ndarray | None:
     if labels is None:
         return None
-    labels = np.asarray(labels)
-    if labels.ndim == 0 or len(labels) != n:
-        got = "a scalar" if labels.ndim == 0 else f"{len(labels)} labels"
+    array: np.ndarray = np.asarray(labels)
+    if array.ndim == 0 or len(array) != n:
+        got = "a scalar" if array.ndim == 0 else f"{len(array)} labels"
         raise DataError(
             f"labels do not fit the data: {got} for {n} samples; give one label per sample"
         )
-    return labels
+    return array
 
 
 class ArraySource(DataSource):
@@ -160,7 +160,8 @@ def _concat(batches: list[Batch]) -> Batch:
     have = [b.labels is not None for b in batches]
     if any(have) and not all(have):
         raise DataError("some batches carry labels and some do not; give labels for every batch")
-    labels = np.concatenate([b.labels for b in batches]) if all(have) else None  # type: ignore[misc]
+    parts = [b.labels for b in batches if b.labels is not None]
+    labels = np.concatenate(parts) if all(have) else None
     return Batch(inputs, labels)
 
 

@@ -185,7 +185,8 @@ class CaptureGraph:
                 return node
         from tensortap.core.selection import select_nodes
 
-        return select_nodes(self, [key])[0]  # raises LayerNotFoundError with suggestions
+        found: tuple[CaptureNode, ...] = select_nodes(self, [key])  # raises, with suggestions
+        return found[0]
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -196,7 +197,8 @@ class CaptureGraph:
         """Nodes chosen by a selection; see :func:`tensortap.core.selection.select_nodes`."""
         from tensortap.core.selection import select_nodes
 
-        return select_nodes(self, layers)
+        nodes: tuple[CaptureNode, ...] = select_nodes(self, layers)
+        return nodes
 
     def table(self) -> str:
         """The graph as a fixed-width text table."""

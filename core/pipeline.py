@@ -151,7 +151,7 @@ class WritePipeline:
             self._pool.submit(self._write_layer, key, block.start, result)
             for key in self.writer.settings.layers
         ]
-        nbytes = self.writer.write_root(
+        nbytes: int = self.writer.write_root(
             block.start,
             inputs=block.inputs,
             outputs=result.outputs,
@@ -176,6 +176,7 @@ class WritePipeline:
             stats = block_stats_from_partials(partials, edges, x3.shape)
         else:
             stats = block_stats(x3, edges)
-        return self.writer.write_layer(
+        written: int = self.writer.write_layer(
             key, start, activation, None if gradient is None else np.asarray(gradient), stats
         )
+        return written

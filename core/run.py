@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import time
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import xarray as xr
@@ -108,7 +108,7 @@ class Run:
             self._stats_cache = {}  # reductions are valid for one commit state only
         self._counts = counts
         self.block_size = int(attrs.get("batch_size") or 1)
-        indices = commit.committed_samples(self._counts, self.block_size)
+        indices: np.ndarray = commit.committed_samples(self._counts, self.block_size)
         self._indices = indices
         prefix = len(indices) and indices[-1] == len(indices) - 1
         self._selection: slice | np.ndarray = (
@@ -140,7 +140,8 @@ class Run:
             return np.zeros(0, np.int64)  # no block written yet
         try:
             record = zarr.open_array(store, path=layout.COMMIT, mode="r")
-            return commit.committed_blocks(record)
+            counts: np.ndarray = commit.committed_blocks(record)
+            return counts
         except (ValueError, TypeError, KeyError) as err:
             raise CorruptRunError(
                 f"the commit record of {self.path!r} is damaged ({err}); capture the run again"
@@ -241,7 +242,7 @@ class Run:
         """The layer group's attrs: ``name``, ``layer_type``, ``long_name``, ``dims``,
         ``channel_dim``, ``path``..."""
         self._check_key(key)
-        return dict(self._layer(key).attrs)
+        return cast("dict[str, Any]", dict(self._layer(key).attrs))  # zarr attr keys are str
 
     def _layer(self, key: str) -> xr.DataTree:
         if self._raw_tree is None:
@@ -370,12 +371,12 @@ class Run:
         no Dask graph (a Dask read of one chunk per block cost ~1 ms a block).  A finished
         run's summary is used when it covers exactly the committed samples."""
         group = zarr.open_group(self._location.store, path=layout.stats_path(key), mode="r")
-        edges = np.asarray(group[layout.BIN_EDGES][...])
+        edges = np.asarray(cast("zarr.Array[Any]", group[layout.BIN_EDGES])[...])
         committed = int(self._counts.sum())
         try:
-            summary = group[layout.SUMMARY_MOMENTS]
+            summary = cast("zarr.Array[Any]", group[layout.SUMMARY_MOMENTS])
             if summary.attrs.get("committed") == committed:
-                histogram = group[layout.SUMMARY_HISTOGRAM]
+                histogram = cast("zarr.Array[Any]", group[layout.SUMMARY_HISTOGRAM])
                 if histogram.attrs.get("committed") == committed:
                     moments = np.asarray(summary[...])[None]
                     return reduce_blocks(moments, np.asarray(histogram[...])[None]), edges
@@ -396,7 +397,7 @@ class Run:
     # ------------------------------------------------------------------ sizes
     def stored_bytes(self) -> int:
         """Bytes the run occupies in its store (compressed)."""
-        return total_size(self._location.store)
+        return int(total_size(self._location.store))
 
     def logical_bytes(self) -> int:
         """Bytes of the committed samples' arrays, uncompressed."""

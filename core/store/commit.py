@@ -15,6 +15,8 @@ array of the block was written, so a reader (or a crash) never counts a partial 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import zarr
 
@@ -23,7 +25,7 @@ from tensortap.core.store import layout
 __all__ = ["committed_blocks", "committed_samples", "create_record", "mark_committed"]
 
 
-def create_record(group: zarr.Group, n_blocks: int) -> zarr.Array:
+def create_record(group: zarr.Group, n_blocks: int) -> zarr.Array[Any]:
     """Create the empty commit record in the run's root group."""
     return group.create_array(
         layout.COMMIT,
@@ -41,12 +43,12 @@ def create_record(group: zarr.Group, n_blocks: int) -> zarr.Array:
     )
 
 
-def mark_committed(record: zarr.Array, block: int, n_samples: int) -> None:
+def mark_committed(record: zarr.Array[Any], block: int, n_samples: int) -> None:
     """Commit ``block`` with ``n_samples`` samples — call after all its arrays are written."""
     record[block] = n_samples
 
 
-def committed_blocks(record: zarr.Array) -> np.ndarray:
+def committed_blocks(record: zarr.Array[Any]) -> np.ndarray:
     """Samples committed in each block (0 for blocks not committed)."""
     return np.asarray(record[:], dtype=np.int64)
 

@@ -6,7 +6,10 @@ One place for every name a reader or writer uses, so the two cannot drift apart.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from zarr.abc.codec import BytesBytesCodec
 
 __all__ = [
     "ATTRS_KEY",
@@ -119,7 +122,7 @@ def parse_codec(codec: Codec | str | None) -> Codec:
     return Codec(name, int(level) if level else DEFAULT_CODEC.level)
 
 
-def compressors_for(codec: Codec, itemsize: int) -> Any:
+def compressors_for(codec: Codec, itemsize: int) -> tuple[BytesBytesCodec, ...] | None:
     """The ``compressors=`` argument of ``zarr.create_array`` for a codec."""
     from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
 
@@ -127,7 +130,7 @@ def compressors_for(codec: Codec, itemsize: int) -> Any:
         return None
     if codec.name == "zstd":
         return (ZstdCodec(level=codec.level),)
-    cname = "lz4" if codec.name == "lz4" else "zstd"
+    cname: Literal["lz4", "zstd"] = "lz4" if codec.name == "lz4" else "zstd"
     return (
         BloscCodec(
             cname=cname, clevel=codec.level, shuffle=BloscShuffle.shuffle, typesize=itemsize

@@ -13,7 +13,7 @@ import datetime as _dt
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import zarr
@@ -31,11 +31,15 @@ from tensortap.core.store import commit, layout
 from tensortap.core.store.layout import Codec
 from tensortap.core.store.storage import Location, read_json
 
+if TYPE_CHECKING:
+    from zarr.core.array import CompressorsLike
+    from zarr.core.array_spec import ArrayConfigParams
+
 __all__ = ["RunSettings", "RunWriter"]
 
 # zarr skips writing chunks equal to the fill value only after scanning them; activations are
 # rarely all zero and the scan costs a full pass over every batch, so write every chunk.
-_ARRAY_CONFIG = {"write_empty_chunks": True}
+_ARRAY_CONFIG: ArrayConfigParams = {"write_empty_chunks": True}
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +137,7 @@ class RunWriter:
         self.location = location
         self.group = group
         self.settings = settings
-        self.arrays: dict[str, zarr.Array] = {}
+        self.arrays: dict[str, zarr.Array[Any]] = {}
         self.edges: dict[str, np.ndarray] = {}
         self._sample_arrays: list[str] = []
         self._block_arrays: list[str] = []
@@ -211,10 +215,11 @@ class RunWriter:
             if stored != now:
                 shown_stored, shown_now = (str(stored), str(now))
                 if what == "layers":
-                    gone = [k for k in (stored or []) if k not in now]
-                    new = [k for k in now if k not in (stored or [])]
+                    layers_now = list(wanted.layers)  # == now
+                    gone = [k for k in (stored or []) if k not in layers_now]
+                    new = [k for k in layers_now if k not in (stored or [])]
                     shown_stored = f"{len(stored or [])} layers (missing now: {gone[:3]})"
-                    shown_now = f"{len(now)} layers (new: {new[:3]})"
+                    shown_now = f"{len(layers_now)} layers (new: {new[:3]})"
                 raise ResumeMismatchError(
                     f"cannot resume {self.location.url!r}: it was captured with {what} "
                     f"{shown_stored}, now {shown_now}; resume with the same model and settings, "
@@ -292,7 +297,8 @@ class RunWriter:
             self._bind(f"{stats}/{layout.SAMPLE_MAX}", sample=True)
             self._bind(f"{stats}/{layout.BLOCK_MOMENTS}", sample=False)
             self._bind(f"{stats}/{layout.BLOCK_HISTOGRAM}", sample=False)
-            self.edges[key] = np.asarray(self.group[f"{stats}/{layout.BIN_EDGES}"][:])
+            edges = cast("zarr.Array[Any]", self.group[f"{stats}/{layout.BIN_EDGES}"])
+            self.edges[key] = np.asarray(edges[:])
         self._block_arrays.append(layout.COMMIT)
         self.capacity = min(self.arrays[p].shape[0] for p in self._sample_arrays)
 
@@ -314,11 +320,12 @@ class RunWriter:
         """Samples committed per block."""
         if not self.has_arrays:
             return np.zeros(0, np.int64)
-        return commit.committed_blocks(self.arrays[layout.COMMIT])
+        counts: np.ndarray = commit.committed_blocks(self.arrays[layout.COMMIT])
+        return counts
 
     def committed_prefix(self) -> int:
         """Samples committed from 0 without a gap: where a resume continues."""
-        return commit.committed_prefix(self.committed_counts(), self.batch_size)
+        return int(commit.committed_prefix(self.committed_counts(), self.batch_size))
 
     # ------------------------------------------------------------------ creating
     def _array(
@@ -336,7 +343,9 @@ class RunWriter:
         fill_value: Any = None,
     ) -> None:
         dtype = np.dtype(dtype)
-        compressors = layout.compressors_for(codec, dtype.itemsize) if codec else "auto"
+        compressors: CompressorsLike = (
+            layout.compressors_for(codec, dtype.itemsize) if codec else "auto"
+        )
         if fill_value is None:
             fill_value = np.nan if dtype.kind == "f" else 0
         self.arrays[path] = self.group.create_array(
@@ -705,7 +714,8 @@ class RunWriter:
     def set_status(self, status: str, **extra: Any) -> None:
         """Update ``status`` (and other keys) in the root attrs."""
         with _guard(self.location, "update"):
-            attrs = dict(self.group.attrs.get(layout.ATTRS_KEY, {}))  # type: ignore[call-overload]
+            stored = cast("Mapping[str, Any]", self.group.attrs.get(layout.ATTRS_KEY, {}))
+            attrs = dict(stored)
             attrs.update(status=status, **extra)
             self.group.attrs.update({layout.ATTRS_KEY: attrs})
 
@@ -735,7 +745,9 @@ class RunWriter:
                 moments = self.arrays[f"{stats}/{layout.BLOCK_MOMENTS}"]
                 histogram = self.arrays[f"{stats}/{layout.BLOCK_HISTOGRAM}"]
                 upto = int(blocks[-1]) + 1
-                merged, hist = merge_blocks(moments[:upto][blocks], histogram[:upto][blocks])
+                merged, hist = merge_blocks(
+                    np.asarray(moments[:upto])[blocks], np.asarray(histogram[:upto])[blocks]
+                )
                 for name, value, dims in (
                     (layout.SUMMARY_MOMENTS, merged, (layout.MOMENT_DIM, layout.CHANNEL_DIM)),
                     (layout.SUMMARY_HISTOGRAM, hist, (layout.SLOT_DIM,)),
