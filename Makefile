@@ -33,10 +33,13 @@ test-fast: setup
 bench: setup
 	$(BIN)/python -m benchmarks
 
+# mypy must see core/ as `tensortap.core` (the repo root is the package): a symlink named
+# tensortap gives it that name, so cross-module types are checked, not read as Any.
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy core
+	mkdir -p build/typecheck && ln -sfn $(CURDIR) build/typecheck/tensortap
+	cd build/typecheck && MYPYPATH=. $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml -p tensortap.core
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache runs

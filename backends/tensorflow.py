@@ -130,8 +130,10 @@ class TensorFlowBackend(Backend):
         return isinstance(model, keras.layers.Layer)
 
     # -- graph ---------------------------------------------------------------------------
-    def graph(self, model: Any) -> CaptureGraph:
+    def graph(self, model: Any, inputs: Any = None) -> CaptureGraph:
         """Trace ``model`` symbolically (unknown batch size) and list every capturable tensor.
+
+        ``inputs`` is ignored: a built Keras model knows its input shapes.
 
         Raises
         ------

@@ -157,8 +157,17 @@ class Backend(ABC):
         return bool(set(model_type_modules(model)) & set(cls.model_modules))
 
     @abstractmethod
-    def graph(self, model: Any) -> CaptureGraph:
-        """The model's capture graph (may run the model symbolically once)."""
+    def graph(self, model: Any, inputs: Any = None) -> CaptureGraph:
+        """The model's capture graph (may run the model symbolically once).
+
+        Parameters
+        ----------
+        model : object
+            The framework's model.
+        inputs : array, list, tuple or dict, optional
+            An example batch.  Required on the first call by backends whose models have
+            no static input shape (``needs_example_inputs``); the others ignore it.
+        """
 
     @abstractmethod
     def session(

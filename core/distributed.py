@@ -189,7 +189,7 @@ _MODELS_LOCK = threading.Lock()
 
 def _graph_for(backend: Backend, model: Any, example: Any) -> CaptureGraph:
     if backend.needs_example_inputs:
-        return backend.graph(model, inputs=example)  # type: ignore[call-arg, unused-ignore]
+        return backend.graph(model, inputs=example)
     return backend.graph(model)
 
 

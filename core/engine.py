@@ -51,10 +51,7 @@ def graph(model: Any, inputs: Any = None, backend: Backend | str | None = None) 
     backend : Backend or str, optional
         Force a backend instead of detecting it.
     """
-    backend_obj = resolve_backend(model, backend)
-    if backend_obj.needs_example_inputs and inputs is not None:
-        return backend_obj.graph(model, inputs=inputs)  # type: ignore[call-arg, unused-ignore]
-    return backend_obj.graph(model)
+    return resolve_backend(model, backend).graph(model, inputs=inputs)
 
 
 def _example_inputs(data: Any, backend: Backend, batch_size: int) -> tuple[Any, Any]:
@@ -199,7 +196,7 @@ def capture(
         example, data = _example_inputs(data, backend_obj, batch_size)
         if example is None:
             raise EmptyDataError("the data holds no sample; nothing to capture")
-        capture_graph = backend_obj.graph(model, inputs=example)  # type: ignore[call-arg, unused-ignore]
+        capture_graph = backend_obj.graph(model, inputs=example)
     else:
         capture_graph = backend_obj.graph(model)
     nodes = capture_graph.select(layers)

@@ -97,7 +97,7 @@ class FakeBackend(Backend):
     def accepts(cls, model: Any) -> bool:
         return isinstance(model, FakeModel)
 
-    def graph(self, model: FakeModel) -> CaptureGraph:
+    def graph(self, model: FakeModel, inputs: Any = None) -> CaptureGraph:
         s, c, u = model.size, model.channels, model.units
         nodes = (
             CaptureNode(
