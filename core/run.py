@@ -1,7 +1,8 @@
 """Reading runs: ``tensortap.open_run`` and :class:`Run` (docs/contracts.md).
 
-A :class:`Run` is a read-only, lazy (Dask-backed) view of the **committed** samples of a
-run: it reads the commit record first, then opens the arrays, so a reader that opens while
+A :class:`Run` is a read-only, lazy view of the **committed** samples of a run (arrays are
+Dask-backed, one chunk a block, for runs on disk or object storage; an in-memory run uses
+xarray's lazy indexing, its data being in memory already): it reads the commit record first, then opens the arrays, so a reader that opens while
 a capture runs never sees a partial block.  :meth:`Run.refresh` re-reads the commit record
 (live viewers call it to follow a capture).
 """
@@ -148,6 +149,10 @@ class Run:
             ) from err
 
     def _open_tree(self, store: Any) -> xr.DataTree:
+        # Dask names its chunks after a hash of the store; an in-memory store hashes by
+        # pickling all its data, which costs more than capturing a small batch.  Its arrays
+        # stay lazy without Dask (xarray's lazy indexing): they are in memory already.
+        chunks = None if isinstance(store, zarr.storage.MemoryStore) else {}
         last: Exception | None = None
         for _attempt in range(3):  # a capture growing its arrays may be caught mid-resize
             try:
@@ -156,7 +161,7 @@ class Run:
                     return xr.open_datatree(
                         store,
                         engine="zarr",
-                        chunks={},
+                        chunks=chunks,
                         consolidated=False,
                         decode_timedelta=False,
                     )
