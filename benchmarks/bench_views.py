@@ -229,6 +229,17 @@ def _write(r: dict[str, Any]) -> None:
             "reference row is the compiled step alone.",
             "",
         ]
+    if r["ratio"] > 0.25:
+        budget = 0.25 * r["tf_keras_vis_s"] - r["step_s"]
+        lines += [
+            f"Why Grad-CAM misses: the compiled step alone (forward and backward through "
+            f"MobileNetV2 for {8} images) is already {r['step_s'] / r['tf_keras_vis_s']:.2f} of "
+            f"tf-keras-vis, which leaves {budget * 1000:.0f} ms for everything a capture adds "
+            f"— creating the in-memory run, writing and committing the block with its "
+            f"statistics, reading it back and the CAM — and those take "
+            f"{(r['tensortap_s'] - r['step_s']) * 1000:.0f} ms here.",
+            "",
+        ]
     if r["distribution_s"] > 0.05:
         lines += [
             "Distribution: `Run.stats()` reads the finished run's stored summary (one small "

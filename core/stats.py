@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tensortap.core._stats_kernel import reduce_block
+
 __all__ = [
     "DEFAULT_BINS",
     "MOMENTS",
@@ -194,7 +196,7 @@ def _histogram(x3: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return counts
 
 
-def block_stats(x3: np.ndarray, edges: np.ndarray) -> BlockStats:
+def block_stats(x3: np.ndarray, edges: np.ndarray, *, kernel: bool = True) -> BlockStats:
     """Statistics of one block.
 
     Parameters
@@ -203,11 +205,19 @@ def block_stats(x3: np.ndarray, edges: np.ndarray) -> BlockStats:
         Full-precision values, e.g. from :func:`to_channels_last`.
     edges : ndarray
         Fixed histogram edges of the layer (:func:`choose_edges`).
+    kernel : bool
+        Use the one-pass compiled kernel when it applies (:mod:`._stats_kernel`); ``False``
+        forces the NumPy path (the reference it is tested against).
 
     Returns
     -------
     BlockStats
     """
+    bins = len(edges) - 1
+    scale, offset = histogram_params(edges)
+    fast = reduce_block(x3, scale, offset, slot_bounds(edges)) if kernel else None
+    if fast is not None:
+        return _finish(*fast, bins)
     n, positions, channels = x3.shape
     sample_max = x3.max(axis=1)
     sample_min = x3.min(axis=1)
@@ -229,7 +239,6 @@ def block_stats(x3: np.ndarray, edges: np.ndarray) -> BlockStats:
             sample_max = np.where(mask, x3, -np.inf).max(axis=1).astype(x3.dtype)
             sample_min = np.where(mask, x3, np.inf).min(axis=1).astype(x3.dtype)
         values = x3[mask]
-    bins = len(edges) - 1
     counts = _histogram(values if finite_all else values.reshape(1, -1, 1), edges)
     return _finish(
         finite_counts, sums, squares, sample_min, sample_max, zeros, nonfinite, counts, bins

@@ -97,3 +97,31 @@ def test_no_channel_dim_is_one_channel() -> None:
 def test_empty_reduction_is_nan_not_error() -> None:
     r = reduce_blocks(np.zeros((0, 7, 3)), np.zeros((0, 10), np.int64))
     assert r.count.tolist() == [0, 0, 0] and np.isnan(r.mean).all()
+
+
+def test_compiled_kernel_equals_the_numpy_path() -> None:
+    """The one-pass kernel (core/_stats_kernel.py) against the NumPy reference path:
+    counts, extremes, zeros and histogram slots exactly, sums to float64 rounding."""
+    from tensortap.core import _stats_kernel
+
+    if _stats_kernel._compiled() is None:
+        pytest.skip("numba is not installed or TENSORTAP_NUMBA=0")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((6, 50, 7)).astype(np.float32)
+    edges = choose_edges(x)
+    x[0, :5, 0] = edges[3]  # exactly on an edge
+    x[1, :5, 1] = np.nextafter(np.float32(edges[5]), np.float32(-np.inf))  # just below one
+    x[2, :3, 2], x[2, 3, 2] = 0.0, -0.0
+    x[3, :3, 3] = [np.nan, np.inf, -np.inf]
+    x[4, :, 4] = np.nan  # a sample whose channel has no finite value
+    x[5, :4, 6], x[5, 4:8, 6] = 1e30, -1e30  # under- and overflow
+    strided = np.ascontiguousarray(x.transpose(0, 2, 1)).transpose(0, 2, 1)
+    for values in (x, strided):
+        fast, reference = block_stats(values, edges), block_stats(values, edges, kernel=False)
+        np.testing.assert_array_equal(fast.histogram, reference.histogram)
+        np.testing.assert_array_equal(fast.sample_max, reference.sample_max)
+        exact = [0, 3, 4, 5, 6]  # count, min, max, zeros, non-finite
+        np.testing.assert_array_equal(fast.moments[exact], reference.moments[exact])
+        # channel 6 sums ±1e30: float64 cancellation depends on the order of the sum
+        np.testing.assert_allclose(fast.moments[1:3, :6], reference.moments[1:3, :6], rtol=1e-12)
+        np.testing.assert_allclose(fast.sample_mean[:, :6], reference.sample_mean[:, :6], rtol=1e-6)
