@@ -22,7 +22,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["reduce_block"]
+__all__ = ["BlockReductions", "reduce_block"]
+
+#: finite count, sum, sum of squares, min, max, zeros (per sample × channel), non-finite
+#: count (per channel) and histogram slot counts.
+BlockReductions = tuple[
+    np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray
+]
 
 #: ``TENSORTAP_NUMBA=0`` turns the kernel off (the NumPy path then runs everywhere).
 _ENABLED = os.environ.get("TENSORTAP_NUMBA", "1") != "0"
@@ -82,7 +88,7 @@ def _compiled() -> Any:
 
 def reduce_block(
     x3: np.ndarray, scale: np.float32, offset: np.float32, bounds: np.ndarray
-) -> tuple[np.ndarray, ...] | None:
+) -> BlockReductions | None:
     """Per ``(sample, channel)`` finite count, sum, sum of squares, min, max and zeros, per
     channel non-finite count, and histogram slot counts — or ``None`` when the kernel does
     not apply (no Numba, turned off, or not float32 values).

@@ -152,7 +152,7 @@ class Run:
         # Dask names its chunks after a hash of the store; an in-memory store hashes by
         # pickling all its data, which costs more than capturing a small batch.  Its arrays
         # stay lazy without Dask (xarray's lazy indexing): they are in memory already.
-        chunks = None if isinstance(store, zarr.storage.MemoryStore) else {}
+        chunks: dict[str, int] | None = None if isinstance(store, zarr.storage.MemoryStore) else {}
         last: Exception | None = None
         for _attempt in range(3):  # a capture growing its arrays may be caught mid-resize
             try:
