@@ -63,6 +63,35 @@ def tile(tiles: np.ndarray, columns: int, gap: int = 1, fill: float = np.nan) ->
     return out
 
 
+def tile_labels(
+    image: hv.Element,
+    xs: list[float],
+    ys: list[float],
+    texts: list[str],
+    name: str,
+    alpha: float = 0.55,
+) -> hv.Labels:
+    """White captions on a dark band at each tile's top-left corner (one element)."""
+    labels = hv.Labels((xs, ys, texts), kdims=image.kdims, vdims=[name])
+    return style(
+        labels,
+        bokeh={
+            "text_color": "white",
+            "text_font_size": "8pt",
+            "text_align": "left",
+            "text_baseline": "top",
+            "background_fill_color": "black",
+            "background_fill_alpha": alpha,
+        },
+        matplotlib={
+            "color": "white",
+            "size": 6,
+            "horizontalalignment": "left",
+            "verticalalignment": "top",
+        },
+    )
+
+
 def rgb_mosaic(
     pictures: list[np.ndarray], captions: list[str], title: str, px: int = 420
 ) -> hv.Overlay:
@@ -115,30 +144,6 @@ def rgb_mosaic(
         matplotlib={"fig_inches": 5, "aspect": columns_px / rows_px},
     )
     corners = [tile_origin(i, columns, (height, width)) for i in range(len(stack))]
-    text = hv.Labels(
-        (
-            [left + 0.5 for _, left in corners],
-            [rows_px - top - 0.5 for top, _ in corners],
-            captions,
-        ),
-        kdims=image.kdims,
-        vdims=["caption"],
-    )
-    text = style(
-        text,
-        bokeh={
-            "text_color": "white",
-            "text_font_size": "8pt",
-            "text_align": "left",
-            "text_baseline": "top",
-            "background_fill_color": "black",
-            "background_fill_alpha": 0.55,
-        },
-        matplotlib={
-            "color": "white",
-            "size": 6,
-            "horizontalalignment": "left",
-            "verticalalignment": "top",
-        },
-    )
+    xs = [left + 0.5 for _, left in corners]
+    text = tile_labels(image, xs, [rows_px - top - 0.5 for top, _ in corners], captions, "caption")
     return image * text

@@ -14,7 +14,7 @@ import xarray as xr
 
 from tensortap.core.errors import ViewError
 from tensortap.viz._backend import style
-from tensortap.viz._mosaic import grid_shape, tile, tile_origin
+from tensortap.viz._mosaic import grid_shape, tile, tile_labels, tile_origin
 from tensortap.viz._run import (
     channel_count,
     check_channel,
@@ -344,32 +344,9 @@ def feature_mosaic(
     if not labels:
         return image
     corners = [tile_origin(i, columns, (height, width)) for i in range(n)]
-    text = hv.Labels(
-        (
-            [left - 0.5 for _, left in corners],
-            [top - 0.5 for top, _ in corners],
-            [str(c) for c in chosen],
-        ),
-        kdims=image.kdims,
-        vdims=["channel"],
-    )
-    text = style(
-        text,
-        bokeh={
-            "text_color": "white",
-            "text_font_size": "8pt",
-            "text_align": "left",
-            "text_baseline": "top",
-            "background_fill_color": "black",
-            "background_fill_alpha": 0.45,
-        },
-        matplotlib={
-            "color": "white",
-            "size": 6,
-            "horizontalalignment": "left",
-            "verticalalignment": "top",
-        },
-    )
+    xs = [left - 0.5 for _, left in corners]
+    ys = [top - 0.5 for top, _ in corners]
+    text = tile_labels(image, xs, ys, [str(c) for c in chosen], "channel", alpha=0.45)
     return image * text
 
 

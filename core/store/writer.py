@@ -381,91 +381,69 @@ class RunWriter:
     ) -> None:
         """Create every array, sized for ``capacity`` samples, from the first block's shapes."""
         with _guard(self.location, "write a run to"):
-            self._create_arrays(
-                capacity,
-                nodes,
-                activations,
-                outputs,
-                output_specs,
-                inputs,
-                input_specs,
-                labels,
-                predictions,
-                edges,
-            )
-
-    def _create_arrays(
-        self,
-        capacity: int,
-        nodes: Sequence[CaptureNode],
-        activations: Mapping[str, np.ndarray],
-        outputs: Mapping[str, np.ndarray],
-        output_specs: Sequence[TensorSpec],
-        inputs: Mapping[str, np.ndarray],
-        input_specs: Sequence[TensorSpec],
-        labels: np.ndarray | None,
-        predictions: bool,
-        edges: Mapping[str, np.ndarray],
-    ) -> None:
-        s = self.settings
-        b = s.batch_size
-        capacity = max(b, math.ceil(capacity / b) * b)
-        n_blocks = capacity // b
-        self.capacity = capacity
-        self.arrays[layout.COMMIT] = commit.create_record(self.group, n_blocks)
-        self._block_arrays.append(layout.COMMIT)
-        self._array(
-            layout.SAMPLE,
-            (capacity,),
-            "int64",
-            (layout.SAMPLE,),
-            chunks=(b,),
-            sample=True,
-            attrs={"long_name": "global sample index"},
-            fill_value=-1,
-        )
-        if labels is not None:
-            label_dims = (layout.SAMPLE, *(f"label_dim_{i}" for i in range(labels.ndim - 1)))
+            s = self.settings
+            b = s.batch_size
+            capacity = max(b, math.ceil(capacity / b) * b)
+            n_blocks = capacity // b
+            self.capacity = capacity
+            self.arrays[layout.COMMIT] = commit.create_record(self.group, n_blocks)
+            self._block_arrays.append(layout.COMMIT)
             self._array(
-                layout.LABEL,
-                (capacity, *labels.shape[1:]),
-                labels.dtype,
-                label_dims,
-                chunks=(b, *labels.shape[1:]),
-                sample=True,
-                attrs={"long_name": "label"},
-                fill_value=-1 if labels.dtype.kind in "iu" else None,
-            )
-        if predictions:
-            self._array(
-                layout.PREDICTION,
+                layout.SAMPLE,
                 (capacity,),
                 "int64",
                 (layout.SAMPLE,),
                 chunks=(b,),
                 sample=True,
-                attrs={"long_name": "predicted class (top-1)"},
+                attrs={"long_name": "global sample index"},
                 fill_value=-1,
             )
-        self._group(layout.INPUTS, attributes={"long_name": "model inputs"})
-        self._group(layout.OUTPUTS, attributes={"long_name": "model outputs"})
-        self._group(layout.LAYERS, attributes={"long_name": "captured layers"})
-        if s.keep_inputs:
-            for spec in input_specs:
+            if labels is not None:
+                label_dims = (layout.SAMPLE, *(f"label_dim_{i}" for i in range(labels.ndim - 1)))
+                self._array(
+                    layout.LABEL,
+                    (capacity, *labels.shape[1:]),
+                    labels.dtype,
+                    label_dims,
+                    chunks=(b, *labels.shape[1:]),
+                    sample=True,
+                    attrs={"long_name": "label"},
+                    fill_value=-1 if labels.dtype.kind in "iu" else None,
+                )
+            if predictions:
+                self._array(
+                    layout.PREDICTION,
+                    (capacity,),
+                    "int64",
+                    (layout.SAMPLE,),
+                    chunks=(b,),
+                    sample=True,
+                    attrs={"long_name": "predicted class (top-1)"},
+                    fill_value=-1,
+                )
+            self._group(layout.INPUTS, attributes={"long_name": "model inputs"})
+            self._group(layout.OUTPUTS, attributes={"long_name": "model outputs"})
+            self._group(layout.LAYERS, attributes={"long_name": "captured layers"})
+            if s.keep_inputs:
+                for spec in input_specs:
+                    self._tensor(
+                        layout.input_path(spec.name),
+                        inputs[spec.name],
+                        spec.dims,
+                        spec.name,
+                        codec=s.codec,
+                    )
+            for spec in output_specs:
                 self._tensor(
-                    layout.input_path(spec.name),
-                    inputs[spec.name],
+                    layout.output_path(spec.name),
+                    outputs[spec.name],
                     spec.dims,
                     spec.name,
-                    codec=s.codec,
+                    codec=None,
                 )
-        for spec in output_specs:
-            self._tensor(
-                layout.output_path(spec.name), outputs[spec.name], spec.dims, spec.name, codec=None
-            )
-        by_key = {node.key: node for node in nodes}
-        for key in s.layers:
-            self._layer(by_key[key], activations[key], edges[key], n_blocks)
+            by_key = {node.key: node for node in nodes}
+            for key in s.layers:
+                self._layer(by_key[key], activations[key], edges[key], n_blocks)
 
     def _unique_dims(
         self, path: str, dims: tuple[str, ...], sizes: tuple[int, ...]
