@@ -62,37 +62,20 @@ def capture_command(
     from tensortap.datafiles import load_data
 
     data = load_data(data_path, image_size)
+    options = {
+        "layers": list(layers) or "*",
+        "gradients": gradients,
+        "target": target,
+        "batch_size": batch_size,
+        "dtype": dtype,
+        "resume": resume,
+        "overwrite": overwrite,
+        "progress": progress,
+    }
     if workers:
-        return _capture_on_workers(
-            model_path,
-            data_path,
-            data,
-            output,
-            workers,
-            layers=list(layers) or "*",
-            gradients=gradients,
-            target=target,
-            batch_size=batch_size,
-            dtype=dtype,
-            resume=resume,
-            overwrite=overwrite,
-            progress=progress,
-        )
+        return _capture_on_workers(model_path, data_path, data, output, workers, **options)
     backend, model = load_model(model_path)
-    run = capture(
-        model,
-        data.as_capture_data(),
-        store=output,
-        layers=list(layers) or "*",
-        gradients=gradients,
-        target=target,
-        batch_size=batch_size,
-        dtype=dtype,
-        resume=resume,
-        overwrite=overwrite,
-        progress=progress,
-        backend=backend,
-    )
+    run = capture(model, data.as_capture_data(), store=output, backend=backend, **options)
     return f"{run.status}: {run.samples} samples, {len(run.layers)} layers -> {run.path}"
 
 
