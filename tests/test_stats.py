@@ -112,11 +112,14 @@ def test_compiled_kernel_equals_the_numpy_path() -> None:
     x[0, :5, 0] = edges[3]  # exactly on an edge
     x[1, :5, 1] = np.nextafter(np.float32(edges[5]), np.float32(-np.inf))  # just below one
     x[2, :3, 2], x[2, 3, 2] = 0.0, -0.0
-    x[3, :3, 3] = [np.nan, np.inf, -np.inf]
-    x[4, :, 4] = np.nan  # a sample whose channel has no finite value
     x[5, :4, 6], x[5, 4:8, 6] = 1e30, -1e30  # under- and overflow
+    finite = x.copy()  # the vectorised kernel's case
+    x[3, :3, 3] = [np.nan, np.inf, -np.inf]  # the exact kernel's case
+    x[4, :, 4] = np.nan  # a sample whose channel has no finite value
+    infinite = x.copy()
+    infinite[1, 7, 2] = np.inf  # alone: the last slot's guess plus one
     strided = np.ascontiguousarray(x.transpose(0, 2, 1)).transpose(0, 2, 1)
-    for values in (x, strided):
+    for values in (finite, x, infinite, strided):
         fast, reference = block_stats(values, edges), block_stats(values, edges, kernel=False)
         np.testing.assert_array_equal(fast.histogram, reference.histogram)
         np.testing.assert_array_equal(fast.sample_max, reference.sample_max)

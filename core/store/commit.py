@@ -22,13 +22,12 @@ import zarr
 
 from tensortap.core.store import layout
 
-__all__ = ["committed_blocks", "committed_samples", "create_record", "mark_committed"]
+__all__ = ["committed_blocks", "committed_samples", "mark_committed", "record_spec"]
 
 
-def create_record(group: zarr.Group, n_blocks: int) -> zarr.Array[Any]:
-    """Create the empty commit record in the run's root group."""
-    return group.create_array(
-        layout.COMMIT,
+def record_spec(n_blocks: int) -> dict[str, Any]:
+    """``create_array`` arguments of the empty commit record (root array ``committed``)."""
+    return dict(
         shape=(n_blocks,),
         chunks=(1,),
         dtype="int64",

@@ -30,6 +30,7 @@ from tensortap.core.graph import CaptureNode, TensorSpec
 from tensortap.core.stats import MOMENTS, BlockStats, merge_blocks
 from tensortap.core.store import commit, layout
 from tensortap.core.store.layout import Codec
+from tensortap.core.store.staging import Staging
 from tensortap.core.store.storage import Location, read_json
 
 if TYPE_CHECKING:
@@ -158,6 +159,10 @@ class RunWriter:
         self._sample_arrays: list[str] = []
         self._block_arrays: list[str] = []
         self._dim_sizes: dict[str, dict[str, int]] = {}
+        # Nodes :meth:`create_arrays` declares, created together by :meth:`_create_declared`.
+        self._declared_groups: list[tuple[str, dict[str, Any]]] = []
+        self._declared_arrays: list[tuple[str, dict[str, Any]]] = []
+        self._declared_values: list[tuple[str, np.ndarray]] = []
         self.capacity = 0
 
     # ------------------------------------------------------------------ opening
@@ -357,28 +362,35 @@ class RunWriter:
         attrs: dict[str, Any] | None = None,
         shards: tuple[int, ...] | None = None,
         fill_value: Any = None,
+        resized: bool = True,
     ) -> None:
+        """Declare an array (created by :meth:`_create_declared`); ``sample``: its first
+        axis is the sample axis, else (``resized``) the block axis."""
         dtype = np.dtype(dtype)
         compressors: CompressorsLike = (
             layout.compressors_for(codec, dtype.itemsize) if codec else "auto"
         )
         if fill_value is None:
             fill_value = np.nan if dtype.kind == "f" else 0
-        self.arrays[path] = self.group.create_array(
-            path,
-            shape=shape,
-            dtype=dtype,
-            chunks=chunks,
-            shards=shards,
-            compressors=compressors,
-            fill_value=fill_value,
-            dimension_names=tuple(dims),
-            attributes=attrs or {},
-            config=_ARRAY_CONFIG,
+        self._declared_arrays.append(
+            (
+                path,
+                dict(
+                    shape=shape,
+                    dtype=dtype,
+                    chunks=chunks,
+                    shards=shards,
+                    compressors=compressors,
+                    fill_value=fill_value,
+                    dimension_names=tuple(dims),
+                    attributes=attrs or {},
+                    config=_ARRAY_CONFIG,
+                ),
+            )
         )
         if sample:
             self._sample_arrays.append(path)
-        else:
+        elif resized:
             self._block_arrays.append(path)
 
     def create_arrays(
@@ -402,8 +414,7 @@ class RunWriter:
             capacity = max(b, math.ceil(capacity / b) * b)
             n_blocks = capacity // b
             self.capacity = capacity
-            self.arrays[layout.COMMIT] = commit.create_record(self.group, n_blocks)
-            self._block_arrays.append(layout.COMMIT)
+            self._declared_arrays.append((layout.COMMIT, commit.record_spec(n_blocks)))
             self._array(
                 layout.SAMPLE,
                 (capacity,),
@@ -460,6 +471,23 @@ class RunWriter:
             by_key = {node.key: node for node in nodes}
             for key in s.layers:
                 self._layer(by_key[key], activations[key], edges[key], n_blocks)
+            self._create_declared()
+            self._block_arrays.append(layout.COMMIT)  # has_arrays from now on
+
+    def _create_declared(self) -> None:
+        """Create the declared groups and arrays with their fixed values (bin edges), one
+        store write each (:class:`~tensortap.core.store.staging.Staging`)."""
+        staging = Staging(self.group.store_path)
+        for path, attrs in self._declared_groups:
+            staging.create_group(path, attrs)
+        for path, spec in self._declared_arrays:
+            staging.create_array(path, **spec)
+        for path, value in self._declared_values:
+            staging.set(path, value)
+        staging.publish()
+        for path, _spec in self._declared_arrays:
+            self.arrays[path] = staging.open(path, config=_ARRAY_CONFIG)
+        self._declared_groups, self._declared_arrays, self._declared_values = [], [], []
 
     def _unique_dims(
         self, path: str, dims: tuple[str, ...], sizes: tuple[int, ...]
@@ -480,7 +508,7 @@ class RunWriter:
         return tuple(unique)
 
     def _group(self, path: str, attributes: dict[str, Any]) -> None:
-        self.group.create_group(path, attributes=attributes, overwrite=True)
+        self._declared_groups.append((path, attributes))
 
     def _tensor(
         self,
@@ -579,10 +607,10 @@ class RunWriter:
             (layout.BIN_EDGE_DIM,),
             chunks=edges.shape,
             sample=False,
+            resized=False,
             attrs={"long_name": "histogram bin edges"},
         )
-        self._block_arrays.pop()  # fixed size: never resized
-        self.arrays[f"{stats}/{layout.BIN_EDGES}"][:] = edges
+        self._declared_values.append((f"{stats}/{layout.BIN_EDGES}", np.asarray(edges)))
         self.edges[node.key] = np.asarray(edges)
         self._array(
             f"{stats}/{layout.BLOCK_MOMENTS}",
@@ -628,13 +656,15 @@ class RunWriter:
 
     def _resize(self, capacity: int) -> None:
         b = self.batch_size
+        shapes = [(self.arrays[path], capacity) for path in self._sample_arrays] + [
+            (self.arrays[path], math.ceil(capacity / b)) for path in self._block_arrays
+        ]
+
+        async def resize() -> None:  # each array updates its metadata in place
+            await asyncio.gather(*(a.async_array.resize((n, *a.shape[1:])) for a, n in shapes))
+
         with _guard(self.location, "resize arrays of"):
-            for path in self._sample_arrays:
-                array = self.arrays[path]
-                array.resize((capacity, *array.shape[1:]))
-            for path in self._block_arrays:
-                array = self.arrays[path]
-                array.resize((math.ceil(capacity / b), *array.shape[1:]))
+            sync(resize())
         self.capacity = capacity
 
     def write_root(
@@ -738,33 +768,47 @@ class RunWriter:
 
     def _write_summaries(self, counts: np.ndarray, committed: int) -> None:
         """Store each layer's committed partials merged into one, so a reader of a finished
-        run reduces one small chunk per layer instead of one per block.  Written after the
-        last commit; the ``committed`` attr lets readers ignore a stale summary (a resumed
-        run commits more)."""
+        run reduces one small chunk per layer instead of one per block.
+
+        Written after the last commit, with a ``committed`` attr that lets readers ignore a
+        stale summary (a resumed run commits more); the summary's document, which holds the
+        attr, is written after its values (:meth:`Staging.publish`).
+        """
         blocks = np.flatnonzero(counts)
+        upto = int(blocks[-1]) + 1
+        stats = [layout.stats_path(key) for key in self.settings.layers]
+
+        async def read() -> list[Any]:
+            return await asyncio.gather(
+                *(
+                    self.arrays[f"{path}/{name}"].async_array.getitem(slice(0, upto))
+                    for path in stats
+                    for name in (layout.BLOCK_MOMENTS, layout.BLOCK_HISTOGRAM)
+                )
+            )
+
         with _guard(self.location, "write statistics to"):
-            for key in self.settings.layers:
-                stats = layout.stats_path(key)
-                moments = self.arrays[f"{stats}/{layout.BLOCK_MOMENTS}"]
-                histogram = self.arrays[f"{stats}/{layout.BLOCK_HISTOGRAM}"]
-                upto = int(blocks[-1]) + 1
+            partials = sync(read())
+            staging = Staging(self.group.store_path)
+            for i, path in enumerate(stats):
                 merged, hist = merge_blocks(
-                    np.asarray(moments[:upto])[blocks], np.asarray(histogram[:upto])[blocks]
+                    np.asarray(partials[2 * i])[blocks], np.asarray(partials[2 * i + 1])[blocks]
                 )
                 for name, value, dims in (
                     (layout.SUMMARY_MOMENTS, merged, (layout.MOMENT_DIM, layout.CHANNEL_DIM)),
                     (layout.SUMMARY_HISTOGRAM, hist, (layout.SLOT_DIM,)),
                 ):
-                    array = self.group.create_array(
-                        f"{stats}/{name}",
+                    staging.create_array(
+                        f"{path}/{name}",
                         shape=value.shape,
                         dtype=value.dtype,
                         chunks=value.shape,
                         dimension_names=dims,
                         fill_value=0,
-                        overwrite=True,
-                        attributes={"long_name": "committed block partials merged"},
+                        attributes={
+                            "long_name": "committed block partials merged",
+                            "committed": committed,
+                        },
                     )
-                    array[...] = value
-                    # The attr last: a summary killed mid-write has none and is ignored.
-                    array.attrs["committed"] = committed
+                    staging.set(f"{path}/{name}", value)
+            staging.publish()

@@ -1,0 +1,119 @@
+"""Create many Zarr nodes with one store write each: build them in memory, then publish.
+
+``zarr.Group.create_array`` on a real store first checks that no node exists at the path,
+then writes the array's document and any missing parent groups: about six store operations
+a node, each a round trip (syscalls on a local disk, requests on s3), and each synchronous
+call one more hop to zarr's event-loop thread (~1 ms here).  A run creates ~8 nodes a layer
+in a location it has just emptied, where none of those checks can fail, so
+:class:`Staging` collects the nodes, builds them with zarr's own API in a ``MemoryStore``,
+and copies the resulting documents — one write per object, everything in one trip to the
+event loop.  On W1's 52 layers this took run creation from ~1.5 s to ~0.1 s here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.group import GroupMetadata
+from zarr.core.sync import sync
+from zarr.storage import MemoryStore, StorePath
+
+__all__ = ["Staging"]
+
+
+async def _ready(value: Any) -> Any:
+    return value
+
+
+_METADATA = "zarr.json"
+
+
+class Staging:
+    """Groups and arrays to create under ``target`` (a group's ``store_path``).
+
+    Only the nodes declared here are written: parents that zarr makes implicitly stand for
+    groups that exist under ``target`` already, whose documents (and attributes) stay.
+    Values given with :meth:`set` are written before any document, so an array never
+    appears without them.
+    """
+
+    def __init__(self, target: StorePath) -> None:
+        self.target = target
+        self._groups: dict[str, dict[str, Any]] = {}
+        self._arrays: dict[str, dict[str, Any]] = {}
+        self._values: dict[str, np.ndarray] = {}
+        self._metadata: dict[str, Any] = {}
+
+    def create_group(self, path: str, attributes: dict[str, Any]) -> None:
+        """Declare a group."""
+        self._groups[path] = attributes
+
+    def create_array(self, path: str, **spec: Any) -> None:
+        """Declare an array (``spec``: :meth:`zarr.Group.create_array` arguments)."""
+        self._arrays[path] = spec
+
+    def set(self, path: str, value: np.ndarray) -> None:
+        """Give a declared array its whole value."""
+        self._values[path] = value
+
+    def publish(self) -> None:
+        """Build the declared nodes in memory and write them under ``target``."""
+        self._metadata = sync(self._publish())
+
+    async def _publish(self) -> dict[str, Any]:
+        store = MemoryStore()
+        root = await zarr.api.asynchronous.open_group(store=store, mode="w", zarr_format=3)
+        # Built flat (``n0``, ``n1``...): nested paths would make zarr look for and write
+        # parent groups in memory, a third of the building time.
+        names = {path: f"n{i}" for i, path in enumerate(self._arrays)}
+        arrays = dict(
+            zip(
+                self._arrays,
+                await asyncio.gather(
+                    *(root.create_array(names[path], **spec) for path, spec in self._arrays.items())
+                ),
+                strict=True,
+            )
+        )
+        await asyncio.gather(
+            *(arrays[path].setitem(Ellipsis, value) for path, value in self._values.items())
+        )
+        prototype = default_buffer_prototype()
+        chunks = {
+            f"{path}{key[len(names[path]) :]}": key
+            for path in self._values
+            async for key in store.list_prefix(f"{names[path]}/")
+            if key != f"{names[path]}/{_METADATA}"
+        }
+        documents: dict[str, Any] = {
+            f"{path}/{_METADATA}": GroupMetadata(attributes=attributes).to_buffer_dict(prototype)[
+                _METADATA
+            ]
+            for path, attributes in self._groups.items()
+        }
+        documents |= {f"{path}/{_METADATA}": f"{names[path]}/{_METADATA}" for path in self._arrays}
+        for batch in (chunks, documents):
+            values = await asyncio.gather(
+                *(
+                    store.get(source, prototype) if isinstance(source, str) else _ready(source)
+                    for source in batch.values()
+                )
+            )
+            await asyncio.gather(
+                *(
+                    (self.target / key).set(value)
+                    for key, value in zip(batch, values, strict=True)
+                    if value is not None
+                )
+            )
+        return {path: array.metadata for path, array in arrays.items()}
+
+    def open(self, path: str, config: Any = None) -> zarr.Array[Any]:
+        """The published array at ``path``, bound to the target store (no read)."""
+        return zarr.Array(
+            zarr.AsyncArray(self._metadata[path], store_path=self.target / path, config=config)
+        )
