@@ -33,6 +33,7 @@ def record_spec(n_blocks: int) -> dict[str, Any]:
         dtype="int64",
         fill_value=0,
         compressors=None,
+        chunk_key_encoding={"name": "default", "separator": "."},  # no folder per block
         dimension_names=(layout.BLOCK_DIM,),
         attributes={
             "long_name": "samples committed per block (the commit record)",

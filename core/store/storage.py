@@ -19,6 +19,7 @@ from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore, MemoryStore
 
 from tensortap.core.errors import CorruptRunError, RunNotFoundError, StorageError
+from tensortap.core.store.direct_io import DirectLocalStore, direct_io_enabled
 
 __all__ = ["Location", "open_location", "read_json", "total_size"]
 
@@ -84,7 +85,8 @@ def open_location(
         if not path.exists():
             raise RunNotFoundError(f"no run at {str(path)!r}: the path does not exist")
         return Location(LocalStore(path, read_only=True), str(path))
-    return Location(LocalStore(path, read_only=False), str(path))
+    writer = DirectLocalStore if direct_io_enabled() else LocalStore
+    return Location(writer(path, read_only=False), str(path))
 
 
 def _open_url(url: str, storage_options: dict[str, Any] | None, *, read_only: bool) -> Location:

@@ -42,6 +42,10 @@ __all__ = ["RunSettings", "RunWriter"]
 # zarr skips writing chunks equal to the fill value only after scanning them; activations are
 # rarely all zero and the scan costs a full pass over every batch, so write every chunk.
 _ARRAY_CONFIG: ArrayConfigParams = {"write_empty_chunks": True}
+#: Chunk files named ``c.<block>.0.0`` inside the array's folder: with zarr's default ``/``
+#: every block made a new folder per array (``c/<block>/0/0``), and creating folders cost
+#: more syscalls than writing the small statistics chunks themselves.
+CHUNK_KEYS = {"name": "default", "separator": "."}
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,6 +389,7 @@ class RunWriter:
                     dimension_names=tuple(dims),
                     attributes=attrs or {},
                     config=_ARRAY_CONFIG,
+                    chunk_key_encoding=CHUNK_KEYS,
                 ),
             )
         )

@@ -1,0 +1,104 @@
+"""The store's write paths: O_DIRECT chunks (core/store/direct_io.py) and staged node
+creation (core/store/staging.py), each checked against what plain zarr reads back."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+
+from tensortap.core.store import direct_io
+from tensortap.core.store.direct_io import DIRECT_MIN_BYTES, DirectLocalStore
+from tensortap.core.store.staging import Staging
+
+needs_direct = pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="no O_DIRECT here")
+
+
+def _set(store: DirectLocalStore, key: str, data: bytes) -> None:
+    sync(store.set(key, default_buffer_prototype().buffer.from_bytes(data)))
+
+
+@needs_direct
+@pytest.mark.parametrize(
+    "size",
+    [
+        DIRECT_MIN_BYTES,  # whole blocks only
+        DIRECT_MIN_BYTES + 1,  # a one-byte tail
+        (8 << 20) + 4096 * 3 + 17,  # more than one bounce buffer, and a tail
+        100,  # small: the page-cache path
+    ],
+)
+def test_direct_writes_are_byte_exact(tmp_path: Path, size: int) -> None:
+    store = DirectLocalStore(tmp_path)
+    data = np.random.default_rng(size).integers(0, 256, size, np.uint8).tobytes()
+    _set(store, "a/c.0.0", data)
+    assert (tmp_path / "a" / "c.0.0").read_bytes() == data
+    _set(store, "a/c.0.0", data[::-1])  # replaced whole, not patched
+    assert (tmp_path / "a" / "c.0.0").read_bytes() == data[::-1]
+    assert not list(tmp_path.rglob("*.partial"))  # no temporary file left behind
+
+
+@needs_direct
+def test_a_refused_o_direct_falls_back_to_the_page_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tmpfs and some network file systems answer EINVAL: the store writes normally."""
+    real_open = os.open
+
+    def refuse(path: object, flags: int, *args: object) -> int:
+        if flags & os.O_DIRECT:
+            raise OSError(22, "Invalid argument")
+        return real_open(path, flags, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(direct_io.os, "open", refuse)
+    store = DirectLocalStore(tmp_path)
+    data = bytes(range(256)) * (DIRECT_MIN_BYTES // 256 + 3)
+    _set(store, "x", data)
+    assert (tmp_path / "x").read_bytes() == data
+    assert store._direct is False  # decided once per store
+    assert not list(tmp_path.rglob("*.partial"))
+
+
+def test_zarr_arrays_written_directly_read_back_with_plain_zarr(tmp_path: Path) -> None:
+    values = np.random.default_rng(0).standard_normal((4, 300, 301)).astype(np.float32)
+    group = zarr.open_group(DirectLocalStore(tmp_path), mode="w")
+    array = group.create_array(
+        "v", shape=values.shape, chunks=(2, 300, 301), dtype="float32", compressors=None
+    )
+    array[:] = values
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "v", mode="r")[:], values)
+
+
+def test_staged_nodes_match_directly_created_ones(tmp_path: Path) -> None:
+    """Staging writes the same documents zarr's own create calls write, keeps the
+    attributes of groups that already exist, and publishes values with their arrays."""
+    root = zarr.open_group(tmp_path, mode="w", attributes={"keep": "me"})
+    root.create_group("layers", attributes={"long_name": "captured layers"})
+    staging = Staging(root.store_path)
+    staging.create_group("layers/a", {"name": "a"})
+    spec = dict(shape=(8, 3), chunks=(4, 3), dtype="float32", dimension_names=("s", "c"))
+    staging.create_array("layers/a/w", **spec, attributes={"long_name": "w"})
+    staging.create_array("layers/b/edges", shape=(5,), chunks=(5,), dtype="float64")
+    staging.set("layers/b/edges", np.linspace(0, 1, 5))
+    staging.publish()
+    written = staging.open("layers/a/w")
+    written[4:8] = np.ones((4, 3), np.float32)
+
+    reopened = zarr.open_group(tmp_path, mode="r")
+    assert dict(reopened.attrs) == {"keep": "me"}
+    assert reopened["layers"].attrs["long_name"] == "captured layers"
+    assert reopened["layers/a"].attrs["name"] == "a"
+    w = reopened["layers/a/w"]
+    assert isinstance(w, zarr.Array) and w.metadata.dimension_names == ("s", "c")
+    assert w.attrs["long_name"] == "w"
+    np.testing.assert_array_equal(w[4:8], 1)
+    np.testing.assert_array_equal(reopened["layers/b/edges"][:], np.linspace(0, 1, 5))
+    reference = zarr.open_group(tmp_path / "ref", mode="w").create_array(
+        "w", **spec, attributes={"long_name": "w"}
+    )
+    assert w.metadata.to_dict() == reference.metadata.to_dict()
