@@ -116,6 +116,7 @@ class Run:
             slice(0, len(indices)) if prefix or not len(indices) else indices
         )
         self._trees: tuple[xr.DataTree | None, xr.DataTree] | None = None
+        self._groups: dict[str, Any] = {}
         if not self._lazy:
             self._load_trees()
         return self
@@ -149,6 +150,11 @@ class Run:
             ) from err
 
     def _open_tree(self, store: Any) -> xr.DataTree:
+        tree: xr.DataTree = self._open(xr.open_datatree, store)
+        return tree
+
+    def _open(self, opener: Any, store: Any, **kwargs: Any) -> Any:
+        """``opener(store, engine="zarr", ...)`` with retries and errors as one line."""
         # Dask names its chunks after a hash of the store; an in-memory store hashes by
         # pickling all its data, which costs more than capturing a small batch.  Its arrays
         # stay lazy without Dask (xarray's lazy indexing): they are in memory already.
@@ -158,12 +164,13 @@ class Run:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    return xr.open_datatree(
+                    return opener(
                         store,
                         engine="zarr",
                         chunks=chunks,
                         consolidated=False,
                         decode_timedelta=False,
+                        **kwargs,
                     )
             except OSError as err:
                 raise StorageError(f"cannot read the run at {self.path!r}: {err}") from err
@@ -175,6 +182,23 @@ class Run:
             f"{str(last).splitlines()[0] if str(last) else ''}); its metadata is damaged or "
             "truncated — capture it again with overwrite=True"
         ) from last
+
+    def _group(self, path: str) -> Any:
+        """One group's variables (a Dataset), committed samples only.
+
+        Taken from the whole tree once something opened it; until then the group alone is
+        opened (and kept): a Grad-CAM on a fresh in-memory run reads one layer, and opening
+        every group of the run cost as much as the CAM itself.
+        """
+        if self._trees is not None:
+            node = self.tree[path] if path else self.tree
+            return node.dataset
+        if path not in self._groups:
+            dataset = self._open(xr.open_dataset, self._location.store, group=path or None)
+            if layout.SAMPLE in dataset.dims:
+                dataset = dataset.isel({layout.SAMPLE: self._selection})
+            self._groups[path] = dataset
+        return self._groups[path]
 
     def _committed_tree(self, raw: xr.DataTree | None) -> xr.DataTree:
         if raw is None:
@@ -249,14 +273,14 @@ class Run:
         self._check_key(key)
         return cast("dict[str, Any]", dict(self._layer(key).attrs))  # zarr attr keys are str
 
-    def _layer(self, key: str) -> xr.DataTree:
-        if self._raw_tree is None:
+    def _layer(self, key: str, group: str = "") -> Any:
+        """The Dataset of a layer's group (or of its subgroup ``group``, e.g. stats)."""
+        if not len(self._indices):
             raise LayerNotFoundError(
                 f"the run at {self.path!r} has no committed sample yet; wait or refresh()"
             )
-        node = self.tree[layout.layer_path(key)]
-        assert isinstance(node, xr.DataTree)
-        return node
+        path = layout.layer_path(key)
+        return self._group(f"{path}/{group}" if group else path)
 
     # ------------------------------------------------------------------ arrays
     def activation(self, key: str) -> xr.DataArray:
@@ -294,12 +318,12 @@ class Run:
         return array.assign_coords(extra) if extra else array  # type: ignore[no-any-return]
 
     def _named(self, group: str, names: tuple[str, ...], name: str | None) -> xr.DataArray | None:
-        if not names or self._raw_tree is None:
+        if not names or not len(self._indices):
             return None
         name = names[0] if name is None else name
         if name not in names:
             raise LayerNotFoundError(f"no {group[:-1]} named {name!r}; the run has {list(names)}")
-        return self._with_sample_coords(self.tree[f"{group}/{name}"])
+        return self._with_sample_coords(self._group(group)[name])
 
     def inputs(self, name: str | None = None) -> xr.DataArray | None:
         """A stored model input (the first by default), or ``None`` if inputs were not kept."""
@@ -310,9 +334,10 @@ class Run:
         return self._named(layout.OUTPUTS, self.output_names, name)
 
     def _root_var(self, name: str) -> xr.DataArray | None:
-        if self._raw_tree is None or name not in self.tree.variables:
+        if not len(self._indices):
             return None
-        return self.tree[name]  # type: ignore[return-value]
+        root = self._group("")
+        return root[name] if name in root.variables else None
 
     @property
     def labels(self) -> xr.DataArray | None:
@@ -333,8 +358,7 @@ class Run:
         """
         self._check_key(key)
         node = self._layer(key)
-        stats_node = node[layout.STATS]
-        assert isinstance(stats_node, xr.DataTree)
+        stats_node = self._layer(key, layout.STATS)
         reduced, edges = self._reduced(key)
         channel = layout.CHANNEL_DIM
         data_vars: dict[str, Any] = {
