@@ -8,6 +8,7 @@ the run.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -64,6 +65,7 @@ def array_creator(
     It records what the session says about the target (``score``) and, for a new run,
     creates every array from the first block: shapes and dtypes from its values, each
     layer's histogram edges from its activations, capacity ``total`` (or room to grow).
+    It runs in the write pipeline's thread (see :func:`capture_blocks`).
     """
 
     def create(
@@ -124,12 +126,23 @@ def capture_blocks(
                 labels = labels_for_store(batch.labels)
                 predictions = predictions_of(graph, result.outputs)
                 if pipeline is None:
+                    prepare = None
                     if on_first is not None:
-                        on_first(session, result, batch, labels, predictions)
-                        if partial:  # the first block may just have fixed the edges
+                        first = (session, result, batch, labels, predictions)
+                        if partial:  # the session needs the edges the first block fixes
+                            on_first(*first)
                             session.set_histogram_edges(writer.edges)
+                        else:
+                            # Created by the writer thread, before it writes this block,
+                            # while this thread computes the next one.
+                            prepare = functools.partial(on_first, *first)
                     pipeline = WritePipeline(
-                        writer, nodes, depth=depth, threads=threads, on_committed=on_committed
+                        writer,
+                        nodes,
+                        depth=depth,
+                        threads=threads,
+                        on_committed=on_committed,
+                        prepare=prepare,
                     )
                 pipeline.submit(Block(start, result, batch.inputs, labels, predictions))
                 del result  # the pipeline owns the block's memory now

@@ -2,8 +2,10 @@
 
 The engine computes block *k+1* while this pipeline writes block *k*: one committer thread
 takes blocks from a queue of ``depth`` slots, fans the block's layers out to a small thread
-pool (statistics, dtype narrowing and zarr writes all release the GIL for most of their
-time), waits for every write, then commits the block.  Memory is bounded by
+pool for their statistics and dtype narrowing (both release the GIL), which hands each
+layer's writes to a second pool of I/O threads and goes on with the next layer, so
+computing statistics never waits on the disk; the committer waits for every write, then
+commits the block.  Memory is bounded by
 ``depth + 2`` blocks (one computing, ``depth`` queued, one writing) whatever the run
 length.  Blocks are committed in order, so committed samples always form a prefix.
 """
@@ -14,7 +16,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +44,8 @@ class Block:
 
 
 _STOP = object()
+#: Threads writing layers concurrently (each waits on the store most of the time).
+_IO_THREADS = 4
 
 
 class WritePipeline:
@@ -59,6 +63,9 @@ class WritePipeline:
         Layer writers per block (default: the number of CPUs, at most 4).
     on_committed : callable, optional
         ``(n_samples, n_bytes)`` after each commit (progress bar).
+    prepare : callable, optional
+        Called in the writer thread before the first block is written (creating the run's
+        arrays there lets the caller compute the next block meanwhile).
     """
 
     def __init__(
@@ -69,14 +76,18 @@ class WritePipeline:
         depth: int = 1,
         threads: int | None = None,
         on_committed: Callable[[int, int], None] | None = None,
+        prepare: Callable[[], None] | None = None,
     ) -> None:
         self.writer = writer
+        self._prepare = prepare
         self.nodes = {node.key: node for node in nodes}
         self.on_committed = on_committed
         self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._pool = ThreadPoolExecutor(
-            max_workers=threads or min(4, os.cpu_count() or 1), thread_name_prefix="tt-write"
+            max_workers=threads or min(4, os.cpu_count() or 1), thread_name_prefix="tt-stats"
         )
+        # Writes mostly wait on the store (the disk, the network): more of them than CPUs.
+        self._io = ThreadPoolExecutor(max_workers=_IO_THREADS, thread_name_prefix="tt-write")
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="tt-commit", daemon=True)
         self._thread.start()
@@ -102,6 +113,7 @@ class WritePipeline:
                     break
         self._thread.join()
         self._pool.shutdown(wait=True)
+        self._io.shutdown(wait=True)
         self._raise_if_failed()
 
     def abort(self) -> None:
@@ -114,6 +126,7 @@ class WritePipeline:
             pass
         self._thread.join()
         self._pool.shutdown(wait=True)
+        self._io.shutdown(wait=True)
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
@@ -133,6 +146,9 @@ class WritePipeline:
                 return
             assert isinstance(item, Block)
             try:
+                if self._prepare is not None:
+                    self._prepare()
+                    self._prepare = None
                 # Resizing here, between blocks, means no write is ever in flight meanwhile.
                 self.writer.ensure_capacity(item.start + len(item))
                 nbytes = self._write(item)
@@ -151,18 +167,25 @@ class WritePipeline:
             self._pool.submit(self._write_layer, key, block.start, result)
             for key in self.writer.settings.layers
         ]
-        nbytes: int = self.writer.write_root(
-            block.start,
-            inputs=block.inputs,
-            outputs=result.outputs,
-            labels=block.labels,
-            predictions=block.predictions,
-        )
-        for future in futures:
-            nbytes += future.result()  # re-raises a layer's failure
-        return nbytes
+        try:
+            nbytes: int = self.writer.write_root(
+                block.start,
+                inputs=block.inputs,
+                outputs=result.outputs,
+                labels=block.labels,
+                predictions=block.predictions,
+            )
+        finally:
+            # Every layer's writes end before the block is committed or an error reported,
+            # also when another layer failed: none may still run afterwards.
+            wait(futures)
+            writes = [f.result() for f in futures if f.exception() is None]
+            wait(writes)
+        for future in futures + writes:
+            future.result()  # re-raises the first failure
+        return nbytes + sum(write.result() for write in writes)
 
-    def _write_layer(self, key: str, start: int, result: BatchResult) -> int:
+    def _write_layer(self, key: str, start: int, result: BatchResult) -> Future[int]:
         node = self.nodes[key]
         activation = np.asarray(result.activations[key])
         gradient = result.gradients.get(key) if self.writer.settings.gradients else None
@@ -176,7 +199,11 @@ class WritePipeline:
             stats = block_stats_from_partials(partials, edges, x3.shape)
         else:
             stats = block_stats(x3, edges)
-        written: int = self.writer.write_layer(
-            key, start, activation, None if gradient is None else np.asarray(gradient), stats
+        return self._io.submit(
+            self.writer.write_layer,
+            key,
+            start,
+            activation,
+            None if gradient is None else np.asarray(gradient),
+            stats,
         )
-        return written
