@@ -221,14 +221,13 @@ def _write(r: dict[str, Any]) -> None:
         f"(a run still capturing): {r['stats_partials_s'] * 1000:.1f} ms.",
         "",
     ]
-    if r["ratio"] > 0.25:
-        lines += [
-            "Grad-CAM: both sides are warmed once and timed as the median of several calls; "
-            "the TensorFlow backend reuses its traced step across captures, so the rest is "
-            "the in-memory run (writing, statistics, reading back) and the CAM math; the "
-            "reference row is the compiled step alone.",
-            "",
-        ]
+    lines += [
+        "Grad-CAM: both sides are warmed once and timed as the median of several calls; "
+        "the TensorFlow backend reuses its traced step across captures, so the rest is "
+        "the in-memory run (writing, statistics, reading back) and the CAM math; the "
+        "reference row is the compiled step alone.",
+        "",
+    ]
     if r["ratio"] > 0.25:
         budget = 0.25 * r["tf_keras_vis_s"] - r["step_s"]
         lines += [

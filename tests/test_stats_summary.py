@@ -41,6 +41,33 @@ def _assert_same(a, b) -> None:
         np.testing.assert_allclose(a[name].values, b[name].values, rtol=1e-12, equal_nan=True)
 
 
+@pytest.fixture(autouse=True)
+def _summaries_for_short_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These runs have 2–5 blocks: ask for summaries anyway (the default skips them)."""
+    from tensortap.core.store.writer import RunWriter
+
+    monkeypatch.setattr(RunWriter, "SUMMARY_MIN_BLOCKS", 1)
+
+
+def test_short_runs_have_no_summary_and_the_same_stats(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tensortap.core.store.writer import RunWriter
+
+    model, x = FakeModel(), images(40)
+    with_summary = _capture(model, x, tmp_path / "a.zarr")
+    monkeypatch.setattr(RunWriter, "SUMMARY_MIN_BLOCKS", 4)  # this run has 3 blocks
+    without = _capture(model, x, tmp_path / "b.zarr")
+    group = zarr.open_group(tmp_path / "b.zarr", path="layers/block.conv/stats", mode="r")
+    assert "summary_moments" not in group and "summary_moments" in zarr.open_group(
+        tmp_path / "a.zarr", path="layers/block.conv/stats", mode="r"
+    )
+    for key in with_summary.layers:
+        _assert_same(
+            tt.open_run(with_summary.path).stats(key), tt.open_run(without.path).stats(key)
+        )
+
+
 def test_summary_equals_partials_and_stale_summary_is_ignored(tmp_path: Path) -> None:
     model, x = FakeModel(), images(70)
     path = tmp_path / "r.zarr"
