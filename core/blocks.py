@@ -126,16 +126,17 @@ def capture_blocks(
                 labels = labels_for_store(batch.labels)
                 predictions = predictions_of(graph, result.outputs)
                 if pipeline is None:
-                    prepare = None
+                    prepare: Callable[[], None] | None = None
                     if on_first is not None:
-                        first = (session, result, batch, labels, predictions)
                         if partial:  # the session needs the edges the first block fixes
-                            on_first(*first)
+                            on_first(session, result, batch, labels, predictions)
                             session.set_histogram_edges(writer.edges)
                         else:
                             # Created by the writer thread, before it writes this block,
                             # while this thread computes the next one.
-                            prepare = functools.partial(on_first, *first)
+                            prepare = functools.partial(
+                                on_first, session, result, batch, labels, predictions
+                            )
                     pipeline = WritePipeline(
                         writer,
                         nodes,
@@ -144,6 +145,7 @@ def capture_blocks(
                         on_committed=on_committed,
                         prepare=prepare,
                     )
+                    prepare = None  # the pipeline alone keeps block 0 alive until written
                 pipeline.submit(Block(start, result, batch.inputs, labels, predictions))
                 del result  # the pipeline owns the block's memory now
             if pipeline is not None:
