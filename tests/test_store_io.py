@@ -1,5 +1,6 @@
-"""The store's write paths: O_DIRECT chunks (core/store/direct_io.py) and staged node
-creation (core/store/staging.py), each checked against what plain zarr reads back."""
+"""The store's write paths: O_DIRECT chunks (core/store/direct_io.py), whole chunks written
+without zarr (core/store/whole_chunks.py) and staged node creation (core/store/staging.py),
+each checked against what zarr itself writes and reads back."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from zarr.core.sync import sync
 from tensortap.core.store import direct_io
 from tensortap.core.store.direct_io import DIRECT_MIN_BYTES, DirectLocalStore
 from tensortap.core.store.staging import Staging
+from tensortap.core.store.whole_chunks import WholeChunks
 
 needs_direct = pytest.mark.skipif(not hasattr(os, "O_DIRECT"), reason="no O_DIRECT here")
 
@@ -102,3 +104,69 @@ def test_staged_nodes_match_directly_created_ones(tmp_path: Path) -> None:
         "w", **spec, attributes={"long_name": "w"}
     )
     assert w.metadata.to_dict() == reference.metadata.to_dict()
+
+
+def _pair(tmp_path: Path, **spec: object) -> tuple[zarr.Array, zarr.Array]:
+    """The same array twice: one for WholeChunks, one written by zarr (the reference)."""
+    spec = {"chunk_key_encoding": {"name": "default", "separator": "."}} | spec
+    ours = zarr.open_group(DirectLocalStore(tmp_path / "ours"), mode="w")
+    ref = zarr.open_group(tmp_path / "ref", mode="w")
+    return ours.create_array("a", **spec), ref.create_array("a", **spec)  # type: ignore[arg-type]
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(root.iterdir()) if p.name != "zarr.json"}
+
+
+@pytest.mark.parametrize(
+    ("shape", "chunks", "dtype", "selections"),
+    [
+        # sample-axis blocks, a large chunk (O_DIRECT), and the array's short last chunk
+        ((70, 100, 120), (32, 100, 120), "float32", [slice(0, 32), slice(64, 70)]),
+        ((10, 3), (4, 3), "float16", [slice(4, 8), slice(8, 10)]),
+        ((5, 7, 6), (1, 7, 6), "float64", [2, 4]),  # per-block arrays, int selections
+        ((6,), (1,), "int64", [0, 5]),  # the commit record: one value a chunk
+        ((9,), (3,), "int64", [slice(3, 6)]),
+    ],
+)
+def test_whole_chunks_are_byte_identical_to_zarrs(
+    tmp_path: Path, shape: tuple, chunks: tuple, dtype: str, selections: list
+) -> None:
+    ours, ref = _pair(
+        tmp_path, shape=shape, chunks=chunks, dtype=dtype, compressors=None, fill_value=-1
+    )
+    writer = WholeChunks(ours.store)
+    rng = np.random.default_rng(1)
+    for sel in selections:
+        value = rng.standard_normal(np.zeros(shape)[sel].shape) * 100
+        value = value.astype(np.float64 if dtype.startswith("int") else dtype)
+        assert writer.write(ours, sel, value)
+        ref[sel] = value
+    assert _files(tmp_path / "ours" / "a") == _files(tmp_path / "ref" / "a")
+    np.testing.assert_array_equal(zarr.open_array(tmp_path / "ours" / "a", mode="r")[:], ref[:])
+    assert not list(tmp_path.rglob("*.partial"))
+
+
+@pytest.mark.parametrize(
+    ("spec", "sel"),
+    [
+        (dict(compressors=zarr.codecs.ZstdCodec(level=1)), slice(0, 4)),  # compressed
+        (dict(shards=(4, 3), chunks=(1, 3)), slice(0, 4)),  # sharded
+        ({}, slice(2, 6)),  # not on a chunk boundary
+        ({}, slice(4, 6)),  # a short chunk inside the array: zarr merges
+        ({}, [0, 1, 2, 3]),  # fancy selection
+    ],
+)
+def test_whole_chunks_leave_everything_else_to_zarr(
+    tmp_path: Path, spec: dict, sel: object
+) -> None:
+    base = dict(shape=(12, 3), chunks=(4, 3), dtype="float32", compressors=None)
+    ours, _ = _pair(tmp_path, **(base | spec))
+    value = np.ones(np.zeros((12, 3))[sel].shape, np.float32)
+    assert not WholeChunks(ours.store).write(ours, sel, value)
+    assert _files(tmp_path / "ours" / "a") == {}
+
+
+def test_whole_chunks_need_a_local_store() -> None:
+    array = zarr.create_array(zarr.storage.MemoryStore(), shape=(4,), chunks=(2,), dtype="int64")
+    assert not WholeChunks(array.store).write(array, slice(0, 2), np.arange(2))

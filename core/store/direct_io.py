@@ -27,7 +27,7 @@ from pathlib import Path
 from zarr.core.buffer import Buffer
 from zarr.storage import LocalStore
 
-__all__ = ["DIRECT_MIN_BYTES", "DirectLocalStore", "direct_io_enabled"]
+__all__ = ["DIRECT_MIN_BYTES", "DirectLocalStore", "direct_io_enabled", "write_file"]
 
 #: Values smaller than this go through the page cache (their copy costs more than it saves).
 DIRECT_MIN_BYTES = 1 << 20
@@ -57,7 +57,6 @@ def _write_direct(path: Path, data: memoryview) -> bool:
 
     Returns ``False``, having written nothing, when the file system refuses ``O_DIRECT``.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{uuid.uuid4().hex}.partial")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_DIRECT, 0o644)
@@ -85,9 +84,7 @@ def _write_direct(path: Path, data: memoryview) -> bool:
 
             flags = fcntl.fcntl(fd, fcntl.F_GETFL)
             fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
-            tail = data[offset:]
-            while len(tail):
-                tail = tail[os.write(fd, tail) :]
+            _write_all(fd, data[offset:])
     except BaseException:
         os.close(fd)
         tmp.unlink(missing_ok=True)
@@ -95,6 +92,40 @@ def _write_direct(path: Path, data: memoryview) -> bool:
     os.close(fd)
     tmp.replace(path)
     return True
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while len(data):
+        data = data[os.write(fd, data) :]
+
+
+def _write_buffered(path: Path, data: memoryview) -> None:
+    """Write ``data`` to ``path`` through the page cache: a temporary file, renamed."""
+    tmp = path.with_suffix(f".{uuid.uuid4().hex}.partial")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        _write_all(fd, data.cast("B"))
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    tmp.replace(path)
+
+
+def write_file(path: Path, data: memoryview, *, direct: bool) -> bool:
+    """Write ``data`` to ``path`` atomically (whole or absent), in the calling thread.
+
+    With ``direct``, values of :data:`DIRECT_MIN_BYTES` or more go around the page cache.
+    The parent folder must exist.  Returns whether ``O_DIRECT`` is still usable here
+    (``False`` once the file system refused it; the value was then written buffered).
+    """
+    if direct and data.nbytes >= DIRECT_MIN_BYTES:
+        if _write_direct(path, data):
+            return True
+        direct = False
+    _write_buffered(path, data)
+    return direct
 
 
 class DirectLocalStore(LocalStore):
@@ -110,8 +141,10 @@ class DirectLocalStore(LocalStore):
         if not self._is_open:
             await self._open()
         self._check_writable()
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
         data = memoryview(value.as_buffer_like())
-        if not await asyncio.to_thread(_write_direct, self.root / key, data):
+        if not await asyncio.to_thread(_write_direct, path, data):
             self._direct = False
             await super().set(key, value)
         return None

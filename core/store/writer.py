@@ -32,6 +32,7 @@ from tensortap.core.store import commit, layout
 from tensortap.core.store.layout import Codec
 from tensortap.core.store.staging import Staging
 from tensortap.core.store.storage import Location, read_json
+from tensortap.core.store.whole_chunks import WholeChunks
 
 if TYPE_CHECKING:
     from zarr.core.array import CompressorsLike
@@ -172,6 +173,7 @@ class RunWriter:
         self._declared_groups: list[tuple[str, dict[str, Any]]] = []
         self._declared_arrays: list[tuple[str, dict[str, Any]]] = []
         self._declared_values: list[tuple[str, np.ndarray]] = []
+        self._whole_chunks = WholeChunks(group.store)
         self.capacity = 0
 
     # ------------------------------------------------------------------ opening
@@ -376,8 +378,10 @@ class RunWriter:
         """Declare an array (created by :meth:`_create_declared`); ``sample``: its first
         axis is the sample axis, else (``resized``) the block axis."""
         dtype = np.dtype(dtype)
+        # Arrays without a codec (statistics, outputs, the sample coordinates) are small:
+        # stored uncompressed, so that their chunks take the direct path (WholeChunks).
         compressors: CompressorsLike = (
-            layout.compressors_for(codec, dtype.itemsize) if codec else "auto"
+            layout.compressors_for(codec, dtype.itemsize) if codec else None
         )
         if fill_value is None:
             fill_value = np.nan if dtype.kind == "f" else 0
@@ -709,7 +713,7 @@ class RunWriter:
             items.append((self.arrays[layout.output_path(name)], rows, value))
             nbytes += value.nbytes
         with _guard(self.location, "write to"):
-            _set_all(items)
+            self._write_items(items)
         return nbytes
 
     def write_layer(
@@ -746,13 +750,23 @@ class RunWriter:
             (self.arrays[f"{stats_base}/{layout.BLOCK_HISTOGRAM}"], block, stats.histogram),
         ]
         with _guard(self.location, "write to"):
-            _set_all(items)
+            self._write_items(items)
         return nbytes
+
+    def _write_items(self, items: Sequence[tuple[zarr.Array[Any], Any, Any]]) -> None:
+        """Write ``(array, selection, value)`` items: whole uncompressed chunks of a local
+        run directly (:class:`WholeChunks`), the rest through zarr, concurrently."""
+        rest = [item for item in items if not self._whole_chunks.write(*item)]
+        if rest:
+            _set_all(rest)
 
     def commit(self, start: int, n_samples: int) -> None:
         """Mark the block starting at ``start`` committed — only after all its writes."""
+        record = self.arrays[layout.COMMIT]
+        block = start // self.batch_size
         with _guard(self.location, "commit to"):
-            commit.mark_committed(self.arrays[layout.COMMIT], start // self.batch_size, n_samples)
+            if not self._whole_chunks.write(record, block, np.int64(n_samples)):
+                commit.mark_committed(record, block, n_samples)
 
     def set_status(self, status: str, **extra: Any) -> None:
         """Update ``status`` (and other keys) in the root attrs."""
