@@ -79,7 +79,7 @@ class WholeChunks:
             padded[:rows] = values
             values = padded
         key = plan.encode_key((index, *(0,) * (len(plan.chunks) - 1)))
-        data = memoryview(values.reshape(-1).view(np.uint8))
+        data = values.reshape(-1).view(np.uint8).data
         direct = isinstance(self._store, DirectLocalStore) and self._store._direct
         if not write_file(plan.folder / key, data, direct=direct) and direct:
             self._store._direct = False  # the file system refused O_DIRECT: stop trying
@@ -95,7 +95,7 @@ class WholeChunks:
         if self._root is None or array.metadata.zarr_format != 3 or sys.byteorder != "little":
             return None
         meta = array.metadata
-        codecs = getattr(meta, "codecs", ())
+        codecs: tuple[Any, ...] = tuple(getattr(meta, "codecs", ()))
         if len(codecs) != 1 or type(codecs[0]) is not BytesCodec:
             return None
         endian = codecs[0].endian
