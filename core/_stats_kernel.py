@@ -4,11 +4,12 @@ The NumPy path in :mod:`tensortap.core.stats` needs a dozen passes over each blo
 min, sums, squares, zeros, and the histogram's guess, clip, cast, two corrections and
 bincount); on W1 (855 MB a batch) that cost more CPU than the model itself.  These kernels
 read each value once.  The common case, a block without NaN or infinity, takes
-:func:`_reduce_finite`: per position, one loop over the contiguous channels that the
-compiler vectorises (sums, squares, min, max, zeros, the histogram guess, a non-finite
-flag), then a scalar loop that corrects the guesses and counts them into four interleaved
-histogram copies (consecutive increments of one slot would otherwise wait on each other):
-about 2 GB/s on one core here, ~7× the NumPy path.  A block holding a non-finite value is
+:func:`_reduce_finite`: per position, a few loops over the contiguous channels that the
+compiler vectorises (sums, squares, min, max, zeros, a non-finite flag, the histogram
+guess and whether it lies close enough to a bin boundary to need checking), then a scalar
+loop that corrects the flagged guesses and counts them all into four interleaved histogram
+copies (consecutive increments of one slot would otherwise wait on each other): about
+2.7 GB/s on one core here, ~9× the NumPy path.  A block holding a non-finite value is
 reduced again by :func:`_reduce_py`, which skips such values one by one (~1 GB/s).  Both
 release the GIL, so the writer threads reduce several layers at once; they are
 single-threaded on purpose (a parallel Numba kernel called from several threads at once is
@@ -81,10 +82,17 @@ def _reduce_py(
 
 
 def _reduce_finite(
-    x3: Any, scale: Any, offset: Any, bounds: Any, slots: int
+    x3: Any, scale: Any, offset: Any, bounds: Any, slots: int, margin: Any
 ) -> Any:  # pragma: no cover - compiled
     """:func:`_reduce_py` for blocks of finite values; ``bad`` counts the others (then the
-    results are void and the caller falls back)."""
+    results are void and the caller falls back).
+
+    Each loop over the channels of a position touches few arrays: LLVM vectorises a loop
+    only when it can check at run time that its arrays do not overlap, and gives up past
+    a handful of such checks (one loop for everything ran at half the speed).  A guess
+    within ``margin`` of a slot boundary is flagged (bit 24) and corrected against
+    ``bounds`` in the counting loop; every other guess is exact (:func:`guess_margin`).
+    """
     n, positions, channels = x3.shape
     sums = np.zeros((n, channels), np.float64)
     squares = np.zeros((n, channels), np.float64)
@@ -98,32 +106,59 @@ def _reduce_finite(
     bad = np.zeros(channels, np.int32)
     top = np.float32(slots - 1)
     zero = np.float32(0)
+    flag = np.int32(1 << 24)
     for i in range(n):
         sums_i, squares_i, low_i, high_i, zeros_i = sums[i], squares[i], low[i], high[i], zeros[i]
         for p in range(positions):
             row = x3[i, p]
-            for c in range(channels):  # branch-free: vectorised
-                v = row[c]
-                w = np.float64(v)
+            for c in range(channels):
+                w = np.float64(row[c])
                 sums_i[c] += w
                 squares_i[c] += w * w
+            for c in range(channels):
+                v = row[c]
                 low_i[c] = min(v, low_i[c])
                 high_i[c] = max(v, high_i[c])
+            for c in range(channels):
+                v = row[c]
                 zeros_i[c] += np.int32(v == zero)
                 bad[c] += np.int32(v - v != zero)  # NaN for NaN and ±inf
-                t = v * scale + offset
+            for c in range(channels):
+                t = row[c] * scale + offset
+                near = np.int32(abs(t - np.rint(t)) < margin)
                 t = t if t > zero else zero  # NaN too: every guess indexes ``bounds``
-                guess[c] = np.int32(t if t < top else top)
-            for c in range(channels):  # the shared bin rule's correction, then the count
+                guess[c] = np.int32(t if t < top else top) | (near << 24)
+            for c in range(channels):  # count, correcting the few flagged guesses
                 s = guess[c]
-                v = row[c]
-                if v < bounds[s]:
-                    s -= 1
-                elif v >= bounds[s + 1]:
-                    s += 1
+                if s >= flag:
+                    s -= flag
+                    v = row[c]
+                    if v < bounds[s]:
+                        s -= 1
+                    elif v >= bounds[s + 1]:
+                        s += 1
                 counts[c & 3, s] += 1
     # Summed here: returning the copies made the whole kernel ~1.5× slower (Numba 0.68).
     return sums, squares, low, high, zeros, counts.sum(axis=0), bad.sum()
+
+
+def guess_margin(scale: np.float32, offset: np.float32, bounds: np.ndarray) -> np.float32:
+    """How close to a whole number a bin guess ``t = x * scale + offset`` must come for
+    its slot to need the exact comparison with ``bounds``.
+
+    The guess's slot boundaries sit at whole ``t``.  Three float32 roundings move them:
+    ``scale`` and ``offset`` themselves (at most ``(bins + |offset|) * 2**-24`` in ``t``),
+    the stored edges rounded up to float32 (``max|edge| * scale * 2**-23``), and the
+    product and sum that make ``t`` (``(|x * scale| + |t|) * 2**-24``, with ``|x| <=
+    max|edge|`` plus a bin near any boundary).  A guess at least their sum away from every
+    whole number is therefore in its exact slot; the margin is that sum, doubled.  Far
+    outside the edges the guess is clamped to under- or overflow, which is exact too.
+    """
+    bins = len(bounds) - 3
+    edge = float(max(abs(bounds[1]), abs(bounds[-2])))
+    reach = (edge + (float(bounds[-2]) - float(bounds[1])) / max(bins, 1)) * float(scale)
+    total = 2 * (bins + 2) + abs(float(offset)) + 3 * reach
+    return np.float32(min(2.0**-21 * total, 1.0))
 
 
 @functools.cache
@@ -161,13 +196,14 @@ def reduce_block(
         The bin rule of :func:`tensortap.core.stats.histogram_params` and ``slot_bounds``.
     """
     kernel = _compiled() if x3.dtype == np.float32 and x3.ndim == 3 else None
-    if kernel is None:
+    if kernel is None or len(bounds) >= 1 << 24:  # slot numbers must stay below the flag
         return None
     slots = len(bounds) - 1
     args = (x3, np.float32(scale), np.float32(offset), np.asarray(bounds, np.float32), slots)
     padded = np.append(args[3], np.float32(np.inf))
+    margin = guess_margin(args[1], args[2], args[3])
     sums, squares, low, high, zeros32, slot_counts, bad = _compiled_finite()(
-        *args[:3], padded, slots
+        *args[:3], padded, slots, margin
     )
     if bad == 0:
         finite = np.full(sums.shape, x3.shape[1], np.int64)

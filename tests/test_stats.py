@@ -128,3 +128,34 @@ def test_compiled_kernel_equals_the_numpy_path() -> None:
         # channel 6 sums ±1e30: float64 cancellation depends on the order of the sum
         np.testing.assert_allclose(fast.moments[1:3, :6], reference.moments[1:3, :6], rtol=1e-12)
         np.testing.assert_allclose(fast.sample_mean[:, :6], reference.sample_mean[:, :6], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "bins"),
+    [(-3.0, 3.0, 64), (0.0, 6.0, 64), (1000.0, 1000.5, 64), (-1e-6, 2e-6, 7), (-5e4, 1e5, 200)],
+)
+def test_compiled_histogram_is_exact_around_every_edge(low: float, high: float, bins: int) -> None:
+    """Values on, just below and just above each float32 slot bound (where the kernel's
+    float32 guess can be off by one), for ranges near and far from zero."""
+    from tensortap.core import _stats_kernel
+    from tensortap.core.stats import slot_bounds
+
+    if _stats_kernel._compiled() is None:
+        pytest.skip("numba is not installed or TENSORTAP_NUMBA=0")
+    edges = np.linspace(low, high, bins + 1)
+    bounds = slot_bounds(edges)[1:-1]
+    around = [bounds]
+    for direction in (-np.inf, np.inf):
+        step = bounds
+        for _ in range(3):  # 1, 2 and 3 float32 steps away
+            step = np.nextafter(step, np.float32(direction))
+            around.append(step)
+    rng = np.random.default_rng(bins)
+    inside = rng.uniform(low, high, 4000).astype(np.float32)
+    values = np.concatenate([*around, inside]).astype(np.float32)
+    values = rng.permutation(values)[: values.size // 8 * 8].reshape(2, -1, 4)
+    fast, reference = block_stats(values, edges), block_stats(values, edges, kernel=False)
+    np.testing.assert_array_equal(fast.histogram, reference.histogram)
+    wide = values.astype(np.float64).ravel()
+    counts, _ = np.histogram(wide[wide < edges[-1]], bins=edges)  # half-open like ours
+    np.testing.assert_array_equal(fast.histogram[:bins], counts)
