@@ -9,7 +9,9 @@ the run.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -75,7 +77,11 @@ def array_creator(
             writer.set_status("capturing", info=dict(session.info), score=session.info.get("score"))
         if writer.has_arrays:  # a resumed run
             return
-        edges = {k: choose_edges(np.asarray(result.activations[k])) for k in writer.settings.layers}
+        keys = writer.settings.layers
+        # Two passes over the whole first block (min, max): on as many threads as CPUs.
+        with ThreadPoolExecutor(min(4, os.cpu_count() or 1), "tt-edges") as pool:
+            found = pool.map(lambda k: choose_edges(np.asarray(result.activations[k])), keys)
+            edges = dict(zip(keys, found, strict=True))
         writer.create_arrays(
             capacity=total or 4 * len(first),
             nodes=nodes,

@@ -113,11 +113,10 @@ def choose_edges(values: np.ndarray, bins: int = DEFAULT_BINS) -> np.ndarray:
     lower edge.  Returns ``bins + 1`` increasing float64 edges, uniform as
     ``np.linspace`` makes them (the fast path of ``np.histogram``).
     """
-    finite = values[np.isfinite(values)] if not np.isfinite(values).all() else values
-    if finite.size == 0:
-        low, high = -1.0, 1.0
-    else:
-        low, high = float(finite.min()), float(finite.max())
+    low, high = (float(values.min()), float(values.max())) if values.size else (-1.0, 1.0)
+    if not (np.isfinite(low) and np.isfinite(high)):  # NaN and ±inf reach min or max
+        finite = values[np.isfinite(values)]
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (-1.0, 1.0)
     span = high - low
     if span <= 0:
         span = max(abs(high), 1.0)
