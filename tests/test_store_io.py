@@ -109,13 +109,16 @@ def test_staged_nodes_match_directly_created_ones(tmp_path: Path) -> None:
 def _pair(tmp_path: Path, **spec: object) -> tuple[zarr.Array, zarr.Array]:
     """The same array twice: one for WholeChunks, one written by zarr (the reference)."""
     spec = {"chunk_key_encoding": {"name": "default", "separator": "."}} | spec
+    if spec["chunk_key_encoding"] is None:  # zarr's default: c/0/0
+        del spec["chunk_key_encoding"]
     ours = zarr.open_group(DirectLocalStore(tmp_path / "ours"), mode="w")
     ref = zarr.open_group(tmp_path / "ref", mode="w")
     return ours.create_array("a", **spec), ref.create_array("a", **spec)  # type: ignore[arg-type]
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(root.iterdir()) if p.name != "zarr.json"}
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != "zarr.json")
+    return {str(p.relative_to(root)): p.read_bytes() for p in files}
 
 
 @pytest.mark.parametrize(
@@ -127,13 +130,21 @@ def _files(root: Path) -> dict[str, bytes]:
         ((5, 7, 6), (1, 7, 6), "float64", [2, 4]),  # per-block arrays, int selections
         ((6,), (1,), "int64", [0, 5]),  # the commit record: one value a chunk
         ((9,), (3,), "int64", [slice(3, 6)]),
+        ((9, 2), (3, 2), "float32", [slice(3, 6), slice(6, 9)]),  # chunk keys c/1/0
     ],
 )
 def test_whole_chunks_are_byte_identical_to_zarrs(
     tmp_path: Path, shape: tuple, chunks: tuple, dtype: str, selections: list
 ) -> None:
+    keys = None if shape == (9, 2) else {"name": "default", "separator": "."}
     ours, ref = _pair(
-        tmp_path, shape=shape, chunks=chunks, dtype=dtype, compressors=None, fill_value=-1
+        tmp_path,
+        shape=shape,
+        chunks=chunks,
+        dtype=dtype,
+        compressors=None,
+        fill_value=-1,
+        chunk_key_encoding=keys,
     )
     writer = WholeChunks(ours.store)
     rng = np.random.default_rng(1)

@@ -79,6 +79,8 @@ class WholeChunks:
             padded[:rows] = values
             values = padded
         key = plan.encode_key((index, *(0,) * (len(plan.chunks) - 1)))
+        if "/" in key:  # zarr's default separator: a folder per chunk coordinate
+            (plan.folder / key).parent.mkdir(parents=True, exist_ok=True)
         data = values.reshape(-1).view(np.uint8).data
         direct = isinstance(self._store, DirectLocalStore) and self._store._direct
         if not write_file(plan.folder / key, data, direct=direct) and direct:
