@@ -8,7 +8,7 @@ in a location it has just emptied, where none of those checks can fail, so
 :class:`Staging` collects the nodes, builds them with zarr's own API in a ``MemoryStore``,
 and copies the resulting documents — one write per object, straight to the files of a
 local folder, else all in one trip to the event loop.  On W1's 52 layers this took run
-creation from ~1.5 s to ~0.3 s here (most of the rest is the file system's own work: ~370
+creation from ~1.5 s to ~0.3 s here (most of the rest is the file system's own work: ~420
 folders and ~470 files).
 """
 
@@ -81,11 +81,12 @@ class Staging:
         # parent groups in memory, a third of the building time.  Arrays that differ only
         # in their attributes (and get no value) are built once: ``create_array`` costs
         # ~0.7 ms, and W1's 317 arrays come in ~110 kinds.
-        kinds: dict[str, str] = {}
+        first_of_kind: dict[str, str] = {}
+        kinds: dict[str, str] = {}  # path -> the first path of its kind, built for all
         for path, spec in self._arrays.items():
             rest = {k: v for k, v in spec.items() if k != "attributes"}
-            kind = path if path in self._values else repr(sorted(rest.items()))
-            kinds[path] = kinds.setdefault(kind, path)
+            kind = f"value of {path}" if path in self._values else repr(sorted(rest.items()))
+            kinds[path] = first_of_kind.setdefault(kind, path)
         names = {path: f"n{i}" for i, path in enumerate(self._arrays) if kinds[path] == path}
         built = dict(
             zip(
