@@ -256,6 +256,7 @@ def run(batches: int, repeats: int = 3) -> dict[str, Any]:
         "plain_s": plain,
         "capture_s": captured,
         "ratios_a": [c / p for p, c in pairs],
+        "pairs_s": pairs,
         "tfdbg_s": tfdbg,
         "stored_gb": stored / 1e9,
         "tfdbg_gb": tfdbg_bytes / 1e9,
