@@ -22,6 +22,7 @@ import mmap
 import os
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -53,43 +54,21 @@ def _bounce() -> mmap.mmap:
     return buffer
 
 
-def _write_direct(path: Path, data: memoryview) -> bool:
-    """Write ``data`` to ``path`` through a temporary file opened with ``O_DIRECT``.
-
-    Returns ``False``, having written nothing, when the file system refuses ``O_DIRECT``.
-    """
+def _atomic_write(path: Path, fill: Callable[[int], None], *, direct: bool) -> bool:
+    """Write a temporary file next to ``path`` with ``fill(fd)``, then rename it over
+    ``path``: the file is whole or absent.  Returns ``False``, having written nothing,
+    when ``direct`` was asked for and the file system refuses ``O_DIRECT``."""
     tmp = path.with_suffix(f".{uuid.uuid4().hex}.partial")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | (os.O_DIRECT if direct else 0)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_DIRECT, 0o644)
-    except OSError:  # EINVAL: no O_DIRECT here
-        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, flags, 0o644)
+    except OSError:
+        if not direct:
+            raise
+        tmp.unlink(missing_ok=True)  # EINVAL: no O_DIRECT here
         return False
     try:
-        data = data.cast("B")
-        aligned = len(data) - len(data) % _ALIGN
-        bounce = _bounce()
-        view = memoryview(bounce)
-        # NumPy copies without the GIL (a memoryview copy holds it: ~0.1 s a W1 batch
-        # during which no other Python thread, the model's included, could run).
-        source, target = np.frombuffer(data, np.uint8), np.frombuffer(view, np.uint8)
-        try:
-            offset = 0
-            while offset < aligned:
-                n = min(_BOUNCE_BYTES, aligned - offset)
-                np.copyto(target[:n], source[offset : offset + n])
-                written = 0
-                while written < n:
-                    written += os.write(fd, view[written:n])
-                offset += n
-        finally:
-            del target
-            view.release()
-        if offset < len(data):  # the tail is not a whole block: write it normally
-            import fcntl
-
-            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-            fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
-            _write_all(fd, data[offset:])
+        fill(fd)
     except BaseException:
         os.close(fd)
         tmp.unlink(missing_ok=True)
@@ -99,23 +78,50 @@ def _write_direct(path: Path, data: memoryview) -> bool:
     return True
 
 
+def _fill_direct(fd: int, data: memoryview) -> None:
+    """Write ``data`` to a file opened with ``O_DIRECT`` through this thread's aligned
+    buffer; an unaligned tail is written normally."""
+    aligned = len(data) - len(data) % _ALIGN
+    view = memoryview(_bounce())
+    # NumPy copies without the GIL (a memoryview copy holds it: ~0.1 s a W1 batch during
+    # which no other Python thread, the model's included, could run).
+    source, target = np.frombuffer(data, np.uint8), np.frombuffer(view, np.uint8)
+    try:
+        offset = 0
+        while offset < aligned:
+            n = min(_BOUNCE_BYTES, aligned - offset)
+            np.copyto(target[:n], source[offset : offset + n])
+            written = 0
+            while written < n:
+                written += os.write(fd, view[written:n])
+            offset += n
+    finally:
+        del target
+        view.release()
+    if offset < len(data):
+        import fcntl
+
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+        _write_all(fd, data[offset:])
+
+
 def _write_all(fd: int, data: memoryview) -> None:
     while len(data):
         data = data[os.write(fd, data) :]
 
 
+def _write_direct(path: Path, data: memoryview) -> bool:
+    """Write ``data`` to ``path`` with ``O_DIRECT``; ``False`` (nothing written) when the
+    file system refuses it."""
+    data = data.cast("B")
+    return _atomic_write(path, lambda fd: _fill_direct(fd, data), direct=True)
+
+
 def _write_buffered(path: Path, data: memoryview) -> None:
-    """Write ``data`` to ``path`` through the page cache: a temporary file, renamed."""
-    tmp = path.with_suffix(f".{uuid.uuid4().hex}.partial")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        _write_all(fd, data.cast("B"))
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    tmp.replace(path)
+    """Write ``data`` to ``path`` through the page cache."""
+    data = data.cast("B")
+    _atomic_write(path, lambda fd: _write_all(fd, data), direct=False)
 
 
 def write_file(path: Path, data: memoryview, *, direct: bool) -> bool:
