@@ -181,3 +181,14 @@ def test_whole_chunks_leave_everything_else_to_zarr(
 def test_whole_chunks_need_a_local_store() -> None:
     array = zarr.create_array(zarr.storage.MemoryStore(), shape=(4,), chunks=(2,), dtype="int64")
     assert not WholeChunks(array.store).write(array, slice(0, 2), np.arange(2))
+
+
+def test_whole_chunks_say_when_the_run_folder_vanished(tmp_path: Path) -> None:
+    import shutil
+
+    from tensortap.core.errors import StorageError
+
+    ours, _ = _pair(tmp_path, shape=(4, 3), chunks=(2, 3), dtype="float32", compressors=None)
+    shutil.rmtree(tmp_path / "ours")
+    with pytest.raises(StorageError, match="vanished during the capture"):
+        WholeChunks(ours.store).write(ours, slice(0, 2), np.ones((2, 3), np.float32))

@@ -26,6 +26,7 @@ from zarr.codecs import BytesCodec
 from zarr.core.chunk_grids import RegularChunkGrid
 from zarr.storage import LocalStore
 
+from tensortap.core.errors import StorageError
 from tensortap.core.store.direct_io import DirectLocalStore, write_file
 
 __all__ = ["WholeChunks"]
@@ -83,7 +84,14 @@ class WholeChunks:
             (plan.folder / key).parent.mkdir(parents=True, exist_ok=True)
         data = values.reshape(-1).view(np.uint8).data
         direct = isinstance(self._store, DirectLocalStore) and self._store._direct
-        if not write_file(plan.folder / key, data, direct=direct) and direct:
+        try:
+            still_direct = write_file(plan.folder / key, data, direct=direct)
+        except FileNotFoundError as err:  # zarr would quietly recreate a partial run
+            raise StorageError(
+                f"cannot write {str(plan.folder)!r}: the run's folder vanished during the "
+                "capture; capture again"
+            ) from err
+        if direct and not still_direct:
             self._store._direct = False  # the file system refused O_DIRECT: stop trying
         return True
 
