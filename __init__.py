@@ -10,17 +10,12 @@ See README.md and docs/ for the run-store format and the backend interface.
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from tensortap.core.errors import *  # noqa: F403  (the error classes are public API)
 from tensortap.core.errors import __all__ as _error_names
 from tensortap.core.graph import CaptureGraph, CaptureNode, TensorSpec
-
-try:
-    __version__ = version("tensortap")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0+unknown"
+from tensortap.core.version import __version__ as __version__
 
 # Public names imported on first use: `import tensortap` stays fast and framework-free.
 _LAZY = {

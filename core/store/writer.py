@@ -33,6 +33,7 @@ from tensortap.core.store.layout import Codec
 from tensortap.core.store.staging import Staging
 from tensortap.core.store.storage import Location, read_json
 from tensortap.core.store.whole_chunks import WholeChunks
+from tensortap.core.version import __version__
 
 if TYPE_CHECKING:
     from zarr.core.array import CompressorsLike
@@ -71,8 +72,6 @@ class RunSettings:
 
     def attrs(self, status: str) -> dict[str, Any]:
         """The root ``tensortap`` attribute block."""
-        from tensortap import __version__
-
         return {
             "schema": layout.SCHEMA,
             "version": __version__,

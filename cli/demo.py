@@ -12,9 +12,12 @@ import os
 import time
 from pathlib import Path
 
+import click
 import numpy as np
 
-__all__ = ["digits_model", "load_digits_images", "run_demo"]
+from tensortap.cli._tensorflow import import_tensorflow_quietly
+
+__all__ = ["demo", "digits_model", "load_digits_images", "run_demo"]
 
 
 def load_digits_images() -> tuple[np.ndarray, np.ndarray]:
@@ -97,3 +100,10 @@ def run_demo(out: str | os.PathLike[str] = "runs/demo.zarr", epochs: int = 10) -
     print(f"\npictures: {pictures / 'demo_feature_maps.png'}, {pictures / 'demo_gradcam.png'}")
     print(f"look further: tensortap info {out}   |   tensortap serve {Path(out).parent}")
     return Path(out)
+
+
+@click.command()
+def demo() -> None:
+    """Train a small CNN on scikit-learn's digits, capture it, and summarise every layer."""
+    import_tensorflow_quietly()
+    run_demo()

@@ -1,13 +1,15 @@
-"""The ``export`` command's work: one view of a run written to PNG or HTML (cli.py holds the options)."""
+"""``tensortap export``: one view of a run written to a PNG or a self-contained HTML file."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import click
+
 from tensortap.core.errors import ViewError
 
-__all__ = ["VIEWS", "export_command"]
+__all__ = ["VIEWS", "export", "export_command"]
 
 #: ``--view`` choices and what each draws.
 VIEWS = {
@@ -73,3 +75,43 @@ def export_command(
         raise ViewError(f"cannot export to {output!r}: -o must end in .png or .html")
     run = open_run(run_path)
     return save(build_view(run, view, layer, sample, channel, method), output, width=width)
+
+
+@click.command()
+@click.argument("run", type=click.Path())
+@click.option(
+    "--view",
+    required=True,
+    type=click.Choice(["heatmap", "distribution", "cam", "layers"]),
+    help="heatmap: feature maps; distribution: a layer's histogram (all layers "
+    "without --layer); cam: CAM over the input; layers: every layer's "
+    "distribution and dead units.",
+)
+@click.option(
+    "--layer", default=None, help="Layer key (default: first spatial layer; last for cam)."
+)
+@click.option("--sample", default=0, show_default=True, type=int, help="Sample position.")
+@click.option("--channel", default=None, type=int, help="One channel for --view heatmap.")
+@click.option(
+    "--method",
+    default="gradcam",
+    show_default=True,
+    help="CAM method: gradcam, gradcam++, layercam, hirescam, xgradcam.",
+)
+@click.option("--width", default=None, type=click.IntRange(min=16), help="PNG width in pixels.")
+@click.option("-o", "--output", required=True, help="OUT.png or OUT.html (self-contained).")
+def export(
+    run: str,
+    view: str,
+    layer: str | None,
+    sample: int,
+    channel: int | None,
+    method: str,
+    width: int | None,
+    output: str,
+) -> None:
+    """Write one view of RUN to a PNG or a self-contained HTML file."""
+    path = export_command(
+        run, view, output, layer=layer, sample=sample, channel=channel, method=method, width=width
+    )
+    click.echo(f"wrote {path}")

@@ -1,4 +1,4 @@
-"""The ``capture``, ``info`` and ``graph`` commands' work (cli.py holds only the options)."""
+"""``tensortap capture``: a model file and a data file into a run, in one process or on Dask workers."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+import click
+
+from tensortap.cli._tensorflow import import_tensorflow_quietly
 from tensortap.core.errors import UnsupportedModelError
 
-__all__ = ["backend_name_for_file", "capture_command", "graph_command", "info_text", "load_model"]
+__all__ = ["backend_name_for_file", "capture", "capture_command", "load_model"]
 
 
 def backend_name_for_file(path: str) -> str:
@@ -58,8 +61,8 @@ def capture_command(
     workers: int | None = None,
 ) -> str:
     """Run a capture (on ``workers`` local Dask processes when given); returns the summary."""
+    from tensortap.cli.datafiles import load_data
     from tensortap.core.engine import capture
-    from tensortap.datafiles import load_data
 
     data = load_data(data_path, image_size)
     options = {
@@ -109,54 +112,67 @@ def _capture_on_workers(
     return f"{run.status}: {run.samples} samples, {len(run.layers)} layers -> {run.path}"
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1000
-    return f"{n} B"
-
-
-def info_text(path: str) -> str:
-    """The ``tensortap info`` report."""
-    from tensortap.core.run import open_run
-
-    run = open_run(path)
-    a = run.attrs
-    stored = run.stored_bytes()
-    logical = run.logical_bytes()
-    total = "?" if run.total is None else str(run.total)
-    model = a.get("model") or {}
-    lines = [
-        f"run:        {run.path}",
-        f"status:     {run.status}",
-        f"samples:    {run.samples} committed / {total}",
-        f"model:      {model.get('name')} ({model.get('class')}, {a.get('framework')}, "
-        f"{model.get('params', 0):,} params)",
-        f"target:     {a.get('target')}  gradients: {'yes' if a.get('gradients') else 'no'}",
-        f"storage:    dtype {a.get('dtype') or 'as computed'}, codec {a.get('codec')}, "
-        f"batch {a.get('batch_size')}",
-        f"size:       {_size(stored)} on disk, {_size(logical)} uncompressed"
-        + (f" (ratio {logical / stored:.2f}x)" if stored else ""),
-        "",
-    ]
-    rows = [("layer", "type", "shape", "dtype")]
-    for key in run.layers:
-        if run.samples:
-            act = run.activation(key)
-            shape = (
-                "(" + ", ".join(f"{d}={n}" for d, n in zip(act.dims, act.shape, strict=True)) + ")"
-            )
-            rows.append((key, str(run.node(key).get("layer_type")), shape, str(act.dtype)))
-        else:
-            rows.append((key, "", "", ""))
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    for r in rows:
-        lines.append(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}")
-    return "\n".join(lines)
-
-
-def graph_command(model_path: str) -> str:
-    """The capture graph of a model file, as a table."""
-    backend, model = load_model(model_path)
-    return str(backend.graph(model))
+@click.command()
+@click.argument("model", type=click.Path())
+@click.argument("data", type=click.Path())
+@click.option("-o", "--output", required=True, help="Run folder or s3:// URL to write.")
+@click.option("--layers", "layers", multiple=True, help="Glob, key or re:regex; repeatable.")
+@click.option("--gradients", is_flag=True, help="Also capture gradients of the target.")
+@click.option(
+    "--target", default="predicted", show_default=True, help="predicted, label, or a class index."
+)
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--dtype", default=None, help="Storage dtype of activations, e.g. float16.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run.")
+@click.option(
+    "--image-size",
+    nargs=2,
+    type=int,
+    default=None,
+    metavar="H W",
+    help="Resize images of a DATA folder.",
+)
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option(
+    "--workers",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Capture with N Dask worker processes (a local cluster).",
+)
+def capture(
+    model: str,
+    data: str,
+    output: str,
+    layers: tuple[str, ...],
+    gradients: bool,
+    target: str,
+    batch_size: int,
+    dtype: str | None,
+    resume: bool,
+    overwrite: bool,
+    image_size: tuple[int, int] | None,
+    no_progress: bool,
+    workers: int | None,
+) -> None:
+    """Capture MODEL (.keras or SavedModel) on DATA (.npy, .npz or image folder) into a run."""
+    import_tensorflow_quietly()
+    if resume and overwrite:
+        raise click.UsageError("--resume and --overwrite contradict each other; choose one")
+    click.echo(
+        capture_command(
+            model,
+            data,
+            output,
+            layers=layers,
+            gradients=gradients,
+            target=target,
+            batch_size=batch_size,
+            dtype=dtype,
+            resume=resume,
+            overwrite=overwrite,
+            image_size=tuple(image_size) if image_size else None,
+            progress=not no_progress,
+            workers=workers,
+        )
+    )

@@ -1,0 +1,79 @@
+"""``tensortap info`` and ``tensortap graph``: describe a run, or the capture graph of a model file."""
+
+from __future__ import annotations
+
+import click
+
+from tensortap.cli._tensorflow import import_tensorflow_quietly
+
+__all__ = ["graph", "graph_command", "info", "info_text"]
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+def info_text(path: str) -> str:
+    """The ``tensortap info`` report."""
+    from tensortap.core.run import open_run
+
+    run = open_run(path)
+    a = run.attrs
+    stored = run.stored_bytes()
+    logical = run.logical_bytes()
+    total = "?" if run.total is None else str(run.total)
+    model = a.get("model") or {}
+    lines = [
+        f"run:        {run.path}",
+        f"status:     {run.status}",
+        f"samples:    {run.samples} committed / {total}",
+        f"model:      {model.get('name')} ({model.get('class')}, {a.get('framework')}, "
+        f"{model.get('params', 0):,} params)",
+        f"target:     {a.get('target')}  gradients: {'yes' if a.get('gradients') else 'no'}",
+        f"storage:    dtype {a.get('dtype') or 'as computed'}, codec {a.get('codec')}, "
+        f"batch {a.get('batch_size')}",
+        f"size:       {_size(stored)} on disk, {_size(logical)} uncompressed"
+        + (f" (ratio {logical / stored:.2f}x)" if stored else ""),
+        "",
+    ]
+    rows = [("layer", "type", "shape", "dtype")]
+    for key in run.layers:
+        if run.samples:
+            act = run.activation(key)
+            shape = (
+                "(" + ", ".join(f"{d}={n}" for d, n in zip(act.dims, act.shape, strict=True)) + ")"
+            )
+            rows.append((key, str(run.node(key).get("layer_type")), shape, str(act.dtype)))
+        else:
+            rows.append((key, "", "", ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        lines.append(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}")
+    return "\n".join(lines)
+
+
+def graph_command(model_path: str) -> str:
+    """The capture graph of a model file, as a table."""
+    from tensortap.cli.capture import load_model
+
+    backend, model = load_model(model_path)
+    return str(backend.graph(model))
+
+
+@click.command()
+@click.argument("run", type=click.Path())
+def info(run: str) -> None:
+    """Summarise RUN: status, samples, layers, shapes, dtypes, size and compression."""
+    click.echo(info_text(run))
+
+
+@click.command()
+@click.argument("model", type=click.Path())
+def graph(model: str) -> None:
+    """Print MODEL's capture graph: every key you can select with --layers."""
+    import_tensorflow_quietly()
+    click.echo(graph_command(model))
