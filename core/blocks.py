@@ -1,7 +1,7 @@
 """The compute-and-write loop shared by :func:`tensortap.capture` and the Dask workers.
 
 One session runs the model block by block while a :class:`~tensortap.core.pipeline.WritePipeline`
-writes the previous block and commits it (DESIGN.md §4).  What differs between callers stays
+writes the previous block and commits it (docs/design.md §4).  What differs between callers stays
 with them: which blocks to run, who creates the arrays (:func:`array_creator`), and who ends
 the run.
 """

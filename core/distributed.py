@@ -1,4 +1,4 @@
-"""Scale-out capture on Dask distributed: ``tensortap.capture_distributed`` (DESIGN.md §6).
+"""Scale-out capture on Dask distributed: ``tensortap.capture_distributed`` (docs/design.md §6).
 
 The coordinator (the process that calls :func:`capture_distributed`) builds the model once
 to resolve the capture graph, the layer selection and the fingerprint, creates the run
@@ -11,7 +11,7 @@ Each worker builds the model **once** (cached per worker process, keyed by a tok
 factory) and captures its ranges into the same run through the ordinary
 :class:`~tensortap.core.pipeline.WritePipeline`.  One block is one chunk (or shard) of every
 array and one entry of the commit record, so workers never share an object and nobody
-resizes while workers write (DESIGN.md §4 commit rule).  Per-block statistics partials are
+resizes while workers write (docs/design.md §4 commit rule).  Per-block statistics partials are
 the store's design already: ``open_run(...).stats`` reduces over every writer's blocks.
 
 Data must have a known length: NumPy arrays (each range's slice is shipped with its task)

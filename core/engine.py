@@ -2,7 +2,7 @@
 
 Framework-free orchestration: resolve the backend, the layer selection and the target,
 open the run writer, and loop over blocks of samples, computing block *k+1* while the
-:class:`~tensortap.core.pipeline.WritePipeline` writes block *k* (DESIGN.md §4, §6).
+:class:`~tensortap.core.pipeline.WritePipeline` writes block *k* (docs/design.md §4, §6).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""core/ imports no framework and no plotting library (DESIGN.md §1)."""
+"""core/ imports no framework and no plotting library (docs/design.md §1)."""
 
 from __future__ import annotations
 

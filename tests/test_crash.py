@@ -1,4 +1,4 @@
-"""Crash safety (DESIGN.md §4 commit rule): ``kill -9`` a capturing process at several
+"""Crash safety (docs/design.md §4 commit rule): ``kill -9`` a capturing process at several
 points; every committed sample survives bit-equal to an uninterrupted run, ``resume`` then
 leaves each sample exactly once, and a reader never sees a partial block."""
 

@@ -1,4 +1,4 @@
-"""Dask scale-out (DESIGN.md §6): capture_distributed on a real multi-process LocalCluster.
+"""Dask scale-out (docs/design.md §6): capture_distributed on a real multi-process LocalCluster.
 
 One module-scoped cluster (two worker processes, one thread each: starting workers that import
 TensorFlow is slow) serves every test.  Runs are compared with a single-process

@@ -1,4 +1,4 @@
-"""The run store, schema 1 (DESIGN.md §4; docs/store-format.md describes it fully).
+"""The run store, schema 1 (docs/design.md §4; docs/store-format.md describes it fully).
 
 - :mod:`~tensortap.core.store.layout`: names, paths, codecs.
 - :mod:`~tensortap.core.store.storage`: where a run lives (folder, s3:// URL, memory).

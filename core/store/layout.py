@@ -1,4 +1,4 @@
-"""Names, paths and encodings of the run store, schema 1 (DESIGN.md §4, docs/store-format.md).
+"""Names, paths and encodings of the run store, schema 1 (docs/design.md §4, docs/store-format.md).
 
 One place for every name a reader or writer uses, so the two cannot drift apart.
 """

@@ -1,4 +1,4 @@
-"""The run writer: creates, resumes and fills a schema 1 run (DESIGN.md §4).
+"""The run writer: creates, resumes and fills a schema 1 run (docs/design.md §4).
 
 :class:`RunWriter` owns the Zarr layout; it does not decide *when* to write (that is the
 engine's pipeline) nor compute statistics (:mod:`tensortap.core.stats`).  Every array with
@@ -659,7 +659,7 @@ class RunWriter:
         """Grow every array to hold ``stop`` samples (unknown-length data only).
 
         Grows by doubling, so a run of N samples resizes O(log N) times; call it from one
-        thread only, never while another writer is writing (DESIGN.md §6).
+        thread only, never while another writer is writing (docs/design.md §6).
         """
         if stop <= self.capacity:
             return
