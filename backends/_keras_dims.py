@@ -118,9 +118,10 @@ def meaning_dims(
         }
         return table.get(rank, plain_dims(rank))
     if isinstance(layer, keras.layers.MultiHeadAttention):
-        return ("token", "feature") if output_index == 0 and rank == 2 else (
-            ("head", "token", "key_token") if rank == 3 else plain_dims(rank)
-        )
+        if output_index == 0 and rank == 2:  # the query's positions, the query's names
+            query = [d for s, d in sources if _same_layout(shape, s)]
+            return query[0] if query else ("token", "feature")
+        return ("head", "token", "key_token") if rank == 3 else plain_dims(rank)
     attention = _attention_dims(layer, parent, rank)
     if attention is not None:
         return attention
