@@ -519,6 +519,7 @@ class TensorFlowSession(CaptureSession):
             else {}
         )
         target_classes = result.get("classes")
+        predictions = result.get("predictions")
         target_values = result.get("values")
         partial_stats = (
             {
@@ -535,6 +536,7 @@ class TensorFlowSession(CaptureSession):
             target_classes=None if target_classes is None else _host_array(target_classes),
             target_values=None if target_values is None else _host_array(target_values),
             partial_stats=partial_stats,
+            predictions=None if predictions is None else _host_array(predictions),
         )
 
     def _classes(
@@ -594,6 +596,8 @@ class TensorFlowSession(CaptureSession):
         n_inputs = len(graph.inputs)
         stat_keys, stat_bins = self._stat_keys, self._stat_bins
         layouts = [_stats_layout(self._nodes[key]) for key in stat_keys]
+        first = graph.outputs[0].shape if graph.outputs else ()
+        classify = len(first) == 1 and bool(first[0]) and first[0] > 1  # as core.blocks
 
         def step(*args: Any) -> dict[str, Any]:
             if stat_keys:
@@ -613,6 +617,9 @@ class TensorFlowSession(CaptureSession):
                     "outputs": flat,
                     "activations": [records[key] for key in keys],
                 }
+                if classify:
+                    # the argmax a "predicted" target uses, of the same scores (logits)
+                    result["predictions"] = tf.argmax(_scores(flat[0])[0], axis=-1)
                 if mode == "callable":
                     labels = extra[0] if extra else None
                     assert target.function is not None
@@ -620,7 +627,13 @@ class TensorFlowSession(CaptureSession):
                 elif mode != "forward":
                     scores, _ = _scores(flat[0])
                     scores = tf.reshape(scores, [tf.shape(scores)[0], -1])
-                    classes = tf.argmax(scores, axis=-1) if mode == "predicted" else extra[0]
+                    classes = (
+                        result["predictions"]
+                        if mode == "predicted" and classify
+                        else tf.argmax(scores, axis=-1)
+                        if mode == "predicted"
+                        else extra[0]
+                    )
                     values = tf.gather(scores, classes, batch_dims=1)
                     result["classes"] = classes
                 if mode != "forward":
