@@ -75,7 +75,9 @@ def _same_layout(shape: Sequence[int | None], source: Sequence[int | None]) -> b
     """Same rank and same sizes on every axis but the last (unknown sizes match anything)."""
     if len(shape) != len(source):
         return False
-    return all(a is None or b is None or a == b for a, b in zip(shape[:-1], source[:-1]))
+    return all(
+        a is None or b is None or a == b for a, b in zip(shape[:-1], source[:-1], strict=True)
+    )
 
 
 def meaning_dims(

@@ -132,9 +132,7 @@ class Recorder:
     #: ``path -> layer``, to find a layer's owner; set to name dimensions (graph trace)
     layers: dict[tuple[str, ...], Any] | None = None
     #: per-sample shape and dims of every tensor seen so far, by graph tensor name
-    known: dict[str, tuple[tuple[int | None, ...], tuple[str, ...]]] = field(
-        default_factory=dict
-    )
+    known: dict[str, tuple[tuple[int | None, ...], tuple[str, ...]]] = field(default_factory=dict)
     #: keys of layers called only inside a control-flow body (no capture node)
     inner: dict[str, Any] = field(default_factory=dict)
 

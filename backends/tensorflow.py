@@ -326,9 +326,9 @@ def _trace_graph(model: Any) -> CaptureGraph:
             name,
             tuple(t.shape[1:]),
             t.dtype.name,
-            dims if dims is not None and len(dims) == t.shape.rank - 1 else default_dims(
-                t.shape.rank - 1
-            ),
+            dims
+            if dims is not None and len(dims) == t.shape.rank - 1
+            else default_dims(t.shape.rank - 1),
         )
         for name, t, dims in zip(seen["names"], seen["flat"], seen["output_dims"], strict=True)
     )

@@ -333,7 +333,9 @@ CASES = (
         for kind in ("LSTM", "GRU", "SimpleRNN")
         for seq, back in ((True, False), (False, True), (True, True))
     ),
-    ModelCase("bidirectional_lstm", bidirectional, bidirectional_reference, bidirectional_gradients),
+    ModelCase(
+        "bidirectional_lstm", bidirectional, bidirectional_reference, bidirectional_gradients
+    ),
     ModelCase(
         "time_distributed_conv_lstm",
         time_distributed,

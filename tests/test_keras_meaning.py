@@ -142,6 +142,6 @@ def test_a_keras_capture_emits_no_warnings(tmp_path: Path) -> None:
             model, x, store=tmp_path / "run.zarr", gradients=True, labels=labels, progress=False
         )
         opened = tt.open_run(tmp_path / "run.zarr")
-        opened.activation(run.layers[0]).values
+        assert opened.activation(run.layers[0]).values.size
         opened.stats(run.layers[-1])
     assert [f"{w.category.__name__}: {w.message}" for w in caught] == []
