@@ -77,7 +77,10 @@ def walk_layers(
             if id(child) in seen:
                 continue
             seen.add(id(child))
-            path = (*prefix, child.name)
+            path, n = (*prefix, child.name), 1
+            while path in found:  # two layers named alike (a subclassed model allows it)
+                n += 1
+                path = (*prefix, f"{child.name}~{n}")
             if inside_rnn is not None:
                 skipped.append((path, child, _rnn_reason(inside_rnn)))
             else:

@@ -145,3 +145,21 @@ def test_a_keras_capture_emits_no_warnings(tmp_path: Path) -> None:
         assert opened.activation(run.layers[0]).values.size
         opened.stats(run.layers[-1])
     assert [f"{w.category.__name__}: {w.message}" for w in caught] == []
+
+
+class _Twins(keras.Model):
+    def __init__(self) -> None:
+        super().__init__(name="twins")
+        self.first = keras.layers.Dense(3, name="twin")
+        self.second = keras.layers.Dense(2, name="twin")  # Keras allows it outside Functional
+
+    def call(self, x: Any) -> Any:
+        return self.second(self.first(x))
+
+
+def test_two_layers_with_one_name_get_two_keys() -> None:
+    model = _Twins()
+    model(np.zeros((1, 4), "float32"))
+    graph = tt.graph(model)
+    assert graph.keys == ("twin", "twin~2")
+    assert graph["twin~2"].shape == (2,)
