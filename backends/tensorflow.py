@@ -13,7 +13,10 @@ trace ends, so between batches — and after any error — the model is exactly 
 
 Keys are the layer path below the root model (``mobilenetv2_1.00_224.block_1_expand``),
 ``@k`` for the k-th call of a shared layer, ``:i`` for the i-th output of a layer with
-several outputs (``lstm:1``).  See docs/backends.md.
+several outputs (``lstm:1``).  Bare ``keras.ops`` nodes of Functional models (``x + y``,
+``x[:, 0]``) are nodes like layers; an RNN's cell is not (it runs inside the layer's loop),
+and ``graph.skipped`` says so.  Dimension names come from what made a tensor
+(``_keras_dims``).  See docs/backends.md.
 """
 
 from __future__ import annotations
