@@ -48,11 +48,13 @@ def plain_dims(rank: int) -> Dims:
 
 
 def is_conv_like(layer: Any) -> bool:
-    """Whether ``layer`` is a convolution, pooling, padding or resizing layer (not global)."""
+    """Whether ``layer`` is a convolution, pooling, padding or resizing layer.
+
+    Global pooling counts too: with ``keepdims=True`` (squeeze-and-excite blocks) its
+    output is a 1 x 1 map; without, it has rank 1 and no grid names apply.
+    """
     for klass in type(layer).__mro__:
         module = klass.__module__
-        if "global" in module:
-            return False
         if module.startswith(_GRID_MODULES) and klass.__name__ not in ("Layer", "Operation"):
             return True
     return False

@@ -65,6 +65,18 @@ def test_dims_by_meaning() -> None:
     ops = [n for n in convnext if n.layer_type in ("Add", "Multiply")]
     assert len(ops) == 4 and all(n.is_spatial for n in ops)
     assert convnext["b1_pw2"].is_spatial  # a pointwise Dense on a map keeps the map's names
+    tokens = keras.Input((7,), dtype="int32", name="ids")
+    emb = keras.layers.Embedding(20, 6, name="emb")(tokens)
+    conv = keras.layers.Conv1D(4, 3, name="conv1d")(emb)
+    text = tt.graph(keras.Model(tokens, keras.layers.LSTM(2, name="rnn")(conv)))
+    assert text["emb"].dims == ("token", "feature")
+    assert text["conv1d"].dims == ("time", "channel")
+    image = keras.Input((6, 6, 3), name="image")
+    squeeze = keras.layers.GlobalAveragePooling2D(keepdims=True, name="squeeze")(image)
+    flat = keras.layers.GlobalAveragePooling2D(name="gap")(image)
+    pooled = tt.graph(keras.Model(image, [squeeze, flat]))
+    assert pooled["squeeze"].dims == ("height", "width", "channel")  # a 1 x 1 map
+    assert pooled["gap"].dims == ("unit",)
 
 
 def test_dims_override_and_its_errors(tmp_path: Path) -> None:
