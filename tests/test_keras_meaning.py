@@ -142,6 +142,8 @@ def test_predictions_are_the_gradients_classes_under_softmax_ties() -> None:
     np.testing.assert_array_equal(run.predictions.values, expected)
     # d logit_k / d h = kernel[:, k]: the gradient used the same class as the prediction
     np.testing.assert_allclose(run.gradient("h").values, kernel[:, expected].T, rtol=1e-6)
+    forward_only = tt.capture(model, x, layers=["h"], progress=False)
+    np.testing.assert_array_equal(forward_only.predictions.values, expected)
 
 
 def test_a_keras_capture_emits_no_warnings(tmp_path: Path) -> None:
