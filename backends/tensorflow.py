@@ -13,7 +13,10 @@ trace ends, so between batches — and after any error — the model is exactly 
 
 Keys are the layer path below the root model (``mobilenetv2_1.00_224.block_1_expand``),
 ``@k`` for the k-th call of a shared layer, ``:i`` for the i-th output of a layer with
-several outputs (``lstm:1``).  See docs/backends.md.
+several outputs (``lstm:1``).  Bare ``keras.ops`` nodes of Functional models (``x + y``,
+``x[:, 0]``) are nodes like layers; an RNN's cell is not (it runs inside the layer's loop),
+and ``graph.skipped`` says so.  Dimension names come from what made a tensor
+(``_keras_dims``).  See docs/backends.md.
 """
 
 from __future__ import annotations
@@ -36,10 +39,23 @@ from tensortap.backends._keras_inputs import (
     signature,
     structure_inputs,
 )
-from tensortap.backends._keras_trace import RecordedTensor, Recorder, layer_paths, wrapped_calls
+from tensortap.backends._keras_trace import (
+    RecordedTensor,
+    Recorder,
+    layer_paths,
+    walk_layers,
+    wrapped_calls,
+)
 from tensortap.core.backend import Backend, BatchResult, CaptureSession
 from tensortap.core.errors import ModelNotBuiltError, TargetError, UnsupportedModelError
-from tensortap.core.graph import CaptureGraph, CaptureNode, TensorSpec, default_dims
+from tensortap.core.graph import (
+    CaptureGraph,
+    CaptureNode,
+    SkippedNode,
+    TensorSpec,
+    default_dims,
+    make_key,
+)
 from tensortap.core.stats import histogram_params, slot_bounds
 from tensortap.core.targets import Target
 
@@ -102,7 +118,7 @@ def _node(record: RecordedTensor) -> CaptureNode:
         layer_type=type(record.layer).__name__,
         path=record.path,
         shape=shape,
-        dims=default_dims(len(shape)),
+        dims=record.dims if len(record.dims) == len(shape) else default_dims(len(shape)),
         dtype=record.tensor.dtype.name,
         call_index=record.call_index,
         output_index=record.output_index,
@@ -177,7 +193,9 @@ class TensorFlowBackend(Backend):
         for node in graph:
             digest.update(repr((node.key, node.layer_type, node.shape)).encode())
         for weight in model.weights:
-            value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight))
+            # ``weight.numpy()``, not ``np.asarray(weight)``: NumPy 2 warns about every
+            # ``__array__`` without ``copy=`` (one DeprecationWarning per weight)
+            value = np.ascontiguousarray(weight.numpy())
             # by order and shape, not path: a reloaded model's paths lose the model name
             digest.update(repr((value.shape, value.dtype.str)).encode())
             digest.update(value.tobytes())
@@ -266,6 +284,17 @@ def _paths_by_id(paths: Mapping[tuple[str, ...], Any]) -> dict[int, tuple[str, .
     return {id(layer): path for path, layer in paths.items()}
 
 
+def _unbatched(record: RecordedTensor) -> str | None:
+    """Why a recorded tensor cannot be stored per sample, or ``None`` when it can."""
+    shape = record.tensor.shape
+    if shape.rank is None:
+        return "its output has an unknown rank"
+    if shape.rank == 0 or shape[0] is not None:
+        # traced with an unknown batch size: a per-sample tensor's first axis is unknown
+        return f"its output {tuple(shape)} has no batch axis first (reduced over the batch?)"
+    return None
+
+
 def _trace_graph(model: Any) -> CaptureGraph:
     if not model.built:
         raise ModelNotBuiltError(
@@ -273,12 +302,13 @@ def _trace_graph(model: Any) -> CaptureGraph:
             "or give it an Input (keras.Input(shape=...)) before capturing"
         )
     specs = input_specs(model)
-    paths = layer_paths(model)
-    recorder = Recorder(paths=_paths_by_id(paths))
+    paths, below_rnn = walk_layers(model)
+    recorder = Recorder(paths=_paths_by_id(paths), layers=paths)
     seen: dict[str, Any] = {}
 
     def trace(*tensors: Any) -> Any:
         recorder.start()
+        recorder.seed(list(tensors), [spec.dims for spec in specs])
         try:
             outputs = model(structure_inputs(model, specs, tensors), training=False)
         finally:
@@ -286,15 +316,24 @@ def _trace_graph(model: Any) -> CaptureGraph:
         flat = tf.nest.flatten(outputs)
         seen["names"] = output_names(model, outputs)
         seen["flat"] = flat
+        seen["output_dims"] = [recorder.dims_of(t) for t in flat]
         seen["score"] = _scores(flat[0])[1]
         return flat
 
     with wrapped_calls(paths, recorder):
         tf.function(trace, autograph=False).get_concrete_function(*signature(specs))
-    nodes = tuple(_node(r) for r in seen["records"] if r.tensor.shape.rank)
+    records: list[RecordedTensor] = seen["records"]
+    nodes = tuple(_node(r) for r in records if _unbatched(r) is None)
     outputs = tuple(
-        TensorSpec(name, tuple(t.shape[1:]), t.dtype.name, default_dims(t.shape.rank - 1))
-        for name, t in zip(seen["names"], seen["flat"], strict=True)
+        TensorSpec(
+            name,
+            tuple(t.shape[1:]),
+            t.dtype.name,
+            dims
+            if dims is not None and len(dims) == t.shape.rank - 1
+            else default_dims(t.shape.rank - 1),
+        )
+        for name, t, dims in zip(seen["names"], seen["flat"], seen["output_dims"], strict=True)
     )
     last = outputs[0].shape[-1] if outputs and outputs[0].shape else None
     return CaptureGraph(
@@ -306,7 +345,36 @@ def _trace_graph(model: Any) -> CaptureGraph:
         outputs=outputs,
         params=int(model.count_params()),
         extra={"score": seen["score"], "n_classes": last},
+        skipped=_skipped(paths, below_rnn, records, recorder.inner),
     )
+
+
+def _skipped(
+    paths: Mapping[tuple[str, ...], Any],
+    below_rnn: Sequence[tuple[tuple[str, ...], Any, str]],
+    records: Sequence[RecordedTensor],
+    inner: Mapping[str, Any],
+) -> tuple[SkippedNode, ...]:
+    """Every layer or op of the model that gave no capture node, with the reason."""
+    skipped = [SkippedNode(make_key(p), type(layer).__name__, why) for p, layer, why in below_rnn]
+    for record in records:
+        why = _unbatched(record)
+        if why is not None:
+            skipped.append(SkippedNode(record.key, type(record.layer).__name__, why))
+    recorded = {id(r.layer) for r in records}
+    for path, layer in paths.items():
+        key = make_key(path)
+        if id(layer) in recorded:
+            continue
+        if key in inner:
+            why = (
+                "called only inside a control-flow body (tf.while_loop / tf.cond), whose "
+                "tensors cannot leave it; capture the layer that owns the loop"
+            )
+        else:
+            why = "not called when the model runs (training=False)"
+        skipped.append(SkippedNode(key, type(layer).__name__, why))
+    return tuple(skipped)
 
 
 def _stats_layout(node: CaptureNode) -> bool | None:
@@ -454,6 +522,7 @@ class TensorFlowSession(CaptureSession):
             else {}
         )
         target_classes = result.get("classes")
+        predictions = result.get("predictions")
         target_values = result.get("values")
         partial_stats = (
             {
@@ -470,6 +539,7 @@ class TensorFlowSession(CaptureSession):
             target_classes=None if target_classes is None else _host_array(target_classes),
             target_values=None if target_values is None else _host_array(target_values),
             partial_stats=partial_stats,
+            predictions=None if predictions is None else _host_array(predictions),
         )
 
     def _classes(
@@ -529,6 +599,8 @@ class TensorFlowSession(CaptureSession):
         n_inputs = len(graph.inputs)
         stat_keys, stat_bins = self._stat_keys, self._stat_bins
         layouts = [_stats_layout(self._nodes[key]) for key in stat_keys]
+        first = graph.outputs[0].shape if graph.outputs else ()
+        classify = len(first) == 1 and bool(first[0]) and first[0] > 1  # as core.blocks
 
         def step(*args: Any) -> dict[str, Any]:
             if stat_keys:
@@ -548,6 +620,9 @@ class TensorFlowSession(CaptureSession):
                     "outputs": flat,
                     "activations": [records[key] for key in keys],
                 }
+                if classify:
+                    # the argmax a "predicted" target uses, of the same scores (logits)
+                    result["predictions"] = tf.argmax(_scores(flat[0])[0], axis=-1)
                 if mode == "callable":
                     labels = extra[0] if extra else None
                     assert target.function is not None
@@ -555,7 +630,13 @@ class TensorFlowSession(CaptureSession):
                 elif mode != "forward":
                     scores, _ = _scores(flat[0])
                     scores = tf.reshape(scores, [tf.shape(scores)[0], -1])
-                    classes = tf.argmax(scores, axis=-1) if mode == "predicted" else extra[0]
+                    classes = (
+                        result["predictions"]
+                        if mode == "predicted" and classify
+                        else tf.argmax(scores, axis=-1)
+                        if mode == "predicted"
+                        else extra[0]
+                    )
                     values = tf.gather(scores, classes, batch_dims=1)
                     result["classes"] = classes
                 if mode != "forward":

@@ -25,11 +25,19 @@ def _spatial_layers(run: Any) -> list[str]:
 
 
 def _default_layer(run: Any, view: str) -> str:
-    """First spatial layer for a heatmap, last one (typically the last conv) for a CAM."""
+    """First spatial layer for a heatmap; for a CAM the last convolution-like one.
+
+    A CAM of the last convolution is what Grad-CAM's paper uses; layers after it with
+    spatial names (a dense head on a token grid...) would draw a meaningless map.  Without
+    any convolution the last spatial layer is used.
+    """
     spatial = _spatial_layers(run)
     if not spatial:
         raise ViewError(f"the run has no spatial layer to show as a {view}; pass --layer")
-    return spatial[-1] if view == "cam" else spatial[0]
+    if view != "cam":
+        return spatial[0]
+    conv_like = [k for k in spatial if "conv" in str(run.node(k).get("layer_type", "")).lower()]
+    return (conv_like or spatial)[-1]
 
 
 def build_view(

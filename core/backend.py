@@ -51,6 +51,12 @@ class BatchResult:
         holds the arrays of :data:`tensortap.core.stats.PARTIAL_KEYS`, see
         :func:`tensortap.core.stats.block_stats_from_partials`; a key left out (or ``None``)
         gets its statistics from the activations in NumPy.
+    predictions : ndarray or None
+        Top-1 class per sample, from the very scores a ``"predicted"`` target
+        differentiates (the pre-softmax logits when the model ends in a softmax).  ``None``
+        lets the engine take the argmax of the first output instead, which can disagree:
+        a float32 softmax of near-zero logits (random weights) rounds every class to the
+        same probability, and the argmax of a tie is class 0.
     """
 
     outputs: dict[str, np.ndarray]
@@ -59,6 +65,7 @@ class BatchResult:
     target_classes: np.ndarray | None = None
     target_values: np.ndarray | None = None
     partial_stats: dict[str, dict[str, np.ndarray]] | None = None
+    predictions: np.ndarray | None = None
 
 
 class CaptureSession(ABC):

@@ -130,7 +130,11 @@ def capture_blocks(
                 classes = target.batch_classes(start, start + n, batch.labels)
                 result = session.run(batch.inputs, classes=classes, labels=batch.labels)
                 labels = labels_for_store(batch.labels)
-                predictions = predictions_of(graph, result.outputs)
+                predictions = (
+                    result.predictions  # the backend's own argmax: the gradients' classes
+                    if result.predictions is not None
+                    else predictions_of(graph, result.outputs)
+                )
                 if pipeline is None:
                     prepare: Callable[[], None] | None = None
                     if on_first is not None:

@@ -323,7 +323,8 @@ def _spatial(array: xr.DataArray, key: str) -> xr.DataArray:
     if "height" not in dims or "width" not in dims:
         raise ViewError(
             f"layer {key!r} has dims {dims[1:]}: a CAM needs a spatial layer with 'height' "
-            f"and 'width' (a convolution or pooling output)"
+            f"and 'width' (a convolution or pooling output); choose such a layer, or declare "
+            f"this one spatial with capture(..., dims={{{key!r}: ('height', 'width', 'channel')}})"
         )
     if "channel" not in dims:  # a single-channel map stored without a channel axis
         array = array.expand_dims("channel", axis=-1)

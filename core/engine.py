@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,7 @@ from tensortap.core.backend import Backend
 from tensortap.core.blocks import array_creator, capture_blocks, n_classes
 from tensortap.core.data import Batch, as_source
 from tensortap.core.errors import EmptyDataError, ResumeMismatchError, TensortapError
-from tensortap.core.graph import CaptureGraph
+from tensortap.core.graph import CaptureGraph, override_dims
 from tensortap.core.registry import backend_for, get_backend
 from tensortap.core.run import Run
 from tensortap.core.store.layout import parse_codec
@@ -130,6 +130,7 @@ def capture(
     sharded: bool = False,
     depth: int = 1,
     threads: int | None = None,
+    dims: Mapping[str, Sequence[str]] | None = None,
 ) -> Run:
     """Capture activations (and gradients) of ``model`` on ``data`` into a run.
 
@@ -175,6 +176,10 @@ def capture(
         Computed blocks that may wait for the writer (memory: about ``depth + 2`` blocks).
     threads : int, optional
         Writer threads per block.
+    dims : dict of str to sequence of str, optional
+        Dimension names by node key, for layers whose axes the backend cannot know
+        (``{"block": ("height", "width", "channel")}`` declares a custom layer spatial);
+        see :func:`tensortap.core.graph.override_dims`.
 
     Returns
     -------
@@ -199,7 +204,7 @@ def capture(
         capture_graph = backend_obj.graph(model, inputs=example)
     else:
         capture_graph = backend_obj.graph(model)
-    nodes = capture_graph.select(layers)
+    nodes = override_dims(capture_graph.select(layers), dims)
     if gradients and not backend_obj.supports_gradients:
         raise TensortapError(f"the {backend_obj.name} backend cannot capture gradients")
     input_names = tuple(spec.name for spec in capture_graph.inputs)

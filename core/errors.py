@@ -12,6 +12,7 @@ __all__ = [
     "BackendNotFoundError",
     "CorruptRunError",
     "DataError",
+    "DimsError",
     "EmptyDataError",
     "InputMismatchError",
     "LayerNotFoundError",
@@ -93,3 +94,7 @@ class StorageError(TensortapError, OSError):
 
 class ViewError(TensortapError, ValueError):
     """A view was asked for something the run cannot show (sample or channel out of range...)."""
+
+
+class DimsError(TensortapError, ValueError):
+    """A ``dims=`` override that does not fit the layer (wrong count, repeated names)."""

@@ -7,11 +7,22 @@ as :class:`TensorSpec`.  Selections, the run store and the views only ever see t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ["CaptureGraph", "CaptureNode", "TensorSpec", "channel_dim", "default_dims", "make_key"]
+from tensortap.core.errors import DimsError, LayerNotFoundError
+
+__all__ = [
+    "CaptureGraph",
+    "CaptureNode",
+    "SkippedNode",
+    "TensorSpec",
+    "channel_dim",
+    "default_dims",
+    "make_key",
+    "override_dims",
+]
 
 #: Dimension names by per-sample rank, for channels-last frameworks (Keras).
 _CHANNELS_LAST_DIMS: dict[int, tuple[str, ...]] = {
@@ -147,6 +158,19 @@ class CaptureNode:
 
 
 @dataclass(frozen=True, slots=True)
+class SkippedNode:
+    """A layer or operation of the model that is no capture node, and why.
+
+    ``print(graph)`` lists them below the nodes, so a user sees what ``layers="*"`` left out
+    (an RNN's cell running inside the layer's time loop, an output without a batch axis).
+    """
+
+    key: str
+    layer_type: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class CaptureGraph:
     """Ordered capture nodes of one model, with its inputs and outputs.
 
@@ -162,6 +186,7 @@ class CaptureGraph:
     outputs: tuple[TensorSpec, ...]
     params: int = 0
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    skipped: tuple[SkippedNode, ...] = ()
 
     def __post_init__(self) -> None:
         seen: set[str] = set()
@@ -218,7 +243,64 @@ class CaptureGraph:
             f"{self.model_class} {self.model_name!r} ({self.framework}, {self.params:,} params)\n"
             f"inputs: {inputs}\noutputs: {outputs}\n"
         )
-        return header + "\n".join(lines)
+        text = header + "\n".join(lines)
+        if self.skipped:
+            text += "\nnot capturable:\n" + "\n".join(
+                f"  {s.key} ({s.layer_type}): {s.reason}" for s in self.skipped
+            )
+        return text
 
     def __str__(self) -> str:
         return self.table()
+
+
+def override_dims(
+    nodes: Sequence[CaptureNode], dims: Mapping[str, Sequence[str]] | None
+) -> tuple[CaptureNode, ...]:
+    """``nodes`` with the dimension names of some keys replaced by the user's.
+
+    A backend names dimensions from what a layer is; where it cannot know (a custom layer
+    whose ``(a, b, c)`` output is really an image), ``dims={"key": ("height", "width",
+    "channel")}`` says so, and CAMs and views then treat the layer as spatial.
+
+    Parameters
+    ----------
+    nodes : sequence of CaptureNode
+        The selected nodes.
+    dims : mapping of str to sequence of str, optional
+        New dimension names by node key, one per per-sample axis, all different.
+
+    Returns
+    -------
+    tuple of CaptureNode
+
+    Raises
+    ------
+    LayerNotFoundError
+        A key that is not among ``nodes``.
+    DimsError
+        Names whose count differs from the node's rank, or repeated names.
+    """
+    if not dims:
+        return tuple(nodes)
+    keys = {node.key for node in nodes}
+    unknown = sorted(set(dims) - keys)
+    if unknown:
+        raise LayerNotFoundError(
+            f"dims= names {unknown}, which are not captured layers; use keys of the "
+            f"selected layers ({', '.join(sorted(keys)[:8])}{', ...' if len(keys) > 8 else ''})"
+        )
+    result = []
+    for node in nodes:
+        if node.key not in dims:
+            result.append(node)
+            continue
+        names = tuple(str(name) for name in dims[node.key])
+        if len(names) != len(node.shape) or len(set(names)) != len(names):
+            raise DimsError(
+                f"dims={{{node.key!r}: {names}}} does not fit the layer's per-sample shape "
+                f"{node.shape}; give {len(node.shape)} different names, e.g. "
+                f"{default_dims(len(node.shape))}"
+            )
+        result.append(replace(node, dims=names))
+    return tuple(result)
