@@ -3,7 +3,8 @@
 Trains a small CNN on scikit-learn's bundled 8×8 digits for a few seconds, prints its
 capture graph, captures every layer with gradients into a run on disk, prints a
 per-layer summary read back from the run (shape, mean, fraction of zeros, gradient
-norm), and exports a feature-map grid and a Grad-CAM overlay next to the run.
+norm), exports a feature-map grid and a Grad-CAM overlay next to the run, writes one
+self-contained HTML report, and serves the app on 127.0.0.1 (``DEMO_SERVE=0`` skips it).
 """
 
 from __future__ import annotations
@@ -48,8 +49,17 @@ def digits_model(seed: int = 0):  # noqa: ANN201 (keras is imported lazily)
     )
 
 
-def run_demo(out: str | os.PathLike[str] = "runs/demo.zarr", epochs: int = 10) -> Path:
-    """Train, capture and summarise; returns the run's path."""
+def run_demo(
+    out: str | os.PathLike[str] = "runs/demo.zarr",
+    epochs: int = 10,
+    *,
+    serve: bool = False,
+    port: int = 5006,
+) -> Path:
+    """Train, capture, summarise, draw and report; then serve the app when ``serve`` is set.
+
+    Returns the run's path (after the server stops, when it was started).
+    """
     import tensortap as tt
 
     x, y = load_digits_images()
@@ -90,20 +100,26 @@ def run_demo(out: str | os.PathLike[str] = "runs/demo.zarr", epochs: int = 10) -
 
     try:  # pictures need the viz extra; the capture above does not
         from tensortap import viz
+        from tensortap.viz.report import report
     except ImportError:
         return Path(out)
-    pictures = Path(out).parent
-    viz.save(viz.feature_maps(run, "conv2", sample=0), pictures / "demo_feature_maps.png")
-    viz.save(
-        viz.cam_overlay(run, "conv2", sample=0, method="gradcam"), pictures / "demo_gradcam.png"
-    )
-    print(f"\npictures: {pictures / 'demo_feature_maps.png'}, {pictures / 'demo_gradcam.png'}")
-    print(f"look further: tensortap info {out}   |   tensortap serve {Path(out).parent}")
+    folder = Path(out).parent
+    pictures = [folder / "demo_feature_maps.png", folder / "demo_gradcam.png"]
+    viz.save(viz.feature_maps(run, "conv2", sample=0), pictures[0])
+    viz.save(viz.cam_overlay(run, "conv2", sample=0, method="gradcam"), pictures[1])
+    page = report(run, folder / "demo_report.html", title="tensortap demo: digits CNN")
+    print(f"\npictures: {pictures[0]}, {pictures[1]}")
+    print(f"report:   {page} (self-contained: opens offline)")
+    print(f"look further: tensortap info {out}   |   tensortap serve {folder}")
+    if serve:
+        viz.serve(folder, address="127.0.0.1", port=port)
     return Path(out)
 
 
 @click.command()
-def demo() -> None:
-    """Train a small CNN on scikit-learn's digits, capture it, and summarise every layer."""
+@click.option("--port", default=5006, show_default=True, type=click.IntRange(0, 65535))
+def demo(port: int) -> None:
+    """Train a small CNN on scikit-learn's digits, capture every layer, draw and report it,
+    then serve the app on 127.0.0.1 (set DEMO_SERVE=0 to skip serving)."""
     import_tensorflow_quietly()
-    run_demo()
+    run_demo(serve=os.environ.get("DEMO_SERVE", "1") != "0", port=port)
