@@ -74,7 +74,10 @@ def array_creator(
         session: CaptureSession, result: BatchResult, first: Batch, labels: Any, predictions: Any
     ) -> None:
         if session.info:
-            writer.set_status("capturing", info=dict(session.info), score=session.info.get("score"))
+            score = session.info.get("score")
+            if writer.settings.target.startswith("callable"):  # not a class score
+                score = f"the value of the target {writer.settings.target} (outputs, labels)"
+            writer.set_status("capturing", info=dict(session.info), score=score)
         if writer.has_arrays:  # a resumed run
             return
         keys = writer.settings.layers
@@ -93,6 +96,7 @@ def array_creator(
             labels=labels,
             predictions=predictions is not None,
             edges=edges,
+            target_classes=result.target_classes is not None,
         )
 
     return create

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from tensortap.core.cam_info import MapFacts, describe_cam, map_facts
 from tensortap.core.errors import NoGradientsError, ViewError
 
 __all__ = [
@@ -372,8 +373,11 @@ def cam(
     Returns
     -------
     xarray.DataArray, dims ("sample", "y", "x")
-        In [0, 1] when ``normalize``; coordinate ``sample`` holds the run's sample indices;
-        attrs name the layer, method and target.
+        In [0, 1] when ``normalize``; coordinates ``sample`` (the run's sample indices)
+        and ``target_class`` (the class each map explains, -1 if unknown); attrs name the
+        method, layer, target, its source and score, and flag maps that are zero or
+        constant everywhere (``flat_samples``, ``warning``;
+        :func:`tensortap.core.cam_info.describe_cam`).
 
     Raises
     ------
@@ -409,12 +413,14 @@ def cam(
     resize = resize or resize_bilinear
 
     blocks = []
+    facts = []
     for start in range(0, len(positions), _BLOCK):
         chosen = positions[start : start + _BLOCK]
         # Read only the chosen samples; .values loads them (zarr/dask) in one go.
         a = np.asarray(activation.isel(sample=chosen).values, dtype=np.float64)
         g = np.asarray(gradient.isel(sample=chosen).values, dtype=np.float64)
         maps = function(a, g)
+        facts.append(map_facts(maps, a, g))
         if normalize:
             maps = normalize_maps(maps)
         if upsample and target is not None:
@@ -427,18 +433,21 @@ def cam(
     values = np.concatenate(blocks) if blocks else np.zeros((0, out_h, out_w))
 
     samples = activation["sample"].values[positions] if "sample" in activation.coords else positions
-    run_attrs = getattr(run, "attrs", None) or {}
+    described, classes = describe_cam(run, key, method, positions, MapFacts.concatenate(facts))
     return xr.DataArray(
         values.astype(np.float32),
         dims=("sample", "y", "x"),
-        coords={"sample": samples, "y": np.arange(out_h), "x": np.arange(out_w)},
+        coords={
+            "sample": samples,
+            "y": np.arange(out_h),
+            "x": np.arange(out_w),
+            "target_class": ("sample", classes, {"long_name": "class the map explains"}),
+        },
         name="cam",
         attrs={
             "long_name": f"{method} map of {key}",
             "units": "normalised" if normalize else "",
-            "method": method,
-            "layer": key,
-            "target": str(run_attrs.get("target", "")),
+            **described,
             "layer_size": [int(height), int(width)],
         },
     )

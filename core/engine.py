@@ -16,6 +16,7 @@ import numpy as np
 
 from tensortap.core.backend import Backend
 from tensortap.core.blocks import array_creator, capture_blocks, n_classes
+from tensortap.core.class_names import check_class_names
 from tensortap.core.data import Batch, as_source
 from tensortap.core.errors import EmptyDataError, ResumeMismatchError, TensortapError
 from tensortap.core.graph import CaptureGraph
@@ -130,6 +131,7 @@ def capture(
     sharded: bool = False,
     depth: int = 1,
     threads: int | None = None,
+    class_names: Any = None,
 ) -> Run:
     """Capture activations (and gradients) of ``model`` on ``data`` into a run.
 
@@ -175,6 +177,9 @@ def capture(
         Computed blocks that may wait for the writer (memory: about ``depth + 2`` blocks).
     threads : int, optional
         Writer threads per block.
+    class_names : sequence of str, optional
+        One name per class of the model's first output, in index order; stored in the
+        run's attrs and shown by the views wherever a label or prediction is.
 
     Returns
     -------
@@ -208,6 +213,7 @@ def capture(
     )
     resolved_target = resolve_target(target, n_samples=source.length)
     resolved_target.check_classes(n_classes(capture_graph))
+    names = check_class_names(class_names, n_classes(capture_graph))
     settings = RunSettings(
         framework=backend_obj.name,
         model=backend_obj.model_info(model),
@@ -244,6 +250,8 @@ def capture(
         raise EmptyDataError("the data holds no sample; nothing to capture")
     if writer is None:
         writer = RunWriter.open(location, settings, overwrite=overwrite)
+    if names is not None:
+        writer.set_status("capturing", class_names=names)
     if first is None:  # resumed a run whose samples were all committed
         writer.finish("complete")
         return Run(location, lazy=True)

@@ -33,6 +33,8 @@ ATTRS_KEY = "tensortap"
 SAMPLE = "sample"
 LABEL = "label"
 PREDICTION = "prediction"
+#: The class each sample's gradients differentiate (class-like targets, gradients=True).
+TARGET_CLASS = "target_class"
 #: The commit record: samples committed per block, one chunk per block (see commit.py).
 COMMIT = "committed"
 

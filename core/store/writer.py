@@ -229,7 +229,7 @@ class RunWriter:
                 attributes={
                     layout.ATTRS_KEY: settings.attrs("capturing"),
                     # CF convention read by xarray: these root arrays are coordinates.
-                    "coordinates": f"{layout.LABEL} {layout.PREDICTION}",
+                    "coordinates": f"{layout.LABEL} {layout.PREDICTION} {layout.TARGET_CLASS}",
                 },
             )
         return cls(location, group, settings)
@@ -310,7 +310,7 @@ class RunWriter:
 
     def _bind_all(self) -> None:
         s = self.settings
-        root = [layout.SAMPLE, layout.LABEL, layout.PREDICTION]
+        root = [layout.SAMPLE, layout.LABEL, layout.PREDICTION, layout.TARGET_CLASS]
         for name in root:
             if name in self.group:
                 self._bind(name, sample=True)
@@ -419,6 +419,7 @@ class RunWriter:
         labels: np.ndarray | None,
         predictions: bool,
         edges: Mapping[str, np.ndarray],
+        target_classes: bool = False,
     ) -> None:
         """Create every array, sized for ``capacity`` samples, from the first block's shapes."""
         with _guard(self.location, "write a run to"):
@@ -459,6 +460,17 @@ class RunWriter:
                     chunks=(b,),
                     sample=True,
                     attrs={"long_name": "predicted class (top-1)"},
+                    fill_value=-1,
+                )
+            if target_classes:
+                self._array(
+                    layout.TARGET_CLASS,
+                    (capacity,),
+                    "int64",
+                    (layout.SAMPLE,),
+                    chunks=(b,),
+                    sample=True,
+                    attrs={"long_name": "class the gradients differentiate"},
                     fill_value=-1,
                 )
             self._group(layout.INPUTS, attributes={"long_name": "model inputs"})
@@ -688,6 +700,7 @@ class RunWriter:
         outputs: Mapping[str, np.ndarray],
         labels: np.ndarray | None,
         predictions: np.ndarray | None,
+        target_classes: np.ndarray | None = None,
     ) -> int:
         """Write the block's sample index, labels, predictions, inputs and outputs.
 
@@ -704,6 +717,10 @@ class RunWriter:
             items.append((self.arrays[layout.LABEL], rows, labels))
         if predictions is not None and layout.PREDICTION in self.arrays:
             items.append((self.arrays[layout.PREDICTION], rows, predictions))
+        if target_classes is not None and layout.TARGET_CLASS in self.arrays:
+            items.append(
+                (self.arrays[layout.TARGET_CLASS], rows, np.asarray(target_classes, np.int64))
+            )
         if self.settings.keep_inputs:
             for name, value in inputs.items():
                 items.append((self.arrays[layout.input_path(name)], rows, value))
