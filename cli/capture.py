@@ -59,9 +59,11 @@ def capture_command(
     image_size: tuple[int, int] | None,
     progress: bool,
     workers: int | None = None,
+    class_names: str | None = None,
 ) -> str:
     """Run a capture (on ``workers`` local Dask processes when given); returns the summary."""
     from tensortap.cli.datafiles import load_data
+    from tensortap.core.class_names import parse_class_names, record_class_names
     from tensortap.core.engine import capture
 
     data = load_data(data_path, image_size)
@@ -75,10 +77,16 @@ def capture_command(
         "overwrite": overwrite,
         "progress": progress,
     }
+    names = parse_class_names(class_names) if class_names else None
     if workers:
-        return _capture_on_workers(model_path, data_path, data, output, workers, **options)
+        summary = _capture_on_workers(model_path, data_path, data, output, workers, **options)
+        if names:
+            record_class_names(output, names)
+        return summary
     backend, model = load_model(model_path)
-    run = capture(model, data.as_capture_data(), store=output, backend=backend, **options)
+    run = capture(
+        model, data.as_capture_data(), store=output, backend=backend, class_names=names, **options
+    )
     return f"{run.status}: {run.samples} samples, {len(run.layers)} layers -> {run.path}"
 
 
@@ -133,6 +141,12 @@ def _capture_on_workers(
     metavar="H W",
     help="Resize images of a DATA folder.",
 )
+@click.option(
+    "--class-names",
+    default=None,
+    metavar="NAMES",
+    help="Class names in index order: 'cat,dog,...' or a text file with one name a line.",
+)
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option(
     "--workers",
@@ -152,6 +166,7 @@ def capture(
     resume: bool,
     overwrite: bool,
     image_size: tuple[int, int] | None,
+    class_names: str | None,
     no_progress: bool,
     workers: int | None,
 ) -> None:
@@ -174,5 +189,6 @@ def capture(
             image_size=tuple(image_size) if image_size else None,
             progress=not no_progress,
             workers=workers,
+            class_names=class_names,
         )
     )

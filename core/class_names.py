@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tensortap.core.errors import DataError
 
-__all__ = ["check_class_names", "class_label", "parse_class_names"]
+__all__ = ["check_class_names", "class_label", "parse_class_names", "record_class_names"]
 
 
 def check_class_names(names: Any, n_classes: int | None) -> list[str] | None:
@@ -65,3 +65,25 @@ def class_label(value: Any, names: Sequence[str] | None) -> str:
     if names and 0 <= index < len(names) and index == value:
         return f"{index} ({names[index]})"
     return str(value)
+
+
+def record_class_names(
+    store: Any, names: Sequence[str], storage_options: dict[str, Any] | None = None
+) -> list[str]:
+    """Store ``names`` in an existing run's attrs (a run captured without them, or by Dask
+    workers, which take no names); checked against the run's stored output."""
+    import zarr
+
+    from tensortap.core.run import open_run
+    from tensortap.core.store import layout
+    from tensortap.core.store.storage import open_location
+
+    run = open_run(store, storage_options)
+    output = run.outputs()
+    n_classes = int(output.shape[-1]) if output is not None and output.ndim == 2 else None
+    checked = check_class_names(list(names), n_classes) or []
+    group = zarr.open_group(open_location(store, storage_options, read_only=False).store, mode="r+")
+    attrs = dict(cast("dict[str, Any]", group.attrs.get(layout.ATTRS_KEY) or {}))
+    attrs["class_names"] = checked
+    group.attrs.update({layout.ATTRS_KEY: attrs})
+    return checked

@@ -167,7 +167,11 @@ def test_feature_mosaic_options() -> None:
         np.testing.assert_allclose(tile, (raw - raw.min()) / (raw.max() - raw.min()))
     assert "activation" in [d.name for d in scaled.vdims]
     shared = viz.feature_mosaic(run, "conv")
-    assert tuple(shared.opts.get().kwargs["clim"]) == (maps.min(), maps.max())
+    # Signed maps: a diverging colour map centred at 0 covering the larger magnitude.
+    bound = max(-maps.min(), maps.max())
+    assert maps.min() < 0 < maps.max()
+    assert tuple(shared.opts.get().kwargs["clim"]) == (-bound, bound)
+    assert shared.opts.get().kwargs["cmap"] == "RdBu_r"
     with pytest.warns(UserWarning, match="showing 2 of 4 channels"):
         two = viz.feature_mosaic(run, "conv", max_channels=2, order="energy")
     energy = (maps**2).mean(axis=(0, 1))
