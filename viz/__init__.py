@@ -15,6 +15,7 @@ from importlib import import_module
 from typing import Any
 
 from tensortap.viz._backend import load_backends
+from tensortap.viz.cam_figure import cam_figure
 from tensortap.viz.cam_overlay import cam_grid, cam_overlay
 from tensortap.viz.compare import compare, compare_table
 from tensortap.viz.distributions import (
@@ -29,6 +30,7 @@ from tensortap.viz.top_samples import top_sample_positions, top_samples
 from tensortap.viz.units import dead_units, unit_health
 
 __all__ = [
+    "cam_figure",
     "cam_grid",
     "cam_overlay",
     "compare",

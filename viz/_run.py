@@ -129,7 +129,11 @@ def unit_grid(array: xr.DataArray) -> xr.DataArray:
         dims=("unit_row", "unit_column"),
         coords={
             "unit_row": ("unit_row", np.arange(rows), {"long_name": row_name}),
-            "unit_column": ("unit_column", np.arange(columns), {"long_name": dim}),
+            "unit_column": (
+                "unit_column",
+                np.arange(columns),
+                {"long_name": "column" if rows > 1 else dim},
+            ),
         },
         attrs=dict(array.attrs),
         name=array.name,

@@ -17,11 +17,12 @@ import numpy as np
 from tensortap.core.cam import cam, input_size
 from tensortap.core.errors import ViewError
 from tensortap.viz._backend import style
+from tensortap.viz._cam_text import explained_class, flat_note, target_summary
 from tensortap.viz._colour import blend, heat_rgb, resize_map, to_rgb
 from tensortap.viz._mosaic import rgb_mosaic
 from tensortap.viz._run import check_sample, positions, sample_caption, stored_input, target_class
 
-__all__ = ["cam_grid", "cam_overlay", "overlay_rgb"]
+__all__ = ["cam_grid", "cam_overlay", "check_class", "overlay_rgb"]
 
 
 def overlay_rgb(image: np.ndarray | None, values: np.ndarray, alpha: float) -> np.ndarray:
@@ -49,7 +50,7 @@ def _rgb(pixels: np.ndarray, title: str, compact: bool) -> hv.RGB:
     )
 
 
-def _check_class(run: Any, key: str, position: int, class_index: int | None) -> None:
+def check_class(run: Any, key: str, position: int, class_index: int | None) -> None:
     """The stored gradients differentiate one class per sample: refuse another one."""
     if class_index is None:
         return
@@ -99,14 +100,18 @@ def cam_overlay(
     """
     activation = run.activation(key)
     position = check_sample(int(activation.sizes["sample"]), sample)
-    _check_class(run, key, position, class_index)
-    values = cam(run, key, method=method, sample=[position], upsample=False).values[0]
+    check_class(run, key, position, class_index)
+    result = cam(run, key, method=method, sample=[position], upsample=False)
+    values = result.values[0]
     image = stored_input(run, position)
+    flat = flat_note(result, position)
+    if flat and not compact:
+        warnings.warn(result.attrs["warning"], stacklevel=2)
     # In a grid the method and layer are in the grid's title: tiles name the sample only.
     caption = (
-        sample_caption(run, position)
+        f"{sample_caption(run, position)}{flat}"
         if compact
-        else f"{method} · {key} · {sample_caption(run, position)}"
+        else f"{method} · {key} · {sample_caption(run, position)} · {explained_class(result)}{flat}"
     )
     if image is None:
         warnings.warn(
@@ -151,9 +156,16 @@ def cam_grid(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         tiles = [cam_overlay(run, key, p, method=method, alpha=alpha, compact=True) for p in chosen]
+    # The facts of all tiles at once, at the layer's size (small): class, score, flat maps.
+    summary = cam(run, key, method=method, sample=chosen, upsample=False)
+    if summary.attrs["warning"]:
+        caught.insert(0, warnings.WarningMessage(summary.attrs["warning"], UserWarning, "", 0))
     if caught:  # one warning for the grid, not one per tile
         warnings.warn(str(caught[0].message), stacklevel=2)
-    title = f"{method} · {key}"
+    flat = len(summary.attrs["flat_samples"])
+    title = f"{method} · {key} · {target_summary(summary)}" + (
+        f" · ⚠ {flat} of {len(chosen)} maps flat" if flat else ""
+    )
     if layout == "mosaic":
         captions = [str(t.opts.get().kwargs.get("title", "")) for t in tiles]
         return rgb_mosaic([np.asarray(t.data) for t in tiles], captions, title)

@@ -160,7 +160,7 @@ def _read_maps(
             raise ViewError(
                 f"layer {key!r} has dims {tuple(activation.dims[1:])}: no channels to pick"
             )
-        return map_image(maps[0], activation, (row_dim, column_dim), title=caption)
+        return map_image(maps[0], one, (row_dim, column_dim), title=caption)
 
     n_channels = channel_count(activation)
     if channels is None:
@@ -415,7 +415,7 @@ def feature_map(run: Any) -> hv.DynamicMap:
         values = np.asarray(one.isel(channel=shown).values, dtype=np.float64)
         note = f"channel {shown}" + (f" (of {n_channels})" if shown != channel else "")
         title = f"{layer} · {sample_caption(run, position)} · {note}"
-        image = map_image(values, activation, tuple(str(d) for d in one.dims[1:]), title=title)
+        image = map_image(values, one, tuple(str(d) for d in one.dims[1:]), title=title)
         return style(image, framewise=True)  # each frame gets its own colour range
 
     dmap = hv.DynamicMap(
