@@ -52,8 +52,12 @@ def build_view(
         return viz.cam_figure(run, layer or _default_layer(run, view), sample=sample, method=method)
     if view == "layers":
         layers = hv.Layout([viz.distributions(run), viz.dead_units(run)]).cols(1)
-        # No panel letters ("A", "B"): Matplotlib drew them over the titles.
-        return layers.opts(sublabel_format="", backend="matplotlib")
+        # No panel letters (Matplotlib drew them over the titles), and a figure as wide as
+        # the panels' own (a Layout ignores its elements' sizes in Matplotlib).
+        width = max(8.0, 0.4 * len(run.layers))
+        return layers.opts(
+            sublabel_format="", fig_inches=(width, 9), vspace=0.6, backend="matplotlib"
+        )
     raise ViewError(f"unknown view {view!r}; choose one of: {', '.join(VIEWS)}")
 
 

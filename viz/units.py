@@ -97,11 +97,10 @@ def dead_units(
     total_dead = sum(r["dead"] for r in own)
     total = sum(r["channels"] for r in own)
     derived = len(rows) - len(own)
-    note = f" ({derived} pooling/reshaping layers inherit theirs, not counted)" if derived else ""
+    note = f" · {derived} pooling/reshaping layers inherit (not counted)" if derived else ""
     return style(
         bars,
-        title=f"dead (never > 0) and saturated channels per layer · {total_dead} of {total} "
-        f"dead{note}",
+        title=f"dead (never > 0) and saturated channels · {total_dead} of {total} dead{note}",
         xrotation=90,
         color=hv.dim("kind").categorize(KIND_COLOURS),
         bokeh={"width": max(500, 45 * len(rows)), "height": 400, "tools": ["hover"]},
