@@ -27,6 +27,7 @@ from tensortap.viz.distributions import (
 from tensortap.viz.export import save
 from tensortap.viz.feature_maps import feature_map, feature_maps, feature_mosaic
 from tensortap.viz.top_samples import top_sample_positions, top_samples
+from tensortap.viz.unit_distribution import unit_distributions
 from tensortap.viz.units import dead_units, unit_health
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "serve",
     "top_sample_positions",
     "top_samples",
+    "unit_distributions",
     "unit_health",
 ]
 

@@ -19,12 +19,14 @@ from tensortap.core.cam_info import target_classes
 from tensortap.core.class_names import class_label
 from tensortap.core.errors import TensortapError, ViewError
 from tensortap.core.graph import channel_dim
+from tensortap.core.selection import resolve_layer_key
 
 __all__ = [
     "channel_count",
     "check_channel",
     "check_sample",
     "hv_dimension",
+    "layer_key",
     "layer_map",
     "positions",
     "sample_caption",
@@ -32,6 +34,14 @@ __all__ = [
     "stored_inputs",
     "target_class",
 ]
+
+
+def layer_key(run: Any, key: str) -> str:
+    """The run's key for ``key`` (a unique bare layer name resolves to its full key)."""
+    layers = tuple(getattr(run, "layers", ()))
+    if key in layers:
+        return key
+    return resolve_layer_key(layers, key) or key  # unknown: the reader raises with hints
 
 
 def check_sample(n_samples: int, sample: int) -> int:

@@ -12,6 +12,7 @@ import holoviews as hv
 from tensortap.core.errors import ViewError
 from tensortap.core.unit_health import BOUNDED_ACTIVATIONS, unit_health
 from tensortap.viz._backend import style
+from tensortap.viz._run import layer_key
 
 __all__ = ["BOUNDED_ACTIVATIONS", "dead_units", "unit_health"]
 
@@ -23,7 +24,7 @@ def _unit_table(
     run: Any, key: str, bounds: Mapping[str, tuple[float, float]] | None, tolerance: float
 ) -> hv.Table:
     """One layer's dead and saturated units by index, with their stored min and max."""
-    key = run.node(key).get("key", key) if hasattr(run, "node") else key
+    key = layer_key(run, key)
     (row,) = unit_health(run, bounds, tolerance, keys=[key])
     stats = run.stats(key)
     low, high = stats["min"].values, stats["max"].values
