@@ -91,9 +91,7 @@ def unit_distributions(
     step = max(1, math.ceil(len(chosen) / 16))  # at most 16 tick labels: they never overlap
     ticks = [(float(i), str(int(c))) for i, c in enumerate(chosen)][::step]
     shown = f"{len(chosen)} of {len(mean)}" if len(chosen) < len(mean) else f"{len(mean)}"
-    title = (
-        f"{key}: {shown} channels (box mean ± std, whiskers min–max) · {len(dead)} dead (never > 0)"
-    )
+    title = f"{key}: {shown} channels (box mean ± std, whiskers min–max) · {len(dead)} of {len(mean)} dead (never > 0)"
     return style(
         hv.Overlay(elements),
         title=title,
