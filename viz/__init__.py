@@ -26,6 +26,7 @@ from tensortap.viz.distributions import (
 )
 from tensortap.viz.export import save
 from tensortap.viz.feature_maps import feature_map, feature_maps, feature_mosaic
+from tensortap.viz.notebook import auto_notebook, notebook
 from tensortap.viz.top_samples import top_sample_positions, top_samples
 from tensortap.viz.unit_distribution import unit_distributions
 from tensortap.viz.units import dead_units, unit_health
@@ -44,6 +45,7 @@ __all__ = [
     "feature_mosaic",
     "histogram_quantiles",
     "layer_summary",
+    "notebook",
     "save",
     "serve",
     "top_sample_positions",
@@ -56,6 +58,7 @@ __all__ = [
 _SERVER = ("serve", "make_server", "TensortapApp", "RunCatalog")
 
 load_backends()
+auto_notebook()  # in Jupyter, views render as plots with no hv.extension() call
 
 
 def __getattr__(name: str) -> Any:
