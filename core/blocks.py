@@ -97,6 +97,12 @@ def array_creator(
             predictions=predictions is not None,
             edges=edges,
             target_classes=result.target_classes is not None,
+            # Several targets: gradients (and target classes) carry a ``target`` axis.
+            gradient_targets=(
+                result.target_classes.shape[1]
+                if result.target_classes is not None and result.target_classes.ndim == 2
+                else 0
+            ),
         )
 
     return create

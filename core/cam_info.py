@@ -17,7 +17,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MapFacts", "describe_cam", "map_facts", "target_classes", "target_source"]
+__all__ = [
+    "MapFacts",
+    "choose_targets",
+    "describe_cam",
+    "map_facts",
+    "target_classes",
+    "target_source",
+]
 
 #: Where the explained class came from, by the run's ``target`` attr.
 _SOURCES = {"predicted": "predicted", "label": "label", "classes": "given"}
@@ -43,6 +50,81 @@ def _root_values(run: Any, name: str) -> np.ndarray | None:
     return np.asarray(value.values)
 
 
+def _sample_label(run: Any, position: int) -> str:
+    samples = getattr(run, "sample_indices", None)
+    try:
+        return f"sample {int(np.asarray(samples)[position])}"
+    except (TypeError, IndexError, ValueError):
+        return f"sample at position {position}"
+
+
+def choose_targets(
+    run: Any,
+    positions: np.ndarray,
+    class_index: int | None = None,
+    target: str | None = None,
+) -> tuple[np.ndarray | None, str]:
+    """Which of a run's targets each sample's map explains.
+
+    Returns ``(indices, name)``: positions along the gradients' ``target`` axis (``None``
+    for a run of one target) and the chosen target's name (``"several"`` when samples
+    differ).  ``target`` picks a captured target by name; ``class_index`` the target whose
+    class is ``k`` for each sample; neither, the first.
+
+    Raises
+    ------
+    ViewError
+        An unknown target name, or a class that was not captured for some sample.
+    """
+    from tensortap.core.errors import ViewError
+
+    attrs = getattr(run, "attrs", None) or {}
+    names = [str(n) for n in attrs.get("targets") or []]
+    if not names:  # one target: it may only be checked
+        held = str(attrs.get("target", ""))
+        if target is not None and target != held:
+            raise ViewError(
+                f"the run holds gradients of target {held!r} only, not {target!r}; capture "
+                f"with target=[{held!r}, {target!r}] to have both"
+            )
+        if class_index is not None:
+            classes = target_classes(run, positions)
+            wrong = (
+                np.arange(len(positions))
+                if classes is None
+                else np.flatnonzero(classes != int(class_index))
+            )
+            if wrong.size:
+                p = int(positions[wrong[0]])
+                have = "an unknown class" if classes is None else f"class {classes[wrong[0]]}"
+                raise ViewError(
+                    f"the run holds gradients of target {held!r} ({have} for "
+                    f"{_sample_label(run, p)}), not class {class_index}; capture again with "
+                    f"target=[{held!r}, {class_index}] (several targets) to see both"
+                )
+        return None, held
+    if target is not None:
+        if target not in names:
+            raise ViewError(f"target {target!r} was not captured; the run has {names}")
+        return np.full(len(positions), names.index(target), dtype=np.intp), target
+    if class_index is None:
+        return np.zeros(len(positions), dtype=np.intp), names[0]
+    stored = np.asarray(run.target_classes.values)[np.asarray(positions, dtype=np.intp)]
+    hits = stored == int(class_index)
+    missing = np.flatnonzero(~hits.any(axis=1))
+    if missing.size:
+        row = int(missing[0])
+        raise ViewError(
+            f"class {class_index} was not among the captured targets of "
+            f"{_sample_label(run, int(positions[row]))} (targets {names} are classes "
+            f"{stored[row].tolist()}); pass one of those or capture with target=[..., "
+            f"{class_index}]"
+        )
+    indices = hits.argmax(axis=1).astype(np.intp)
+    chosen = {names[i] for i in indices}
+    return indices, chosen.pop() if len(chosen) == 1 else "several"
+
+
 def target_classes(run: Any, positions: Sequence[int] | np.ndarray) -> np.ndarray | None:
     """The class each sample's stored gradients differentiate, ``-1`` where unknown.
 
@@ -55,6 +137,9 @@ def target_classes(run: Any, positions: Sequence[int] | np.ndarray) -> np.ndarra
     if target.startswith("callable"):
         return None
     stored = _root_values(run, "target_classes")
+    several = getattr(run, "target_classes", None)
+    if stored is None and several is not None and getattr(several, "ndim", 0) == 2:
+        stored = np.asarray(several.values)[:, 0]  # the first target's; see choose_targets
     if stored is None:
         source = {"predicted": "predictions", "label": "labels"}.get(target)
         stored = _root_values(run, source) if source else None
@@ -131,7 +216,13 @@ def _flat_reason(facts: MapFacts, flat: np.ndarray, method: str) -> str:
 
 
 def describe_cam(
-    run: Any, key: str, method: str, positions: np.ndarray, facts: MapFacts
+    run: Any,
+    key: str,
+    method: str,
+    positions: np.ndarray,
+    facts: MapFacts,
+    *,
+    choice: tuple[np.ndarray | None, str] | None = None,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Attrs for a CAM result and its ``target_class`` coordinate (``-1``: unknown).
 
@@ -143,10 +234,17 @@ def describe_cam(
     """
     attrs_run = getattr(run, "attrs", None) or {}
     target = str(attrs_run.get("target", ""))
-    source = target_source(target)
     score = str(attrs_run.get("score") or "")
     names = list(attrs_run.get("class_names") or [])
     classes = target_classes(run, positions)
+    indices, chosen_name = choice if choice is not None else (None, target)
+    if indices is not None:  # several targets: the chosen one of each sample
+        stored = np.asarray(run.target_classes.values)[np.asarray(positions, dtype=np.intp)]
+        classes = stored[np.arange(len(positions)), indices].astype(np.int64)
+        target = chosen_name
+    source = target_source(target) if target != "several" else "several"
+    if target.startswith("top") and target[3:].isdigit():
+        source = "predicted" if target == "top1" else f"rank {target[3:]} of the prediction"
     coordinate = classes if classes is not None else np.full(len(positions), -1, np.int64)
 
     if source == "callable":

@@ -152,7 +152,7 @@ def test_a_per_sample_target_array_is_stored_and_explained(tmp_path: Path) -> No
     np.testing.assert_allclose(run.gradient("conv").values, expected.numpy(), atol=1e-6)
     position = int(np.flatnonzero(classes == 2)[0])
     viz.cam_overlay(run, "act", sample=position, class_index=2)  # was refused before
-    with pytest.raises(ViewError, match="class 2 for this sample"):
+    with pytest.raises(ViewError, match=f"class 2 for sample {position}\\), not class 0"):
         viz.cam_overlay(run, "act", sample=position, class_index=0)
     assert tt.cam(run, "act", upsample=False).attrs["target_source"] == "given"
 

@@ -18,7 +18,7 @@ from tensortap.viz._backend import style
 from tensortap.viz._cam_text import explained_class, flat_note
 from tensortap.viz._colour import resize_map, to_rgb
 from tensortap.viz._run import check_sample, sample_caption, stored_input
-from tensortap.viz.cam_overlay import check_class, overlay_rgb
+from tensortap.viz.cam_overlay import overlay_rgb
 
 __all__ = ["CAM_CMAP", "cam_figure"]
 
@@ -61,7 +61,8 @@ def cam_figure(
     method : str
         A key of :data:`tensortap.core.cam.CAM_METHODS`.
     class_index : int, optional
-        Check that the stored gradients are those of this class.
+        Explain this class: in a run of several targets, the sample's target of that
+        class; in a run of one target, a check that it is that target's class.
     alpha : float
         Weight of the map in the overlay (the input is also shown on its own).
 
@@ -74,8 +75,9 @@ def cam_figure(
         the cause (``tt.cam(...).attrs["warning"]``).
     """
     position = check_sample(int(run.activation(key).sizes["sample"]), sample)
-    check_class(run, key, position, class_index)
-    result = cam(run, key, method=method, sample=[position], upsample=False)
+    result = cam(
+        run, key, method=method, sample=[position], upsample=False, class_index=class_index
+    )
     flat = flat_note(result, position)
     if flat:
         warnings.warn(result.attrs["warning"], stacklevel=2)

@@ -20,9 +20,9 @@ from tensortap.viz._backend import style
 from tensortap.viz._cam_text import explained_class, flat_note, target_summary
 from tensortap.viz._colour import blend, heat_rgb, resize_map, to_rgb
 from tensortap.viz._mosaic import rgb_mosaic
-from tensortap.viz._run import check_sample, positions, sample_caption, stored_input, target_class
+from tensortap.viz._run import check_sample, positions, sample_caption, stored_input
 
-__all__ = ["cam_grid", "cam_overlay", "check_class", "overlay_rgb"]
+__all__ = ["cam_grid", "cam_overlay", "overlay_rgb"]
 
 
 def overlay_rgb(image: np.ndarray | None, values: np.ndarray, alpha: float) -> np.ndarray:
@@ -50,20 +50,6 @@ def _rgb(pixels: np.ndarray, title: str, compact: bool) -> hv.RGB:
     )
 
 
-def check_class(run: Any, key: str, position: int, class_index: int | None) -> None:
-    """The stored gradients differentiate one class per sample: refuse another one."""
-    if class_index is None:
-        return
-    stored = target_class(run, position)
-    if stored is None or stored != int(class_index):
-        target = (getattr(run, "attrs", None) or {}).get("target", "?")
-        held = f"class {stored}" if stored is not None else "an unknown class"
-        raise ViewError(
-            f"the run holds gradients of target {target!r} ({held} for this sample), not class "
-            f"{class_index}; capture again with target={class_index} to see that class"
-        )
-
-
 def cam_overlay(
     run: Any,
     key: str,
@@ -87,8 +73,9 @@ def cam_overlay(
     method : str
         ``gradcam``, ``gradcam++``, ``layercam``, ``hirescam`` or ``xgradcam``.
     class_index : int, optional
-        Check that the stored gradients are those of this class (gradients are taken of
-        the run's target; another class needs another capture).
+        Explain this class: in a run of several targets (``target=["predicted", "label"]``,
+        ``"top3"``) the sample's target of that class; in a run of one target, a check
+        that it is that target's class (:func:`tensortap.core.cam_info.choose_targets`).
     alpha : float
         Weight of the map in the blend, :math:`(1-\\alpha)\\,\\text{input} + \\alpha\\,\\text{map}`.
 
@@ -100,8 +87,9 @@ def cam_overlay(
     """
     activation = run.activation(key)
     position = check_sample(int(activation.sizes["sample"]), sample)
-    check_class(run, key, position, class_index)
-    result = cam(run, key, method=method, sample=[position], upsample=False)
+    result = cam(
+        run, key, method=method, sample=[position], upsample=False, class_index=class_index
+    )
     values = result.values[0]
     image = stored_input(run, position)
     flat = flat_note(result, position)

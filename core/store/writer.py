@@ -174,6 +174,8 @@ class RunWriter:
         self._declared_values: list[tuple[str, np.ndarray]] = []
         self._whole_chunks = WholeChunks(group.store)
         self.capacity = 0
+        #: Targets along the gradients' ``target`` axis (0: one target, no such axis).
+        self._gradient_targets = 0
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -420,6 +422,7 @@ class RunWriter:
         predictions: bool,
         edges: Mapping[str, np.ndarray],
         target_classes: bool = False,
+        gradient_targets: int = 0,
     ) -> None:
         """Create every array, sized for ``capacity`` samples, from the first block's shapes."""
         with _guard(self.location, "write a run to"):
@@ -462,13 +465,15 @@ class RunWriter:
                     attrs={"long_name": "predicted class (top-1)"},
                     fill_value=-1,
                 )
+            self._gradient_targets = gradient_targets
             if target_classes:
+                several = (gradient_targets,) if gradient_targets else ()
                 self._array(
                     layout.TARGET_CLASS,
-                    (capacity,),
+                    (capacity, *several),
                     "int64",
-                    (layout.SAMPLE,),
-                    chunks=(b,),
+                    (layout.SAMPLE, *((layout.TARGET_DIM,) if several else ())),
+                    chunks=(b, *several),
                     sample=True,
                     attrs={"long_name": "class the gradients differentiate"},
                     fill_value=-1,
@@ -604,10 +609,14 @@ class RunWriter:
             dtype=stored,
         )
         if s.gradients:
+            several = self._gradient_targets
             self._tensor(
                 f"{base}/{layout.GRADIENT}",
-                first,
-                dims,
+                # Several targets: (sample, target, *dims), one chunk a block as ever.
+                np.broadcast_to(first[:, None], (len(first), several, *first.shape[1:]))
+                if several
+                else first,
+                (layout.TARGET_DIM, *dims) if several else dims,
                 f"gradient of the target w.r.t. {node.name}",
                 codec=s.codec,
                 dtype=stored,
