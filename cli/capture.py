@@ -70,7 +70,8 @@ def capture_command(
     options = {
         "layers": list(layers) or "*",
         "gradients": gradients,
-        "target": target,
+        # "predicted,label" or "label,3": several targets, each one stored (--gradients).
+        "target": [t.strip() for t in target.split(",")] if "," in target else target,
         "batch_size": batch_size,
         "dtype": dtype,
         "resume": resume,
@@ -127,7 +128,11 @@ def _capture_on_workers(
 @click.option("--layers", "layers", multiple=True, help="Glob, key or re:regex; repeatable.")
 @click.option("--gradients", is_flag=True, help="Also capture gradients of the target.")
 @click.option(
-    "--target", default="predicted", show_default=True, help="predicted, label, or a class index."
+    "--target",
+    default="predicted",
+    show_default=True,
+    help="predicted, label, a class index, topK, or several comma-separated "
+    "(predicted,label): one gradient per target.",
 )
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--dtype", default=None, help="Storage dtype of activations, e.g. float16.")

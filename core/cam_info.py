@@ -254,12 +254,17 @@ def describe_cam(
         if len(known) == 1:
             index = int(known[0])
             name = f" ({names[index]})" if 0 <= index < len(names) else ""
-            explains = f"class {index}{name}"
+            explains = f"class {index}{name}" + {
+                "predicted": ", the predicted class",
+                "label": ", the label",
+                "given": ", given at capture",
+            }.get(source, f", {source}" if source.startswith("rank") else "")
         else:
-            explains = "each sample's class (coordinate target_class)"
-        explains += {"predicted": ", the predicted class", "label": ", the label"}.get(
-            source, ", given at capture" if source == "given" else ""
-        )
+            explains = "each sample's " + {
+                "predicted": "predicted class",
+                "label": "label",
+                "given": "class given at capture",
+            }.get(source, f"class ({source})")
     flat = (facts.high - facts.low) <= 1e-12 * np.maximum(np.abs(facts.high), 1.0)
     reason = _flat_reason(facts, flat, method) if np.any(flat) else ""
     flat_positions = [int(p) for p in np.asarray(positions)[flat]]
