@@ -291,6 +291,8 @@ def test_dead_units_are_listed_by_index(negative: tt.Run, tmp_path: Path) -> Non
     assert "inherits its input's dead channels" in pooled
     bars = viz.dead_units(run).opts.get().kwargs["title"]
     assert "pooling/reshaping layers inherit (not counted)" in bars
+    grid_title = viz.feature_maps(run, "act", sample=0).opts.get().kwargs["title"]
+    assert "⚠ dead (never > 0 in the run): 1, 3" in grid_title
     with pytest.warns(UserWarning, match="channel 3 of 'act' is dead"):
         top = viz.top_samples(run, "act", channel=3, k=2)
     assert "is dead" in top.opts.get().kwargs["title"]

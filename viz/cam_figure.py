@@ -112,7 +112,7 @@ def cam_figure(
         panels = [heat]
     else:
         panels = [
-            _picture(to_rgb(image), f"input · {caption}"),
+            _picture(to_rgb(image), "input"),  # the caption is the figure's title
             heat,
             _picture(overlay_rgb(image, values, alpha), f"overlay (α {alpha:g})"),
         ]

@@ -127,6 +127,19 @@ def _channel_order(maps: np.ndarray, chosen: list[int], order: str) -> list[int]
     raise ViewError(f"order must be 'index' or 'energy', got {order!r}")
 
 
+def _dead_note(run: Any, key: str, chosen: Sequence[int]) -> str:
+    """``" · ⚠ dead (never > 0 in the run): 3, 13"`` for the shown channels that are dead."""
+    try:
+        high = np.asarray(run.stats(key)["max"].values, dtype=np.float64)
+    except Exception:  # noqa: BLE001 - a reader without stats: the note is a courtesy
+        return ""
+    dead = [c for c in chosen if c < len(high) and high[c] <= 0.0]
+    if not dead:
+        return ""
+    listed = ", ".join(str(c) for c in dead[:12]) + (", ..." if len(dead) > 12 else "")
+    return f" · ⚠ dead (never > 0 in the run): {listed}"
+
+
 def _read_maps(
     run: Any,
     key: str,
@@ -172,6 +185,7 @@ def _read_maps(
     chosen = _channel_order(maps, chosen, order)
     if max_channels < 1:
         raise ViewError(f"max_channels must be at least 1, got {max_channels}")
+    caption += _dead_note(run, key, chosen[:max_channels])
     if len(chosen) > max_channels:
         warnings.warn(
             f"{key}: showing {max_channels} of {len(chosen)} channels (order={order!r}); "
