@@ -148,6 +148,7 @@ def _read_maps(
     order: str,
     max_channels: int,
     stacklevel: int = 3,
+    note_dead: bool = False,
 ) -> hv.Image | tuple[xr.DataArray, np.ndarray, list[int], tuple[str, str], str]:
     """One sample's maps of a layer and the validated, ordered channels to show.
 
@@ -185,7 +186,8 @@ def _read_maps(
     chosen = _channel_order(maps, chosen, order)
     if max_channels < 1:
         raise ViewError(f"max_channels must be at least 1, got {max_channels}")
-    caption += _dead_note(run, key, chosen[:max_channels])
+    if note_dead:  # the grid's title (the mosaic, the server's fast path, reads no stats)
+        caption += _dead_note(run, key, chosen[:max_channels])
     if len(chosen) > max_channels:
         warnings.warn(
             f"{key}: showing {max_channels} of {len(chosen)} channels (order={order!r}); "
@@ -246,7 +248,7 @@ def feature_maps(
         )
     if layout != "grid":
         raise ViewError(f"layout must be 'grid' or 'mosaic', got {layout!r}")
-    read = _read_maps(run, key, sample, channels, order, max_channels)
+    read = _read_maps(run, key, sample, channels, order, max_channels, note_dead=True)
     if isinstance(read, hv.Image):
         return read
     activation, maps, chosen, (row_dim, column_dim), caption = read
