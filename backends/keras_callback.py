@@ -30,6 +30,8 @@ class CaptureCallback(keras.callbacks.Callback):
         Capture after every ``every``-th epoch (and never more often).
     batch_size : int
         Batch size of the capture.
+    class_names : sequence of str, optional
+        One name per class, stored in every run (see :func:`tensortap.capture`).
 
     Examples
     --------
@@ -45,6 +47,7 @@ class CaptureCallback(keras.callbacks.Callback):
         target: Any = "predicted",
         every: int = 1,
         batch_size: int = 32,
+        class_names: Any = None,
     ) -> None:
         super().__init__()
         if every < 1:
@@ -56,6 +59,7 @@ class CaptureCallback(keras.callbacks.Callback):
         self.target = target
         self.every = every
         self.batch_size = batch_size
+        self.class_names = class_names
         #: Paths of the runs written so far, in epoch order.
         self.runs: list[str] = []
 
@@ -75,5 +79,6 @@ class CaptureCallback(keras.callbacks.Callback):
             batch_size=self.batch_size,
             overwrite=True,
             progress=False,
+            class_names=self.class_names,
         )
         self.runs.append(store)

@@ -59,26 +59,35 @@ def capture_command(
     image_size: tuple[int, int] | None,
     progress: bool,
     workers: int | None = None,
+    class_names: str | None = None,
 ) -> str:
     """Run a capture (on ``workers`` local Dask processes when given); returns the summary."""
     from tensortap.cli.datafiles import load_data
+    from tensortap.core.class_names import parse_class_names, record_class_names
     from tensortap.core.engine import capture
 
     data = load_data(data_path, image_size)
     options = {
         "layers": list(layers) or "*",
         "gradients": gradients,
-        "target": target,
+        # "predicted,label" or "label,3": several targets, each one stored (--gradients).
+        "target": [t.strip() for t in target.split(",")] if "," in target else target,
         "batch_size": batch_size,
         "dtype": dtype,
         "resume": resume,
         "overwrite": overwrite,
         "progress": progress,
     }
+    names = parse_class_names(class_names) if class_names else None
     if workers:
-        return _capture_on_workers(model_path, data_path, data, output, workers, **options)
+        summary = _capture_on_workers(model_path, data_path, data, output, workers, **options)
+        if names:
+            record_class_names(output, names)
+        return summary
     backend, model = load_model(model_path)
-    run = capture(model, data.as_capture_data(), store=output, backend=backend, **options)
+    run = capture(
+        model, data.as_capture_data(), store=output, backend=backend, class_names=names, **options
+    )
     return f"{run.status}: {run.samples} samples, {len(run.layers)} layers -> {run.path}"
 
 
@@ -119,7 +128,11 @@ def _capture_on_workers(
 @click.option("--layers", "layers", multiple=True, help="Glob, key or re:regex; repeatable.")
 @click.option("--gradients", is_flag=True, help="Also capture gradients of the target.")
 @click.option(
-    "--target", default="predicted", show_default=True, help="predicted, label, or a class index."
+    "--target",
+    default="predicted",
+    show_default=True,
+    help="predicted, label, a class index, topK, or several comma-separated "
+    "(predicted,label): one gradient per target.",
 )
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--dtype", default=None, help="Storage dtype of activations, e.g. float16.")
@@ -132,6 +145,12 @@ def _capture_on_workers(
     default=None,
     metavar="H W",
     help="Resize images of a DATA folder.",
+)
+@click.option(
+    "--class-names",
+    default=None,
+    metavar="NAMES",
+    help="Class names in index order: 'cat,dog,...' or a text file with one name a line.",
 )
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option(
@@ -152,6 +171,7 @@ def capture(
     resume: bool,
     overwrite: bool,
     image_size: tuple[int, int] | None,
+    class_names: str | None,
     no_progress: bool,
     workers: int | None,
 ) -> None:
@@ -174,5 +194,6 @@ def capture(
             image_size=tuple(image_size) if image_size else None,
             progress=not no_progress,
             workers=workers,
+            class_names=class_names,
         )
     )

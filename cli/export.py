@@ -56,11 +56,16 @@ def build_view(
     if view == "distribution":
         return viz.distribution(run, layer) if layer else viz.distributions(run)
     if view == "cam":
-        return viz.cam_overlay(
-            run, layer or _default_layer(run, view), sample=sample, method=method
-        )
+        # Input | map with its colour bar | overlay: readable at any input size.
+        return viz.cam_figure(run, layer or _default_layer(run, view), sample=sample, method=method)
     if view == "layers":
-        return hv.Layout([viz.distributions(run), viz.dead_units(run)]).cols(1)
+        layers = hv.Layout([viz.distributions(run), viz.dead_units(run)]).cols(1)
+        # No panel letters (Matplotlib drew them over the titles), and a figure as wide as
+        # the panels' own (a Layout ignores its elements' sizes in Matplotlib).
+        width = max(8.0, 0.4 * len(run.layers))
+        return layers.opts(
+            sublabel_format="", fig_inches=(width, 9), vspace=0.6, backend="matplotlib"
+        )
     raise ViewError(f"unknown view {view!r}; choose one of: {', '.join(VIEWS)}")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from tensortap.cli._tensorflow import import_tensorflow_quietly
@@ -53,7 +55,35 @@ def info_text(path: str) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for r in rows:
         lines.append(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}")
+    if run.samples:
+        lines += unit_lines(run)
     return "\n".join(lines)
+
+
+def _indices(units: list[int], shown: int = 24) -> str:
+    text = ", ".join(str(u) for u in units[:shown])
+    return f"[{text}{', ...' if len(units) > shown else ''}]"
+
+
+def unit_lines(run: Any) -> list[str]:
+    """``dead units`` lines of the report: each layer's dead and saturated units by index."""
+    from tensortap.core.unit_health import unit_health
+
+    lines = ["", "dead units (never > 0) and saturated units, by index:"]
+    found = False
+    for row in unit_health(run):
+        parts = []
+        if row["dead"]:
+            parts.append(f"{row['dead']} of {row['channels']} dead {_indices(row['dead_units'])}")
+        if row["saturated"]:
+            parts.append(f"{row['saturated']} saturated {_indices(row['saturated_units'])}")
+        if parts:
+            found = True
+            inherit = "  (inherited from its input)" if row["derived"] else ""
+            lines.append(f"  {row['layer']}: {'; '.join(parts)}{inherit}")
+    if not found:
+        lines.append("  none")
+    return lines
 
 
 def graph_command(model_path: str) -> str:

@@ -74,7 +74,10 @@ def array_creator(
         session: CaptureSession, result: BatchResult, first: Batch, labels: Any, predictions: Any
     ) -> None:
         if session.info:
-            writer.set_status("capturing", info=dict(session.info), score=session.info.get("score"))
+            score = session.info.get("score")
+            if writer.settings.target.startswith("callable"):  # not a class score
+                score = f"the value of the target {writer.settings.target} (outputs, labels)"
+            writer.set_status("capturing", info=dict(session.info), score=score)
         if writer.has_arrays:  # a resumed run
             return
         keys = writer.settings.layers
@@ -93,6 +96,13 @@ def array_creator(
             labels=labels,
             predictions=predictions is not None,
             edges=edges,
+            target_classes=result.target_classes is not None,
+            # Several targets: gradients (and target classes) carry a ``target`` axis.
+            gradient_targets=(
+                result.target_classes.shape[1]
+                if result.target_classes is not None and result.target_classes.ndim == 2
+                else 0
+            ),
         )
 
     return create

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from tensortap.core.cam_info import MapFacts, choose_targets, describe_cam, map_facts
 from tensortap.core.errors import NoGradientsError, ViewError
 
 __all__ = [
@@ -344,6 +345,8 @@ def cam(
     upsample: bool = True,
     normalize: bool = True,
     resize: Callable[[np.ndarray, tuple[int, int]], np.ndarray] | None = None,
+    class_index: int | None = None,
+    target: str | None = None,
 ) -> xr.DataArray:
     """Class activation maps of one layer, computed from a run's stored tensors.
 
@@ -369,12 +372,21 @@ def cam(
     resize : callable, optional
         ``resize(maps, (height, width))`` replacing the built-in NumPy bilinear resize
         (:func:`resize_bilinear`), e.g. one based on OpenCV in ``viz``.
+    class_index : int, optional
+        Explain this class: in a run of several targets (``target=["predicted",
+        "label"]``, ``"top3"``), each sample's target whose class it is; in a run of one
+        target, a check that it is that target's class.
+    target : str, optional
+        A captured target by name (``"label"``, ``"top2"``; ``run.attrs["targets"]``).
 
     Returns
     -------
     xarray.DataArray, dims ("sample", "y", "x")
-        In [0, 1] when ``normalize``; coordinate ``sample`` holds the run's sample indices;
-        attrs name the layer, method and target.
+        In [0, 1] when ``normalize``; coordinates ``sample`` (the run's sample indices)
+        and ``target_class`` (the class each map explains, -1 if unknown); attrs name the
+        method, layer, target, its source and score, and flag maps that are zero or
+        constant everywhere (``flat_samples``, ``warning``;
+        :func:`tensortap.core.cam_info.describe_cam`).
 
     Raises
     ------
@@ -398,11 +410,14 @@ def cam(
         raise NoGradientsError(
             f"the run holds no gradients for layer {key!r}; capture it again with gradients=True"
         )
-    gradient = _spatial(gradient, key)
     positions = _sample_positions(int(activation.sizes["sample"]), sample)
+    choice = choose_targets(run, positions, class_index, target)
+    several = "target" in gradient.dims
+    if not several:
+        gradient = _spatial(gradient, key)
 
-    target = size if size is not None else (input_size(run) if upsample else None)
-    if upsample and target is None:
+    out_size = size if size is not None else (input_size(run) if upsample else None)
+    if upsample and out_size is None:
         raise ViewError(
             f"cannot tell the model input's size for layer {key!r}; pass size=(height, width) "
             f"or upsample=False"
@@ -410,36 +425,51 @@ def cam(
     resize = resize or resize_bilinear
 
     blocks = []
+    facts = []
     for start in range(0, len(positions), _BLOCK):
         chosen = positions[start : start + _BLOCK]
         # Read only the chosen samples; .values loads them (zarr/dask) in one go.
         a = np.asarray(activation.isel(sample=chosen).values, dtype=np.float64)
-        g = np.asarray(gradient.isel(sample=chosen).values, dtype=np.float64)
+        if several:  # each sample's chosen target, picked point-wise (one read)
+            picks = choice[0][start : start + _BLOCK] if choice[0] is not None else 0
+            pick = gradient.isel(
+                sample=xr.DataArray(chosen, dims="pick"), target=xr.DataArray(picks, dims="pick")
+            )
+            picked = xr.DataArray(pick.data, dims=("sample", *pick.dims[1:]))
+            g = np.asarray(_spatial(picked, key).values, dtype=np.float64)
+        else:
+            g = np.asarray(gradient.isel(sample=chosen).values, dtype=np.float64)
         maps = function(a, g)
+        facts.append(map_facts(maps, a, g))
         if normalize:
             maps = normalize_maps(maps)
-        if upsample and target is not None:
-            maps = np.asarray(resize(maps, target), dtype=np.float64)
+        if upsample and out_size is not None:
+            maps = np.asarray(resize(maps, out_size), dtype=np.float64)
             if normalize:  # interpolation stays inside [min, max]; clip float round-off
                 maps = np.clip(maps, 0.0, 1.0)
         blocks.append(maps)
     height, width = activation.sizes["height"], activation.sizes["width"]
-    out_h, out_w = target if (upsample and target is not None) else (height, width)
+    out_h, out_w = out_size if (upsample and out_size is not None) else (height, width)
     values = np.concatenate(blocks) if blocks else np.zeros((0, out_h, out_w))
 
     samples = activation["sample"].values[positions] if "sample" in activation.coords else positions
-    run_attrs = getattr(run, "attrs", None) or {}
+    described, classes = describe_cam(
+        run, key, method, positions, MapFacts.concatenate(facts), choice=choice
+    )
     return xr.DataArray(
         values.astype(np.float32),
         dims=("sample", "y", "x"),
-        coords={"sample": samples, "y": np.arange(out_h), "x": np.arange(out_w)},
+        coords={
+            "sample": samples,
+            "y": np.arange(out_h),
+            "x": np.arange(out_w),
+            "target_class": ("sample", classes, {"long_name": "class the map explains"}),
+        },
         name="cam",
         attrs={
             "long_name": f"{method} map of {key}",
             "units": "normalised" if normalize else "",
-            "method": method,
-            "layer": key,
-            "target": str(run_attrs.get("target", "")),
+            **described,
             "layer_size": [int(height), int(width)],
         },
     )

@@ -16,9 +16,16 @@ import numpy as np
 
 from tensortap.core.backend import Backend
 from tensortap.core.blocks import array_creator, capture_blocks, n_classes
+from tensortap.core.class_names import check_class_names
 from tensortap.core.data import Batch, as_source
-from tensortap.core.errors import EmptyDataError, ResumeMismatchError, TensortapError
+from tensortap.core.errors import (
+    EmptyDataError,
+    ResumeMismatchError,
+    TargetError,
+    TensortapError,
+)
 from tensortap.core.graph import CaptureGraph, override_dims
+from tensortap.core.multi_target import MultiTarget, MultiTargetBackend, parse_targets
 from tensortap.core.registry import backend_for, get_backend
 from tensortap.core.run import Run
 from tensortap.core.store.layout import parse_codec
@@ -131,6 +138,7 @@ def capture(
     depth: int = 1,
     threads: int | None = None,
     dims: Mapping[str, Sequence[str]] | None = None,
+    class_names: Any = None,
 ) -> Run:
     """Capture activations (and gradients) of ``model`` on ``data`` into a run.
 
@@ -146,8 +154,11 @@ def capture(
         Which nodes to capture (:func:`tensortap.core.selection.select_nodes`).
     gradients : bool
         Also capture gradients of ``target`` with respect to each activation.
-    target : str, int, array or callable
-        The per-sample scalar differentiated (:mod:`tensortap.core.targets`).
+    target : str, int, array, callable or list
+        The per-sample scalar differentiated (:mod:`tensortap.core.targets`).  Several
+        targets at once (``["predicted", "label"]``, ``"top3"``, ``["label", "3", 7]``: a
+        list holding a string) store gradients along a ``target`` dimension
+        (:mod:`tensortap.core.multi_target`).
     labels : array, optional
         One label per sample (or give ``(x, y)`` data).
     batch_size : int
@@ -180,6 +191,9 @@ def capture(
         Dimension names by node key, for layers whose axes the backend cannot know
         (``{"block": ("height", "width", "channel")}`` declares a custom layer spatial);
         see :func:`tensortap.core.graph.override_dims`.
+    class_names : sequence of str, optional
+        One name per class of the model's first output, in index order; stored in the
+        run's attrs and shown by the views wherever a label or prediction is.
 
     Returns
     -------
@@ -211,8 +225,20 @@ def capture(
     source = as_source(
         data, input_names=input_names, batch_size=batch_size, labels=labels, backend=backend_obj
     )
-    resolved_target = resolve_target(target, n_samples=source.length)
+    several = parse_targets(target)
+    resolved_target: Any
+    if several is not None:
+        if not gradients:
+            raise TargetError(
+                f"target {target!r} names several targets, which only gradients use; "
+                "pass gradients=True (--gradients)"
+            )
+        resolved_target = MultiTarget(several)
+        backend_obj = MultiTargetBackend(backend_obj)  # type: ignore[assignment]
+    else:
+        resolved_target = resolve_target(target, n_samples=source.length)
     resolved_target.check_classes(n_classes(capture_graph))
+    names = check_class_names(class_names, n_classes(capture_graph))
     settings = RunSettings(
         framework=backend_obj.name,
         model=backend_obj.model_info(model),
@@ -249,6 +275,10 @@ def capture(
         raise EmptyDataError("the data holds no sample; nothing to capture")
     if writer is None:
         writer = RunWriter.open(location, settings, overwrite=overwrite)
+    if names is not None:
+        writer.set_status("capturing", class_names=names)
+    if several is not None:
+        writer.set_status("capturing", targets=resolved_target.names)
     if first is None:  # resumed a run whose samples were all committed
         writer.finish("complete")
         return Run(location, lazy=True)

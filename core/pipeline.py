@@ -174,6 +174,7 @@ class WritePipeline:
                 outputs=result.outputs,
                 labels=block.labels,
                 predictions=block.predictions,
+                target_classes=result.target_classes,
             )
         finally:
             # Every layer's writes end before the block is committed or an error reported,

@@ -25,6 +25,7 @@ from tensortap.core.errors import (
     RunNotFoundError,
     StorageError,
 )
+from tensortap.core.selection import resolve_layer_key
 from tensortap.core.stats import reduce_blocks
 from tensortap.core.store import commit, layout
 from tensortap.core.store.storage import Location, open_location, read_json, total_size
@@ -258,7 +259,13 @@ class Run:
         """Names of the model outputs."""
         return tuple(self._attrs.get("outputs", ()))
 
-    def _check_key(self, key: str) -> None:
+    def _check_key(self, key: str) -> str:
+        """The run's key for ``key``: itself, or the one key whose layer name it is."""
+        if key in self.layers:
+            return key
+        resolved = resolve_layer_key(self.layers, key)
+        if resolved is not None:
+            return resolved
         if key not in self.layers:
             close = difflib.get_close_matches(key, self.layers, n=5, cutoff=0.5)
             hint = close or [k for k in self.layers if key.lower() in k.lower()][:5]
@@ -266,11 +273,12 @@ class Run:
                 f"layer {key!r} is not in the run at {self.path!r}; "
                 f"did you mean: {', '.join(hint or self.layers[:5])}? (run.layers lists all)"
             )
+        return key
 
     def node(self, key: str) -> dict[str, Any]:
         """The layer group's attrs: ``name``, ``layer_type``, ``long_name``, ``dims``,
         ``channel_dim``, ``path``..."""
-        self._check_key(key)
+        key = self._check_key(key)
         return cast("dict[str, Any]", dict(self._layer(key).attrs))  # zarr attr keys are str
 
     def _layer(self, key: str, group: str = "") -> Any:
@@ -285,12 +293,12 @@ class Run:
     # ------------------------------------------------------------------ arrays
     def activation(self, key: str) -> xr.DataArray:
         """Lazy activations of one layer, dims ``("sample", ...)``, committed samples."""
-        self._check_key(key)
+        key = self._check_key(key)
         return self._with_sample_coords(self._layer(key)[layout.ACTIVATION])
 
     def has_gradient(self, key: str) -> bool:
         """Whether gradients were captured for ``key``."""
-        self._check_key(key)
+        key = self._check_key(key)
         return bool(self._attrs.get("gradients")) and len(self._indices) > 0
 
     def gradient(self, key: str) -> xr.DataArray:
@@ -301,6 +309,7 @@ class Run:
         NoGradientsError
             When the run was captured without gradients.
         """
+        key = self._check_key(key)
         if not self.has_gradient(key):
             raise NoGradientsError(
                 f"the run at {self.path!r} has no gradients for {key!r}; capture with "
@@ -312,7 +321,7 @@ class Run:
         """Attach ``label`` and ``prediction`` (root coords DataTree does not inherit)."""
         extra = {
             name: var
-            for name in (layout.LABEL, layout.PREDICTION)
+            for name in (layout.LABEL, layout.PREDICTION, layout.TARGET_CLASS)
             if (var := self._root_var(name)) is not None and var.ndim == 1
         }
         return array.assign_coords(extra) if extra else array  # type: ignore[no-any-return]
@@ -349,6 +358,18 @@ class Run:
         """Top-1 predicted classes over ``sample``, or ``None``."""
         return self._root_var(layout.PREDICTION)
 
+    @property
+    def target_classes(self) -> xr.DataArray | None:
+        """The class each sample's stored gradients differentiate, over ``sample``, or
+        ``None`` (no gradients, a callable target, or a run from before it was stored)."""
+        return self._root_var(layout.TARGET_CLASS)
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """Names of the model's classes (``class_names=`` at capture), or ``None``."""
+        names = self._attrs.get("class_names")
+        return tuple(str(n) for n in names) if names else None
+
     # ------------------------------------------------------------------ statistics
     def stats(self, key: str) -> xr.Dataset:
         """Statistics of one layer's activation over the committed samples.
@@ -356,7 +377,7 @@ class Run:
         Reads only the small per-block partials (never the activations); see
         docs/contracts.md for the variables.
         """
-        self._check_key(key)
+        key = self._check_key(key)
         node = self._layer(key)
         stats_node = self._layer(key, layout.STATS)
         reduced, edges = self._reduced(key)

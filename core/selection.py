@@ -18,7 +18,7 @@ from tensortap.core.errors import LayerNotFoundError
 if TYPE_CHECKING:
     from tensortap.core.graph import CaptureGraph, CaptureNode
 
-__all__ = ["Selection", "select_nodes"]
+__all__ = ["Selection", "resolve_layer_key", "select_nodes"]
 
 Selection = str | Iterable[str] | type | Callable[["CaptureNode"], bool]
 
@@ -62,6 +62,18 @@ def _match_one(graph: CaptureGraph, pattern: str) -> list[CaptureNode]:
             "(tensortap.graph(model) lists every key)"
         )
     return hits
+
+
+def resolve_layer_key(keys: Iterable[str], name: str) -> str | None:
+    """The one key among ``keys`` whose last path segment is ``name``, else ``None``.
+
+    Capture accepts a bare layer name (``"block_1_expand"``) for a nested model's key
+    (``"mobilenetv2_1.00_96.block_1_expand"``); views and ``Run`` readers resolve it the
+    same way when exactly one stored key ends in that name (a shared layer's calls
+    ``dense``, ``dense@1`` are two keys: the name alone stays ambiguous).
+    """
+    hits = [key for key in keys if key == name or key.rsplit(".", 1)[-1] == name]
+    return hits[0] if len(hits) == 1 else None
 
 
 def select_nodes(graph: CaptureGraph, layers: Any = "*") -> tuple[CaptureNode, ...]:

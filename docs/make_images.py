@@ -2,7 +2,9 @@
 
 ``python docs/make_images.py`` trains a small CNN on scikit-learn's 8×8 digits (upscaled to
 16×16), captures a run of 64 test images with gradients, and writes under docs/images/:
-feature maps, distributions, dead units, a CAM grid and the top samples of a channel.
+feature maps, distributions (per layer, per channel), dead units, a CAM grid, a CAM of a
+misclassified digit for its prediction and for its label (both targets were captured),
+and the top samples of a channel.
 Takes about a minute on a laptop CPU.
 """
 
@@ -18,6 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 IMAGES = Path(__file__).with_name("images")
+#: Class names stored in the run and shown in the captions.
+NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
 def digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -69,15 +73,26 @@ def main(out: Path = IMAGES) -> list[Path]:
             (x_test[:64], y_test[:64]),
             store=Path(scratch) / "digits.zarr",
             gradients=True,
+            # Both targets' gradients: any of them can be explained offline.
+            target=["predicted", "label"],
+            class_names=NAMES,
             batch_size=32,
             progress=False,
         )
+        wrong = np.flatnonzero(run.predictions.values != run.labels.values)
+        # A misclassified sample if there is one: its CAM of the label and of the prediction.
+        shown = int(wrong[0]) if wrong.size else 0
         views = {
             "feature_maps.png": viz.feature_maps(run, "conv1", sample=0, order="energy"),
-            "distribution.png": viz.distribution(run, "conv2", log=True),
+            "distribution.png": viz.distribution(run, "conv2"),
+            "unit_distributions.png": viz.unit_distributions(run, "conv2"),
             "distributions.png": viz.distributions(run),
             "dead_units.png": viz.dead_units(run),
             "cam_grid.png": viz.cam_grid(run, "conv2", samples=range(8), method="gradcam", cols=4),
+            "cam_figure.png": viz.cam_figure(run, "conv2", sample=shown),
+            "cam_figure_label.png": viz.cam_figure(
+                run, "conv2", sample=shown, class_index=int(run.labels.values[shown])
+            ),
             "top_samples.png": viz.top_samples(
                 run,
                 "conv2",

@@ -91,7 +91,7 @@ def test_every_view_builds_from_a_real_run(run: tt.Run) -> None:
     overlay = viz.cam_overlay(run, "conv_2", sample=1, method="layercam")
     assert isinstance(overlay, hv.RGB) and overlay.dimension_values(2, flat=False).shape == (16, 16)
     grid = viz.cam_grid(run, "conv_2", samples=[0, 1, 2, 3], method="gradcam++")
-    assert isinstance(grid, hv.Layout) and len(grid) == 4
+    assert isinstance(grid, hv.Layout) and len(grid) == 5  # four overlays + the colour scale
     assert "label" in grid.values()[0].opts.get().kwargs["title"]
     assert len(viz.top_samples(run, "conv", channel=2, k=4)) == 4
     assert len(viz.compare(run, run, key="conv")) == 6  # three statistics, two maps, difference
@@ -167,7 +167,11 @@ def test_feature_mosaic_options() -> None:
         np.testing.assert_allclose(tile, (raw - raw.min()) / (raw.max() - raw.min()))
     assert "activation" in [d.name for d in scaled.vdims]
     shared = viz.feature_mosaic(run, "conv")
-    assert tuple(shared.opts.get().kwargs["clim"]) == (maps.min(), maps.max())
+    # Signed maps: a diverging colour map centred at 0 covering the larger magnitude.
+    bound = max(-maps.min(), maps.max())
+    assert maps.min() < 0 < maps.max()
+    assert tuple(shared.opts.get().kwargs["clim"]) == (-bound, bound)
+    assert shared.opts.get().kwargs["cmap"] == "RdBu_r"
     with pytest.warns(UserWarning, match="showing 2 of 4 channels"):
         two = viz.feature_mosaic(run, "conv", max_channels=2, order="energy")
     energy = (maps**2).mean(axis=(0, 1))
@@ -229,7 +233,7 @@ def test_distribution_reads_only_stats(run: tt.Run, monkeypatch: pytest.MonkeyPa
         raise AssertionError("distribution() must not read activations")
 
     monkeypatch.setattr(run, "activation", forbidden)
-    histogram = viz.distribution(run, "conv").get(0)
+    histogram = viz.distribution(run, "conv", log=False).get(0)  # default: log on a spike
     np.testing.assert_array_equal(histogram.dimension_values(1), stats["histogram"].values)
     log = viz.distribution(run, "conv", log=True).get(0)
     np.testing.assert_allclose(log.dimension_values(1), np.log10(1 + stats["histogram"].values))

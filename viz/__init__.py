@@ -15,6 +15,7 @@ from importlib import import_module
 from typing import Any
 
 from tensortap.viz._backend import load_backends
+from tensortap.viz.cam_figure import cam_figure
 from tensortap.viz.cam_overlay import cam_grid, cam_overlay
 from tensortap.viz.compare import compare, compare_table
 from tensortap.viz.distributions import (
@@ -25,10 +26,13 @@ from tensortap.viz.distributions import (
 )
 from tensortap.viz.export import save
 from tensortap.viz.feature_maps import feature_map, feature_maps, feature_mosaic
+from tensortap.viz.notebook import auto_notebook, notebook
 from tensortap.viz.top_samples import top_sample_positions, top_samples
+from tensortap.viz.unit_distribution import unit_distributions
 from tensortap.viz.units import dead_units, unit_health
 
 __all__ = [
+    "cam_figure",
     "cam_grid",
     "cam_overlay",
     "compare",
@@ -41,10 +45,12 @@ __all__ = [
     "feature_mosaic",
     "histogram_quantiles",
     "layer_summary",
+    "notebook",
     "save",
     "serve",
     "top_sample_positions",
     "top_samples",
+    "unit_distributions",
     "unit_health",
 ]
 
@@ -52,6 +58,7 @@ __all__ = [
 _SERVER = ("serve", "make_server", "TensortapApp", "RunCatalog")
 
 load_backends()
+auto_notebook()  # in Jupyter, views render as plots with no hv.extension() call
 
 
 def __getattr__(name: str) -> Any:

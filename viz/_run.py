@@ -7,6 +7,7 @@ docs/contracts.md) and must find dimensions by *name*: a Keras run stores maps a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,14 +15,18 @@ import holoviews as hv
 import numpy as np
 import xarray as xr
 
+from tensortap.core.cam_info import target_classes
+from tensortap.core.class_names import class_label
 from tensortap.core.errors import TensortapError, ViewError
 from tensortap.core.graph import channel_dim
+from tensortap.core.selection import resolve_layer_key
 
 __all__ = [
     "channel_count",
     "check_channel",
     "check_sample",
     "hv_dimension",
+    "layer_key",
     "layer_map",
     "positions",
     "sample_caption",
@@ -29,6 +34,14 @@ __all__ = [
     "stored_inputs",
     "target_class",
 ]
+
+
+def layer_key(run: Any, key: str) -> str:
+    """The run's key for ``key`` (a unique bare layer name resolves to its full key)."""
+    layers = tuple(getattr(run, "layers", ()))
+    if key in layers:
+        return key
+    return resolve_layer_key(layers, key) or key  # unknown: the reader raises with hints
 
 
 def check_sample(n_samples: int, sample: int) -> int:
@@ -84,7 +97,7 @@ def layer_map(array: xr.DataArray, key: str) -> xr.DataArray:
 
     Returns ``(channel, height, width)`` for spatial layers; otherwise one image with a
     leading ``channel`` dim of length 1: ``(channel, time, feature)`` for sequences and
-    ``(channel, row, unit)``, a one-row strip, for dense layers.
+    ``(channel, unit_row, unit_column)`` for dense layers (:func:`unit_grid`).
     """
     dims = tuple(str(d) for d in array.dims)
     if "height" in dims and "width" in dims:
@@ -97,10 +110,44 @@ def layer_map(array: xr.DataArray, key: str) -> xr.DataArray:
     if dims == ("time", "feature") or set(dims) == {"time", "feature"}:
         return array.transpose("time", "feature").expand_dims("channel")
     if len(dims) == 1:
-        return array.expand_dims(["channel", "row"]).transpose("channel", "row", dims[0])
+        return unit_grid(array).expand_dims("channel")
     if not dims:
         return array.expand_dims(["channel", "row", "unit"])
     raise ViewError(f"layer {key!r} has dims {dims}: no 2-D view for them")
+
+
+#: Dense layers up to this many units are drawn as one row; wider ones as a near-square grid.
+STRIP_UNITS = 16
+
+
+def unit_grid(array: xr.DataArray) -> xr.DataArray:
+    """A dense layer's units ``(unit,)`` as a readable 2-D image ``(unit_row, unit_column)``.
+
+    Up to :data:`STRIP_UNITS` units stay one row; more fill a near-square grid row by row
+    (unit ``row * columns + column``), the tail padded with NaN (drawn transparent), so a
+    512-unit layer is a 23 × 23 picture instead of a 1-pixel strip.
+    """
+    (dim,) = (str(d) for d in array.dims)
+    n = int(array.sizes[dim])
+    columns = n if n <= STRIP_UNITS else math.ceil(math.sqrt(n))
+    rows = max(1, math.ceil(n / max(columns, 1)))
+    values = np.full(rows * columns, np.nan)
+    values[:n] = np.asarray(array.values, dtype=np.float64)
+    row_name = f"row (unit = row × {columns} + column)" if rows > 1 else "row"
+    return xr.DataArray(
+        values.reshape(rows, columns),
+        dims=("unit_row", "unit_column"),
+        coords={
+            "unit_row": ("unit_row", np.arange(rows), {"long_name": row_name}),
+            "unit_column": (
+                "unit_column",
+                np.arange(columns),
+                {"long_name": "column" if rows > 1 else dim},
+            ),
+        },
+        attrs=dict(array.attrs),
+        name=array.name,
+    )
 
 
 def stored_input(run: Any, position: int) -> np.ndarray | None:
@@ -144,10 +191,7 @@ def sample_caption(run: Any, position: int) -> str:
     for word, attr in (("label", "labels"), ("pred", "predictions")):
         values = _coordinate(run, attr)
         if values is not None and values.sizes.get("sample", 0) > position:
-            value = values.isel(sample=position).values.item()
-            if names and isinstance(value, int | np.integer) and 0 <= value < len(names):
-                value = names[int(value)]
-            parts.append(f"{word} {value}")
+            parts.append(f"{word} {class_label(values.isel(sample=position).values.item(), names)}")
     return " · ".join(parts)
 
 
@@ -164,21 +208,13 @@ def _sample_index(run: Any, position: int) -> int:
 def target_class(run: Any, position: int) -> int | None:
     """The class whose score the stored gradients of this sample differentiate, if known.
 
-    Looks for a stored per-sample ``target_class``, then derives it from the run's target:
-    ``"predicted"`` → the prediction, ``"label"`` → the label, ``"class k"`` → ``k``.
+    The run's stored per-sample ``target_class``, else derived from the run's target
+    (:func:`tensortap.core.cam_info.target_classes`).
     """
-    tree = getattr(run, "tree", None)
-    if tree is not None and "target_class" in getattr(tree, "variables", {}):
-        return int(tree["target_class"].values[position])
-    target = str((getattr(run, "attrs", None) or {}).get("target", ""))
-    source = {"predicted": "predictions", "label": "labels"}.get(target)
-    if source is not None:
-        values = _coordinate(run, source)
-        if values is not None:
-            return int(values.isel(sample=position).values)
-    if target.startswith("class "):
-        return int(target.split()[1])
-    return None
+    classes = target_classes(run, [position])
+    if classes is None or classes[0] < 0:
+        return None
+    return int(classes[0])
 
 
 def positions(

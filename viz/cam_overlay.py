@@ -17,9 +17,10 @@ import numpy as np
 from tensortap.core.cam import cam, input_size
 from tensortap.core.errors import ViewError
 from tensortap.viz._backend import style
+from tensortap.viz._cam_text import explained_class, flat_note, target_summary
 from tensortap.viz._colour import blend, heat_rgb, resize_map, to_rgb
 from tensortap.viz._mosaic import rgb_mosaic
-from tensortap.viz._run import check_sample, positions, sample_caption, stored_input, target_class
+from tensortap.viz._run import check_sample, positions, sample_caption, stored_input
 
 __all__ = ["cam_grid", "cam_overlay", "overlay_rgb"]
 
@@ -49,20 +50,6 @@ def _rgb(pixels: np.ndarray, title: str, compact: bool) -> hv.RGB:
     )
 
 
-def _check_class(run: Any, key: str, position: int, class_index: int | None) -> None:
-    """The stored gradients differentiate one class per sample: refuse another one."""
-    if class_index is None:
-        return
-    stored = target_class(run, position)
-    if stored is None or stored != int(class_index):
-        target = (getattr(run, "attrs", None) or {}).get("target", "?")
-        held = f"class {stored}" if stored is not None else "an unknown class"
-        raise ViewError(
-            f"the run holds gradients of target {target!r} ({held} for this sample), not class "
-            f"{class_index}; capture again with target={class_index} to see that class"
-        )
-
-
 def cam_overlay(
     run: Any,
     key: str,
@@ -86,8 +73,9 @@ def cam_overlay(
     method : str
         ``gradcam``, ``gradcam++``, ``layercam``, ``hirescam`` or ``xgradcam``.
     class_index : int, optional
-        Check that the stored gradients are those of this class (gradients are taken of
-        the run's target; another class needs another capture).
+        Explain this class: in a run of several targets (``target=["predicted", "label"]``,
+        ``"top3"``) the sample's target of that class; in a run of one target, a check
+        that it is that target's class (:func:`tensortap.core.cam_info.choose_targets`).
     alpha : float
         Weight of the map in the blend, :math:`(1-\\alpha)\\,\\text{input} + \\alpha\\,\\text{map}`.
 
@@ -99,14 +87,19 @@ def cam_overlay(
     """
     activation = run.activation(key)
     position = check_sample(int(activation.sizes["sample"]), sample)
-    _check_class(run, key, position, class_index)
-    values = cam(run, key, method=method, sample=[position], upsample=False).values[0]
+    result = cam(
+        run, key, method=method, sample=[position], upsample=False, class_index=class_index
+    )
+    values = result.values[0]
     image = stored_input(run, position)
+    flat = flat_note(result, position)
+    if flat and not compact:
+        warnings.warn(result.attrs["warning"], stacklevel=2)
     # In a grid the method and layer are in the grid's title: tiles name the sample only.
     caption = (
-        sample_caption(run, position)
+        f"{sample_caption(run, position)}{flat}"
         if compact
-        else f"{method} · {key} · {sample_caption(run, position)}"
+        else f"{method} · {key} · {sample_caption(run, position)} · {explained_class(result)}{flat}"
     )
     if image is None:
         warnings.warn(
@@ -120,6 +113,25 @@ def cam_overlay(
             overlay_rgb(None, values, alpha), f"{caption} (map only: no stored input)", compact
         )
     return _rgb(overlay_rgb(image, values, alpha), caption, compact)
+
+
+def _scale_tile() -> hv.Image:
+    """The overlays' colour scale as a tile with a colour bar (RGB tiles carry none)."""
+    ramp = np.linspace(1.0, 0.0, 64)[:, None] * np.ones((1, 8))  # row 0 is the top: 1
+    image = hv.Image(
+        ramp, bounds=(0, 0, 8, 64), vdims=[hv.Dimension("cam", label="map (normalised)")]
+    )
+    return style(
+        image,
+        cmap="jet",
+        clim=(0.0, 1.0),
+        colorbar=True,
+        xaxis=None,
+        yaxis=None,
+        title="colour scale",
+        bokeh={"width": 120, "height": 220, "toolbar": None},
+        matplotlib={"fig_size": 80, "aspect": 0.3},
+    )
 
 
 def cam_grid(
@@ -151,13 +163,20 @@ def cam_grid(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         tiles = [cam_overlay(run, key, p, method=method, alpha=alpha, compact=True) for p in chosen]
+    # The facts of all tiles at once, at the layer's size (small): class, score, flat maps.
+    summary = cam(run, key, method=method, sample=chosen, upsample=False)
+    if summary.attrs["warning"]:
+        caught.insert(0, warnings.WarningMessage(summary.attrs["warning"], UserWarning, "", 0))
     if caught:  # one warning for the grid, not one per tile
         warnings.warn(str(caught[0].message), stacklevel=2)
-    title = f"{method} · {key}"
+    flat = len(summary.attrs["flat_samples"])
+    title = f"{method} · {key} · {target_summary(summary)}" + (
+        f" · ⚠ {flat} of {len(chosen)} maps flat" if flat else ""
+    )
     if layout == "mosaic":
         captions = [str(t.opts.get().kwargs.get("title", "")) for t in tiles]
         return rgb_mosaic([np.asarray(t.data) for t in tiles], captions, title)
-    grid = hv.Layout(tiles).cols(cols or max(1, math.ceil(math.sqrt(len(tiles)))))
+    grid = hv.Layout([*tiles, _scale_tile()]).cols(cols or max(1, math.ceil(math.sqrt(len(tiles)))))
     return style(
         grid,
         title=title,

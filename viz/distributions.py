@@ -89,7 +89,47 @@ def _value_label(run: Any, key: str) -> str:
     return str(node.get("long_name") or f"{key} activation")
 
 
-def distribution(run: Any, key: str, log: bool = False) -> hv.Overlay:
+#: Automatic log counts when the fullest bin holds more than this share of all values
+#: (the spike of exact zeros of a ReLU layer flattens every other bar on a linear axis).
+SPIKE_SHARE = 0.2
+#: Colour of the bars that stand for the values outside the fixed edges.
+OUTSIDE_COLOUR = "#dd8452"
+
+
+def spike_dominates(counts: np.ndarray) -> bool:
+    """Whether one bin holds more than :data:`SPIKE_SHARE` of the histogram's values."""
+    total = float(np.sum(counts))
+    return bool(total > 0 and float(np.max(counts)) > SPIKE_SHARE * total)
+
+
+def _outside_bars(
+    stats: xr.Dataset, edges: np.ndarray, log: bool, value_dim: hv.Dimension, count_dim: Any
+) -> tuple[list[Any], str]:
+    """Bars from each fixed edge to the layer's true min / max holding the values outside
+    the edges (fixed from the first block, so later blocks can overflow them), labelled."""
+    parts, words = [], []
+    low, high = float(np.nanmin(stats["min"].values)), float(np.nanmax(stats["max"].values))
+    width = float(edges[1] - edges[0]) if len(edges) > 1 else 1.0
+    for name, start, stop, word in (
+        ("underflow", min(low, edges[0] - width), edges[0], "below"),
+        ("overflow", edges[-1], max(high, edges[-1] + width), "above"),
+    ):
+        count = int(stats[name].values) if name in stats else 0
+        if not count:
+            continue
+        height = np.log10(1.0 + count) if log else float(count)
+        bar = hv.Histogram(
+            ([start, stop], [height]),
+            kdims=[value_dim],
+            vdims=[count_dim],
+            label=f"{word} the edges",
+        )
+        parts.append(style(bar, color=OUTSIDE_COLOUR, alpha=0.8, bokeh={"line_color": None}))
+        words.append(f"{count:,} {word} the edges (to {stop if word == 'above' else start:.3g})")
+    return parts, " · ".join(words)
+
+
+def distribution(run: Any, key: str, log: bool | None = None) -> hv.Overlay:
     """Histogram of every value one layer produced, from the stored histogram.
 
     Parameters
@@ -97,29 +137,33 @@ def distribution(run: Any, key: str, log: bool = False) -> hv.Overlay:
     run : tensortap.Run
     key : str
         Layer key.
-    log : bool
-        Show :math:`\\log_{10}(1 + \\text{count})` — the tails of ReLU layers (a spike of
-        zeros and a long positive tail) need it.
+    log : bool, optional
+        Show :math:`\\log_{10}(1 + \\text{count})`.  ``None`` (default) decides: log counts
+        when one bin holds more than 20 % of the values (the spike of zeros of a ReLU layer),
+        linear otherwise; the axis label says which.
 
     Returns
     -------
     holoviews.Overlay
-        The histogram and a dashed line at the layer mean; the title gives the count,
-        mean, std, zero fraction and how many values fell outside the fixed edges.
+        The histogram, a dashed line at the layer mean and, in another colour, bars from
+        the fixed edges to the layer's true min / max holding the values that fell outside
+        the edges (the title counts them).
     """
     stats = run.stats(key)  # LayerNotFoundError with suggestions; reads no activation
     counts = np.asarray(stats["histogram"].values, dtype=np.float64)
     edges = np.asarray(stats["bin_edges"].values, dtype=np.float64)
     summary = layer_summary(stats)
+    if log is None:
+        log = spike_dominates(counts)
     heights = np.log10(1.0 + counts) if log else counts
     count_dim = hv.Dimension("count", label="log10(1 + count)" if log else "count")
     value_dim = hv.Dimension("activation", label=_value_label(run, key))
     histogram = hv.Histogram((edges, heights), kdims=[value_dim], vdims=[count_dim])
-    outside = int(stats["underflow"].values) + int(stats["overflow"].values)
+    outside, words = _outside_bars(stats, edges, log, value_dim, count_dim)
     title = (
         f"{key}: {int(summary['count']):,} values · mean {summary['mean']:.3g} · "
         f"std {summary['std']:.3g} · zeros {summary['zero_fraction']:.1%}"
-        + (f" · {outside:,} outside the edges" if outside else "")
+        + (f" · {words}" if words else "")
     )
     style(histogram, bokeh={"tools": ["hover"], "line_color": None}, color="#4c72b0")
     mean_line = style(
@@ -128,7 +172,7 @@ def distribution(run: Any, key: str, log: bool = False) -> hv.Overlay:
         bokeh={"line_dash": "dashed"},
         matplotlib={"linestyle": "dashed"},
     )
-    overlay = histogram * mean_line
+    overlay = hv.Overlay([histogram, *outside, mean_line])
     return style(
         overlay,
         title=title,

@@ -28,6 +28,21 @@ __all__ = ["feature_map", "feature_maps", "feature_mosaic", "map_image"]
 
 #: Colour map of activations: perceptually uniform, readable in grey.
 CMAP = "viridis"
+#: Colour map of signed values (pre-BatchNorm, pre-activation): diverging, white at 0.
+DIVERGING_CMAP = "RdBu_r"
+
+
+def colour_scale(clim: tuple[float, float]) -> tuple[str, tuple[float, float]]:
+    """The colour map and range for values spanning ``clim``.
+
+    Values of both signs get a diverging map centred at 0 (range ``(-m, m)``, ``m`` the
+    larger magnitude), so 0 is always the neutral colour; others keep :data:`CMAP`.
+    """
+    low, high = clim
+    if low < 0.0 < high:
+        bound = max(-low, high)
+        return DIVERGING_CMAP, (-bound, bound)
+    return CMAP, clim
 
 
 def _clim(values: np.ndarray) -> tuple[float, float]:
@@ -47,6 +62,7 @@ def map_image(
     clim: tuple[float, float] | None = None,
     title: str = "",
     compact: bool = False,
+    colorbar: bool = False,
 ) -> hv.Image:
     """One 2-D map as an ``hv.Image`` with row 0 at the top and labelled axes.
 
@@ -60,7 +76,9 @@ def map_image(
     clim : (float, float), optional
         Colour range; defaults to the map's own range.
     compact : bool
-        Small tile without axes or colour bar, for grids.
+        Small tile without axes, for grids (a colour bar only with ``colorbar``).
+    colorbar : bool
+        Give a compact tile its colour bar (a full-size map always has one).
     """
     rows, columns = values.shape
     value_dim = hv_dimension(source, "activation", values=True)
@@ -72,8 +90,8 @@ def map_image(
         kdims=[hv_dimension(source, dims[1]), hv_dimension(source, dims[0])],
         vdims=[value_dim],
     )
-    clim = clim or _clim(values)
-    common: dict[str, Any] = {"cmap": CMAP, "clim": clim, "invert_yaxis": True}
+    cmap, clim = colour_scale(clim or _clim(values))
+    common: dict[str, Any] = {"cmap": cmap, "clim": clim, "invert_yaxis": True}
     if title:
         common["title"] = title
     if compact:
@@ -82,8 +100,13 @@ def map_image(
             **common,
             xaxis=None,
             yaxis=None,
-            colorbar=False,
-            bokeh={"width": 150, "height": 150, "tools": ["hover"], "toolbar": None},
+            colorbar=colorbar,
+            bokeh={
+                "width": 190 if colorbar else 150,
+                "height": 150,
+                "tools": ["hover"],
+                "toolbar": None,
+            },
             matplotlib={"fig_size": 60},
         )
     return style(
@@ -104,6 +127,19 @@ def _channel_order(maps: np.ndarray, chosen: list[int], order: str) -> list[int]
     raise ViewError(f"order must be 'index' or 'energy', got {order!r}")
 
 
+def _dead_note(run: Any, key: str, chosen: Sequence[int]) -> str:
+    """``" · ⚠ dead (never > 0 in the run): 3, 13"`` for the shown channels that are dead."""
+    try:
+        high = np.asarray(run.stats(key)["max"].values, dtype=np.float64)
+    except Exception:  # noqa: BLE001 - a reader without stats: the note is a courtesy
+        return ""
+    dead = [c for c in chosen if c < len(high) and high[c] <= 0.0]
+    if not dead:
+        return ""
+    listed = ", ".join(str(c) for c in dead[:12]) + (", ..." if len(dead) > 12 else "")
+    return f" · ⚠ dead (never > 0 in the run): {listed}"
+
+
 def _read_maps(
     run: Any,
     key: str,
@@ -112,6 +148,7 @@ def _read_maps(
     order: str,
     max_channels: int,
     stacklevel: int = 3,
+    note_dead: bool = False,
 ) -> hv.Image | tuple[xr.DataArray, np.ndarray, list[int], tuple[str, str], str]:
     """One sample's maps of a layer and the validated, ordered channels to show.
 
@@ -137,7 +174,7 @@ def _read_maps(
             raise ViewError(
                 f"layer {key!r} has dims {tuple(activation.dims[1:])}: no channels to pick"
             )
-        return map_image(maps[0], activation, (row_dim, column_dim), title=caption)
+        return map_image(maps[0], one, (row_dim, column_dim), title=caption)
 
     n_channels = channel_count(activation)
     if channels is None:
@@ -149,6 +186,8 @@ def _read_maps(
     chosen = _channel_order(maps, chosen, order)
     if max_channels < 1:
         raise ViewError(f"max_channels must be at least 1, got {max_channels}")
+    if note_dead:  # the grid's title (the mosaic, the server's fast path, reads no stats)
+        caption += _dead_note(run, key, chosen[:max_channels])
     if len(chosen) > max_channels:
         warnings.warn(
             f"{key}: showing {max_channels} of {len(chosen)} channels (order={order!r}); "
@@ -209,13 +248,28 @@ def feature_maps(
         )
     if layout != "grid":
         raise ViewError(f"layout must be 'grid' or 'mosaic', got {layout!r}")
-    read = _read_maps(run, key, sample, channels, order, max_channels)
+    read = _read_maps(run, key, sample, channels, order, max_channels, note_dead=True)
     if isinstance(read, hv.Image):
         return read
     activation, maps, chosen, (row_dim, column_dim), caption = read
+    if len(chosen) == 1:  # one channel: a full-size map with axes and its colour bar
+        return map_image(
+            maps[chosen[0]],
+            activation,
+            (row_dim, column_dim),
+            title=f"{caption} · channel {chosen[0]}",
+        )
     shared = _clim(maps[chosen]) if shared_scale else None
+    # One colour bar for a shared scale (on the last tile: it holds for all), else one a tile.
     tiles = {
-        c: map_image(maps[c], activation, (row_dim, column_dim), clim=shared, compact=True)
+        c: map_image(
+            maps[c],
+            activation,
+            (row_dim, column_dim),
+            clim=shared,
+            compact=True,
+            colorbar=shared is None or c == chosen[-1],
+        )
         for c in chosen
     }
     scale = f"shared scale [{shared[0]:.3g}, {shared[1]:.3g}]" if shared else "scale per channel"
@@ -293,10 +347,12 @@ def feature_mosaic(
         np.broadcast_to(np.asarray(chosen, dtype=np.float32)[:, None, None], shown.shape), columns
     )
     value_dim = hv_dimension(activation, "activation", values=True)
+    cmap = CMAP
     if shared_scale:
         clim = _clim(shown)
         data, vdims = [raw], [value_dim]
         scale = f"shared scale [{clim[0]:.3g}, {clim[1]:.3g}]"
+        cmap, clim = colour_scale(clim)
     else:  # each tile on [0, 1]: a weak channel's pattern is as visible as a strong one's
         low = np.nanmin(shown, axis=(1, 2), keepdims=True)
         span = np.nanmax(shown, axis=(1, 2), keepdims=True) - low
@@ -325,7 +381,7 @@ def feature_mosaic(
         hover.append((value_dim.pprint_label, f"@{{{value_dim.name}}}"))
     image = style(
         image,
-        cmap=CMAP,
+        cmap=cmap,
         clim=clim,
         invert_yaxis=True,
         xaxis=None,
@@ -375,7 +431,7 @@ def feature_map(run: Any) -> hv.DynamicMap:
         values = np.asarray(one.isel(channel=shown).values, dtype=np.float64)
         note = f"channel {shown}" + (f" (of {n_channels})" if shown != channel else "")
         title = f"{layer} · {sample_caption(run, position)} · {note}"
-        image = map_image(values, activation, tuple(str(d) for d in one.dims[1:]), title=title)
+        image = map_image(values, one, tuple(str(d) for d in one.dims[1:]), title=title)
         return style(image, framewise=True)  # each frame gets its own colour range
 
     dmap = hv.DynamicMap(

@@ -9,6 +9,7 @@ https://arxiv.org/abs/1311.2901
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Literal
 
 import holoviews as hv
@@ -16,6 +17,7 @@ import numpy as np
 
 from tensortap.core.errors import ViewError
 from tensortap.core.graph import channel_dim
+from tensortap.core.unit_health import is_derived
 from tensortap.viz._backend import style
 from tensortap.viz._colour import to_rgb
 from tensortap.viz._mosaic import rgb_mosaic
@@ -142,6 +144,12 @@ def top_samples(
             )
         )
     title = f"top {len(ranked)} of {key} channel {channel}, by per-sample max"
+    if maxima.size and np.nanmax(maxima) <= 0.0:  # "max 0" alone reads like a bug
+        note = f"channel {channel} of {key!r} is dead: never > 0 over the run"
+        if is_derived(run, key):
+            note += " (a pooling/reshaping layer: inherited from its input)"
+        warnings.warn(f"{note}; its top samples are arbitrary", stacklevel=2)
+        title += f" · ⚠ {note}"
     if layout == "mosaic":
         return rgb_mosaic(pictures, short, title)
     grid = hv.Layout(tiles).cols(max(1, math.ceil(math.sqrt(len(tiles)))))

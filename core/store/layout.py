@@ -33,6 +33,10 @@ ATTRS_KEY = "tensortap"
 SAMPLE = "sample"
 LABEL = "label"
 PREDICTION = "prediction"
+#: The class each sample's gradients differentiate (class-like targets, gradients=True).
+TARGET_CLASS = "target_class"
+#: The dimension of several targets' gradients (``gradient(sample, target, ...)``).
+TARGET_DIM = "target"
 #: The commit record: samples committed per block, one chunk per block (see commit.py).
 COMMIT = "committed"
 

@@ -174,6 +174,8 @@ class RunWriter:
         self._declared_values: list[tuple[str, np.ndarray]] = []
         self._whole_chunks = WholeChunks(group.store)
         self.capacity = 0
+        #: Targets along the gradients' ``target`` axis (0: one target, no such axis).
+        self._gradient_targets = 0
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -229,7 +231,7 @@ class RunWriter:
                 attributes={
                     layout.ATTRS_KEY: settings.attrs("capturing"),
                     # CF convention read by xarray: these root arrays are coordinates.
-                    "coordinates": f"{layout.LABEL} {layout.PREDICTION}",
+                    "coordinates": f"{layout.LABEL} {layout.PREDICTION} {layout.TARGET_CLASS}",
                 },
             )
         return cls(location, group, settings)
@@ -310,7 +312,7 @@ class RunWriter:
 
     def _bind_all(self) -> None:
         s = self.settings
-        root = [layout.SAMPLE, layout.LABEL, layout.PREDICTION]
+        root = [layout.SAMPLE, layout.LABEL, layout.PREDICTION, layout.TARGET_CLASS]
         for name in root:
             if name in self.group:
                 self._bind(name, sample=True)
@@ -419,6 +421,8 @@ class RunWriter:
         labels: np.ndarray | None,
         predictions: bool,
         edges: Mapping[str, np.ndarray],
+        target_classes: bool = False,
+        gradient_targets: int = 0,
     ) -> None:
         """Create every array, sized for ``capacity`` samples, from the first block's shapes."""
         with _guard(self.location, "write a run to"):
@@ -459,6 +463,19 @@ class RunWriter:
                     chunks=(b,),
                     sample=True,
                     attrs={"long_name": "predicted class (top-1)"},
+                    fill_value=-1,
+                )
+            self._gradient_targets = gradient_targets
+            if target_classes:
+                several = (gradient_targets,) if gradient_targets else ()
+                self._array(
+                    layout.TARGET_CLASS,
+                    (capacity, *several),
+                    "int64",
+                    (layout.SAMPLE, *((layout.TARGET_DIM,) if several else ())),
+                    chunks=(b, *several),
+                    sample=True,
+                    attrs={"long_name": "class the gradients differentiate"},
                     fill_value=-1,
                 )
             self._group(layout.INPUTS, attributes={"long_name": "model inputs"})
@@ -592,10 +609,14 @@ class RunWriter:
             dtype=stored,
         )
         if s.gradients:
+            several = self._gradient_targets
             self._tensor(
                 f"{base}/{layout.GRADIENT}",
-                first,
-                dims,
+                # Several targets: (sample, target, *dims), one chunk a block as ever.
+                np.broadcast_to(first[:, None], (len(first), several, *first.shape[1:]))
+                if several
+                else first,
+                (layout.TARGET_DIM, *dims) if several else dims,
                 f"gradient of the target w.r.t. {node.name}",
                 codec=s.codec,
                 dtype=stored,
@@ -688,6 +709,7 @@ class RunWriter:
         outputs: Mapping[str, np.ndarray],
         labels: np.ndarray | None,
         predictions: np.ndarray | None,
+        target_classes: np.ndarray | None = None,
     ) -> int:
         """Write the block's sample index, labels, predictions, inputs and outputs.
 
@@ -704,6 +726,10 @@ class RunWriter:
             items.append((self.arrays[layout.LABEL], rows, labels))
         if predictions is not None and layout.PREDICTION in self.arrays:
             items.append((self.arrays[layout.PREDICTION], rows, predictions))
+        if target_classes is not None and layout.TARGET_CLASS in self.arrays:
+            items.append(
+                (self.arrays[layout.TARGET_CLASS], rows, np.asarray(target_classes, np.int64))
+            )
         if self.settings.keep_inputs:
             for name, value in inputs.items():
                 items.append((self.arrays[layout.input_path(name)], rows, value))
