@@ -18,7 +18,10 @@ import numpy as np
 
 from tensortap.cli._tensorflow import import_tensorflow_quietly
 
-__all__ = ["demo", "digits_model", "load_digits_images", "run_demo"]
+__all__ = ["DIGIT_NAMES", "demo", "digits_model", "load_digits_images", "run_demo"]
+
+#: The digits' class names, stored in the run and shown wherever a label or prediction is.
+DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
 def load_digits_images() -> tuple[np.ndarray, np.ndarray]:
@@ -82,7 +85,9 @@ def run_demo(
         store=out,
         layers="*",
         gradients=True,
-        target="label",
+        # Both targets' gradients: a misclassified digit is explained for either offline.
+        target=["predicted", "label"],
+        class_names=DIGIT_NAMES,
         batch_size=64,
         overwrite=True,
     )
@@ -106,7 +111,7 @@ def run_demo(
     folder = Path(out).parent
     pictures = [folder / "demo_feature_maps.png", folder / "demo_gradcam.png"]
     viz.save(viz.feature_maps(run, "conv2", sample=0), pictures[0])
-    viz.save(viz.cam_overlay(run, "conv2", sample=0, method="gradcam"), pictures[1])
+    viz.save(viz.cam_figure(run, "conv2", sample=0, method="gradcam"), pictures[1])
     page = report(run, folder / "demo_report.html", title="tensortap demo: digits CNN")
     print(f"\npictures: {pictures[0]}, {pictures[1]}")
     print(f"report:   {page} (self-contained: opens offline)")

@@ -135,6 +135,10 @@ def _views(
     views: dict[str, Any] = {"distributions": viz.distributions(run)}
     views["feature-maps"] = viz.feature_maps(run, map_layer, sample=0) if map_layer else None
     views["cam"] = viz.cam_grid(run, cam_layer, samples=list(samples)) if cam_layer else None
+    if cam_layer and run.labels is not None and run.predictions is not None:
+        wrong = np.flatnonzero(run.labels.values != run.predictions.values)
+        if wrong.size:  # the sample a person asks about first: why was this one wrong?
+            views["cam"] = [viz.cam_figure(run, cam_layer, sample=int(wrong[0])), views["cam"]]
     if map_layer:
         means = run.stats(map_layer)["mean"].values
         channel = int(np.nanargmax(means))  # the most active channel: a top row worth looking at
@@ -204,7 +208,8 @@ def report(
         if view is None:
             parts.append(Div(text="<p class='note'>not available for this run</p>"))
             continue
-        parts.append(hv.render(view, backend="bokeh"))
+        for each in view if isinstance(view, list) else [view]:  # one figure each: own sizes
+            parts.append(hv.render(each, backend="bokeh"))
     page = file_html(column(*parts), INLINE, title=heading)
     leftover = EXTERNAL_SCRIPT.search(page)
     if leftover:  # would break offline: refuse rather than ship it
