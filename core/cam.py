@@ -342,7 +342,9 @@ def input_size(run: Any) -> tuple[int, int] | None:
     return None
 
 
-def _spatial(array: xr.DataArray, key: str, tokens: Mapping[str, Any] | None = None) -> xr.DataArray:
+def _spatial(
+    array: xr.DataArray, key: str, tokens: Mapping[str, Any] | None = None
+) -> xr.DataArray:
     """The array as ``(sample, height, width, channel)``, dims found by name.
 
     A ``(token, feature)`` layer (a ViT block) is laid out on its patch grid first
@@ -428,7 +430,11 @@ def cam(
         Unknown method, a layer without spatial dims, or a sample out of range.
     """
     _method(method)
-    tokens: dict[str, Any] = {"grid": grid, "patch_size": patch_size, "prefix_tokens": prefix_tokens}
+    tokens: dict[str, Any] = {
+        "grid": grid,
+        "patch_size": patch_size,
+        "prefix_tokens": prefix_tokens,
+    }
     if patch_size is not None and grid is None:
         tokens["input_size"] = input_size(run)
     activation = _spatial(run.activation(key), key, tokens)  # LayerNotFoundError + suggestions

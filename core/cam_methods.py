@@ -252,7 +252,9 @@ GRADIENT_FREE_METHODS = frozenset({"eigencam", "kpca-cam", "fem"})
 _ALREADY_PRINCIPAL = frozenset({"eigencam", "eigengradcam", "kpca-cam"})
 
 
-def channel_contributions(method: str, activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
+def channel_contributions(
+    method: str, activations: np.ndarray, gradients: np.ndarray
+) -> np.ndarray:
     """The ``(sample, height, width, channel)`` terms that ``method`` sums over channels.
 
     Raises

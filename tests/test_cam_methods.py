@@ -174,7 +174,9 @@ def test_eigen_smooth_is_the_first_component_of_the_weighted_activations(
     expected = np.stack(
         [np.maximum(_first_component(t, a_s.sum(-1)), 0) for t, a_s in zip(terms, a, strict=True)]
     )
-    got = tt.cam(run, "last_conv", method=method, upsample=False, normalize=False, eigen_smooth=True)
+    got = tt.cam(
+        run, "last_conv", method=method, upsample=False, normalize=False, eigen_smooth=True
+    )
     np.testing.assert_allclose(got.values, expected, rtol=1e-4, atol=1e-6 * expected.max())
     assert got.attrs["eigen_smooth"] == 1
 
