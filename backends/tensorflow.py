@@ -161,6 +161,19 @@ class TensorFlowBackend(Backend):
             model, self.graph(model), nodes, gradients=gradients, target=target
         )
 
+    # -- explanations (issue 17: core/attribution.py, core/explain.py) -------------------
+    def input_gradients(self, model: Any, x: np.ndarray, classes: np.ndarray) -> Any:
+        """``(d score[class] / d x, scores[class])`` per sample (one-input models)."""
+        from ._keras_explain import input_gradients
+
+        return input_gradients(model, x, classes)
+
+    def scores(self, model: Any, x: np.ndarray) -> np.ndarray:
+        """``(sample, class)`` scores, the logits feeding a final softmax if any."""
+        from ._keras_explain import scores
+
+        return scores(model, x)
+
     # -- metadata ------------------------------------------------------------------------
     def model_info(self, model: Any) -> dict[str, Any]:
         _check_model(model)
