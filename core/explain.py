@@ -287,6 +287,7 @@ def explain(
     tick = None if bar is None else bar.update
     try:
         if method == "occlusion":
+            layer = None  # occlusion reads no layer
             maps = occlusion(
                 x, dims, classes, scores, window=window, stride=stride, baseline=baseline,
                 batch_size=batch_size, progress=tick,
