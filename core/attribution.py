@@ -62,7 +62,7 @@ def saliency(
     Models and Saliency Maps", ICLR 2014 workshop, https://arxiv.org/abs/1312.6034
     (Captum's ``Saliency`` with ``abs=True``).
     """
-    return np.abs(_gradients(gradient, x, classes, batch_size))
+    return np.asarray(np.abs(_gradients(gradient, x, classes, batch_size)))
 
 
 def gradient_x_input(
@@ -75,7 +75,9 @@ def gradient_x_input(
     Shrikumar et al., "Not Just a Black Box: Learning Important Features Through Propagating
     Activation Differences", 2016, https://arxiv.org/abs/1605.01713
     """
-    return np.asarray(x, dtype=np.float64) * _gradients(gradient, x, classes, batch_size)
+    return np.asarray(
+        np.asarray(x, dtype=np.float64) * _gradients(gradient, x, classes, batch_size)
+    )
 
 
 def smoothgrad(
@@ -281,7 +283,7 @@ def attribute(
             f"unknown attribution method {method!r}; choose one of: {', '.join(ATTRIBUTION_METHODS)}"
         )
     inputs, run, data_labels = _inputs(run_or_data)
-    chosen = resolve_backend(model, backend)
+    chosen: Any = resolve_backend(model, backend)
     grad_op = getattr(chosen, "input_gradients", None)
     if grad_op is None:
         raise UnsupportedModelError(

@@ -269,7 +269,7 @@ def explain(
         )
     from tensortap.core.engine import resolve_backend
 
-    chosen = resolve_backend(model, backend)
+    chosen: Any = resolve_backend(model, backend)
     stored = run.inputs()
     if stored is None:
         raise ViewError(

@@ -111,15 +111,16 @@ def read_explanation(run: Any, name: str) -> xr.DataArray:
     try:
         group = zarr.open_group(store, path=f"{GROUP}/{name}", mode="r")
         array = group["values"]
-        samples = np.asarray(group["sample"][...])
+        sample_array = group["sample"]
+        assert isinstance(array, zarr.Array) and isinstance(sample_array, zarr.Array)
+        samples = np.asarray(sample_array[...])
     except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
         stored = explanation_names(run)
         raise ViewError(
             f"the run holds no explanation {name!r}; stored: {', '.join(stored) or 'none'} "
             f"(compute one with tt.explain(model, run, method=...))"
         ) from None
-    assert isinstance(array, zarr.Array)
-    dims = tuple(array.metadata.dimension_names or ())
+    dims = tuple(getattr(array.metadata, "dimension_names", None) or ())
     return xr.DataArray(
         np.asarray(array[...]),
         dims=dims,

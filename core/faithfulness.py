@@ -134,7 +134,8 @@ def _method_maps(run: Any, method: str, layer: str | None, size: tuple[int, int]
         stored = read_explanation(run, method)
         extra = [d for d in stored.dims if d not in ("sample", "height", "width")]
         # pixel importance: the attribution's magnitude summed over channels
-        values = np.abs(stored).sum(dim=extra) if extra else np.abs(stored)
+        magnitude = abs(stored)
+        values = magnitude.sum(dim=extra) if extra else magnitude
         return np.asarray(values.transpose("sample", "height", "width").values, dtype=np.float64)
     raise ViewError(
         f"unknown method {method!r}; choose CAM methods ({', '.join(CAM_METHODS)}), "
@@ -177,7 +178,7 @@ def faithfulness(
     """
     from tensortap.core.engine import resolve_backend
 
-    chosen = resolve_backend(model, backend)
+    chosen: Any = resolve_backend(model, backend)
     stored = run.inputs()
     if stored is None:
         raise ViewError(f"the run at {run.path!r} stores no inputs; capture with keep_inputs=True")
