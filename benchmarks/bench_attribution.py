@@ -55,6 +55,7 @@ def offline_cams(samples: int, repeats: int, folder: Path) -> dict[str, float]:
         batch_size=16, progress=False,
     )  # fmt: skip
     run = tt.open_run(run.path)
+    tt.cam(run, "Conv_1")  # warm-up: first reads of the arrays, thread pools, page cache
     out = {}
     for method in CAM_METHODS:
         seconds = _best(lambda m=method: tt.cam(run, "Conv_1", method=m), repeats)
