@@ -16,9 +16,10 @@ import tensorflow as tf
 
 from tensortap.core.errors import UnsupportedModelError
 
-__all__ = ["input_gradients", "scores"]
+__all__ = ["ablated_scores", "input_gradients", "scores"]
 
-# model -> {"grad": fn, "score": fn}; weak keys: nothing is set on the model
+# model -> {"grad": fn, "score": fn, ("ablate", key): fn}; weak keys: nothing is set on
+# the model
 _STEPS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
@@ -76,3 +77,51 @@ def input_gradients(
 def scores(model: Any, x: np.ndarray) -> np.ndarray:
     """The ``(sample, class)`` scores the class targets use (pre-softmax logits if any)."""
     return np.asarray(_steps(model)["score"](tf.constant(x, dtype=_input_spec(model).dtype)))
+
+
+def _ablation_step(model: Any, key: str) -> Any:
+    """A compiled ``(x, mask) -> scores`` with layer ``key``'s output times ``mask``.
+
+    The layer's ``call`` is wrapped only while the step is traced (the capture session's
+    technique, ``backends/_keras_trace.py``) and restored in a ``finally``; the traced
+    step keeps the multiplication, so every channel reuses one compiled step.
+    """
+    from tensortap.backends._keras_trace import layer_paths
+    from tensortap.backends.tensorflow import TensorFlowBackend
+
+    steps = _steps(model)
+    if ("ablate", key) in steps:
+        return steps[("ablate", key)]
+    node = TensorFlowBackend().graph(model)[key]  # LayerNotFoundError with suggestions
+    layer = layer_paths(model)[node.path]
+    if "call" in vars(layer):
+        raise RuntimeError(f"layer {layer.name!r} is already wrapped (a capture is open?)")
+    channels = int(node.shape[-1])  # Keras maps are channels last
+    holder: dict[str, Any] = {}
+    bound = layer.call
+
+    def masked_call(*args: Any, **kwargs: Any) -> Any:
+        output = bound(*args, **kwargs)
+        return output * tf.cast(holder["mask"], output.dtype)
+
+    def step(x: Any, mask: Any) -> Any:
+        holder["mask"] = mask
+        return _pre_softmax(model(x, training=False))
+
+    object.__setattr__(layer, "call", masked_call)
+    try:
+        concrete = tf.function(step, autograph=False).get_concrete_function(
+            _input_spec(model), tf.TensorSpec((channels,), tf.float32)
+        )
+    finally:
+        object.__delattr__(layer, "call")
+    steps[("ablate", key)] = (concrete, channels)
+    return steps[("ablate", key)]
+
+
+def ablated_scores(model: Any, key: str, x: np.ndarray, channel: int) -> np.ndarray:
+    """Scores with channel ``channel`` of layer ``key``'s output set to zero (AblationCAM)."""
+    concrete, channels = _ablation_step(model, key)
+    mask = np.ones(channels, dtype=np.float32)
+    mask[channel] = 0.0
+    return np.asarray(concrete(tf.constant(x, dtype=_input_spec(model).dtype), tf.constant(mask)))

@@ -174,6 +174,12 @@ class TensorFlowBackend(Backend):
 
         return scores(model, x)
 
+    def ablated_scores(self, model: Any, key: str, x: np.ndarray, channel: int) -> np.ndarray:
+        """Scores with channel ``channel`` of layer ``key``'s output zeroed (AblationCAM)."""
+        from ._keras_explain import ablated_scores
+
+        return ablated_scores(model, key, x, channel)
+
     # -- metadata ------------------------------------------------------------------------
     def model_info(self, model: Any) -> dict[str, Any]:
         _check_model(model)

@@ -2,7 +2,7 @@
 
 The activations come from the run (as for the offline CAMs); the model is only asked for
 class scores of modified inputs (ScoreCAM, occlusion) or of the model with one channel
-zeroed (AblationCAM, torch).  Framework-free: the backend provides ``scores(model, x)``
+zeroed (AblationCAM).  Framework-free: the backend provides ``scores(model, x)``
 (pre-softmax, ``(sample, class)``) and, for AblationCAM, ``ablated_scores``.  Results are
 ``(sample, y, x)`` maps at the input's size, in [0, 1], stored in the run
 (:mod:`tensortap.core.explanation_store`) next to the input attributions.
@@ -238,7 +238,7 @@ def explain(
     run : tensortap.Run
         A run with stored inputs (and, for ScoreCAM / AblationCAM, ``layer``'s activations).
     method : str
-        ``scorecam``, ``ablationcam`` (torch models), ``occlusion``, or an input
+        ``scorecam``, ``ablationcam``, ``occlusion``, or an input
         attribution (``saliency``, ``gradient_x_input``, ``smoothgrad``,
         ``integrated_gradients``; see :func:`tensortap.core.attribution.attribute`).
     layer : str, optional

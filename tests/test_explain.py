@@ -106,10 +106,44 @@ def test_scorecam_equals_tf_keras_vis(keras_case: dict) -> None:
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5 * theirs.max())
 
 
+def test_keras_ablationcam_equals_a_loop_over_the_layers(keras_case: dict) -> None:
+    import tensorflow as tf
+
+    model, run, x = keras_case["model"], keras_case["run"], keras_case["x"][:5]
+    ours = explain(model, run, "ablationcam", "last_conv", target="label", store=False)
+    head = model.layers[3:]  # after last_conv: gap, logits
+
+    def rest(h: np.ndarray) -> np.ndarray:
+        for layer in head:
+            h = layer(h)
+        return np.asarray(h)
+
+    a = np.asarray(tf.constant(x))
+    for layer in model.layers[:3]:
+        a = np.asarray(layer(a))
+    base = rest(a)[:, 1]
+    weights = np.zeros((len(x), a.shape[-1]))
+    for k in range(a.shape[-1]):
+        ablated = a.copy()
+        ablated[..., k] = 0.0
+        weights[:, k] = (base - rest(ablated)[:, 1]) / base
+    raw = np.maximum(np.einsum("nhwc,nc->nhw", a, weights), 0.0)
+    low, high = raw.min(axis=(1, 2), keepdims=True), raw.max(axis=(1, 2), keepdims=True)
+    from tensortap.core.cam import resize_bilinear
+
+    expected = np.clip(resize_bilinear((raw - low) / (high - low), (SIZE, SIZE)), 0, 1)
+    np.testing.assert_allclose(ours.values[:5], expected, atol=1e-4)
+    assert "call" not in vars(model.get_layer("last_conv"))  # the wrapper left
+
+
 def test_keras_methods_point_at_the_square(keras_case: dict) -> None:
     model, run, boxes = keras_case["model"], keras_case["run"], keras_case["boxes"]
     scores = {}
-    for method, layer in (("scorecam", "last_conv"), ("occlusion", None)):
+    for method, layer in (
+        ("scorecam", "last_conv"),
+        ("ablationcam", "last_conv"),
+        ("occlusion", None),
+    ):
         maps = explain(model, run, method, layer, target="label", window=6, stride=2)
         assert maps.shape == (24, SIZE, SIZE) and float(maps.max()) <= 1.0
         scores[method] = pointing_game(maps.values, boxes)
