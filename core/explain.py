@@ -303,7 +303,7 @@ def explain(
                 if ablated is None:
                     raise UnsupportedModelError(
                         f"ablationcam needs a backend that can zero a layer's channel; "
-                        f"{chosen.name!r} cannot (use the torch backend, or scorecam)"
+                        f"{chosen.name!r} cannot (use the torch or tensorflow backend, or scorecam)"
                     )
                 maps = ablationcam(
                     a, x, classes, scores, lambda b, k: ablated(model, layer, b, k), progress=tick
