@@ -177,6 +177,25 @@ class TensorFlowBackend(Backend):
             model, self.graph(model), nodes, gradients=gradients, target=target
         )
 
+    # -- explanations (issue 17: core/attribution.py, core/explain.py) -------------------
+    def input_gradients(self, model: Any, x: np.ndarray, classes: np.ndarray) -> Any:
+        """``(d score[class] / d x, scores[class])`` per sample (one-input models)."""
+        from ._keras_explain import input_gradients
+
+        return input_gradients(model, x, classes)
+
+    def scores(self, model: Any, x: np.ndarray) -> np.ndarray:
+        """``(sample, class)`` scores, the logits feeding a final softmax if any."""
+        from ._keras_explain import scores
+
+        return scores(model, x)
+
+    def ablated_scores(self, model: Any, key: str, x: np.ndarray, channel: int) -> np.ndarray:
+        """Scores with channel ``channel`` of layer ``key``'s output zeroed (AblationCAM)."""
+        from ._keras_explain import ablated_scores
+
+        return ablated_scores(model, key, x, channel)
+
     # -- metadata ------------------------------------------------------------------------
     def model_info(self, model: Any) -> dict[str, Any]:
         _check_model(model)

@@ -194,6 +194,25 @@ class TorchBackend(Backend):
             return _loader_batches(data)
         return None
 
+    # -- explanations (issue 17: core/attribution.py, core/explain.py) -------------------
+    def input_gradients(self, model: Any, x: np.ndarray, classes: np.ndarray) -> Any:
+        """``(d score[class] / d x, scores[class])`` per sample (one-input models)."""
+        from ._torch_explain import input_gradients
+
+        return input_gradients(model, x, classes)
+
+    def scores(self, model: Any, x: np.ndarray) -> np.ndarray:
+        """``(sample, class)`` scores, the input of a final softmax if any."""
+        from ._torch_explain import scores
+
+        return scores(model, x)
+
+    def ablated_scores(self, model: Any, key: str, x: np.ndarray, channel: int) -> np.ndarray:
+        """Scores with channel ``channel`` of submodule ``key``'s output zeroed."""
+        from ._torch_explain import ablated_scores
+
+        return ablated_scores(model, key, x, channel)
+
     @classmethod
     def can_load(cls, path: str) -> bool:
         """``.pt`` / ``.pth`` files."""

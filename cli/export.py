@@ -7,9 +7,15 @@ from typing import Any
 
 import click
 
+from tensortap.core.attribution import ATTRIBUTION_METHODS
+from tensortap.core.cam import CAM_METHODS
 from tensortap.core.errors import ViewError
+from tensortap.core.explain import MODEL_METHODS, explanation_name
 
 __all__ = ["VIEWS", "export", "export_command"]
+
+#: ``--method`` choices: offline CAMs, then explanations ``tensortap explain`` stored.
+METHODS = (*CAM_METHODS, *MODEL_METHODS, *ATTRIBUTION_METHODS)
 
 #: ``--view`` choices and what each draws.
 VIEWS = {
@@ -55,9 +61,17 @@ def build_view(
         return viz.feature_maps(run, key, sample=sample, channels=[channel], max_channels=1)
     if view == "distribution":
         return viz.distribution(run, layer) if layer else viz.distributions(run)
-    if view == "cam":
+    if view == "cam" and method not in METHODS:
+        raise ViewError(f"unknown CAM method {method!r}; choose one of: {', '.join(METHODS)}")
+    if view == "cam" and method in CAM_METHODS:
         # Input | map with its colour bar | overlay: readable at any input size.
         return viz.cam_figure(run, layer or _default_layer(run, view), sample=sample, method=method)
+    if view == "cam":  # an explanation computed with the model and stored in the run
+        from tensortap.viz.explanations import explanation_overlay
+
+        with_layer = method in ("scorecam", "ablationcam")
+        key = (layer or _default_layer(run, view)) if with_layer else None
+        return explanation_overlay(run, explanation_name(method, key), sample=sample)
     if view == "layers":
         layers = hv.Layout([viz.distributions(run), viz.dead_units(run)]).cols(1)
         # No panel letters (Matplotlib drew them over the titles), and a figure as wide as
@@ -109,7 +123,9 @@ def export_command(
     "--method",
     default="gradcam",
     show_default=True,
-    help="CAM method: gradcam, gradcam++, layercam, hirescam, xgradcam.",
+    help=f"Method for --view cam: a CAM computed from the run ({', '.join(CAM_METHODS)}), "
+    f"or an explanation stored by `tensortap explain` "
+    f"({', '.join((*MODEL_METHODS, *ATTRIBUTION_METHODS))}).",
 )
 @click.option("--width", default=None, type=click.IntRange(min=16), help="PNG width in pixels.")
 @click.option("-o", "--output", required=True, help="OUT.png or OUT.html (self-contained).")

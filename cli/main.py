@@ -16,6 +16,7 @@ import click
 
 from tensortap.cli.capture import capture
 from tensortap.cli.demo import demo
+from tensortap.cli.explain import explain
 from tensortap.cli.export import export
 from tensortap.cli.info import graph, info
 from tensortap.cli.serve import serve
@@ -41,7 +42,7 @@ def main() -> None:
     """Capture, store and look at what every layer of a neural network computes."""
 
 
-for _command in (demo, serve, capture, info, graph, export):
+for _command in (demo, serve, capture, info, graph, export, explain):
     main.add_command(_command)
 
 

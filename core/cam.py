@@ -23,8 +23,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from tensortap.core import cam_methods
 from tensortap.core.cam_info import MapFacts, choose_targets, describe_cam, map_facts
 from tensortap.core.errors import NoGradientsError, ViewError
+from tensortap.core.tokens import is_token_layer, token_grid
 
 __all__ = [
     "CAM_METHODS",
@@ -186,6 +188,7 @@ def xgradcam(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
 CamMethod = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 #: The CAM methods by name (read-only; ``tt.cam(method=...)`` accepts these keys).
+#: The last five live in :mod:`tensortap.core.cam_methods` (issue 17).
 CAM_METHODS: Mapping[str, CamMethod] = MappingProxyType(
     {
         "gradcam": gradcam,
@@ -193,6 +196,11 @@ CAM_METHODS: Mapping[str, CamMethod] = MappingProxyType(
         "layercam": layercam,
         "hirescam": hirescam,
         "xgradcam": xgradcam,
+        "gradcam-elementwise": cam_methods.gradcam_elementwise,
+        "eigencam": cam_methods.eigencam,
+        "eigengradcam": cam_methods.eigengradcam,
+        "kpca-cam": cam_methods.kpca_cam,
+        "fem": cam_methods.fem,
     }
 )
 
@@ -206,15 +214,25 @@ def _method(name: str) -> CamMethod:
         ) from None
 
 
-def cam_maps(activations: np.ndarray, gradients: np.ndarray, method: str = "gradcam") -> np.ndarray:
+def cam_maps(
+    activations: np.ndarray,
+    gradients: np.ndarray | None,
+    method: str = "gradcam",
+    *,
+    eigen_smooth: bool = False,
+) -> np.ndarray:
     """Raw maps of one method, before normalisation and resizing.
 
     Parameters
     ----------
     activations, gradients : ndarray, shape (sample, height, width, channel)
-        Channels last.  Computed in float64 whatever the storage dtype.
+        Channels last.  Computed in float64 whatever the storage dtype.  ``gradients``
+        may be ``None`` for the gradient-free methods (``eigencam``, ``kpca-cam``, ``fem``).
     method : str
         A key of :data:`CAM_METHODS`.
+    eigen_smooth : bool
+        The first principal component of the method's per-channel terms instead of their
+        sum (:func:`tensortap.core.cam_methods.eigen_smooth`).
 
     Returns
     -------
@@ -222,9 +240,16 @@ def cam_maps(activations: np.ndarray, gradients: np.ndarray, method: str = "grad
     """
     function = _method(method)
     a = np.asarray(activations, dtype=np.float64)
-    g = np.asarray(gradients, dtype=np.float64)
+    if gradients is None:
+        if method not in cam_methods.GRADIENT_FREE_METHODS:
+            raise NoGradientsError(f"CAM method {method!r} needs gradients")
+        g = np.zeros_like(a)
+    else:
+        g = np.asarray(gradients, dtype=np.float64)
     if a.shape != g.shape or a.ndim != 4:
         raise ValueError(f"activations {a.shape} and gradients {g.shape} must both be (n, h, w, c)")
+    if eigen_smooth:
+        return cam_methods.eigen_smooth(method, a, g)
     return function(a, g)
 
 
@@ -318,9 +343,17 @@ def input_size(run: Any) -> tuple[int, int] | None:
     return None
 
 
-def _spatial(array: xr.DataArray, key: str) -> xr.DataArray:
-    """The array as ``(sample, height, width, channel)``, dims found by name."""
+def _spatial(
+    array: xr.DataArray, key: str, tokens: Mapping[str, Any] | None = None
+) -> xr.DataArray:
+    """The array as ``(sample, height, width, channel)``, dims found by name.
+
+    A ``(token, feature)`` layer (a ViT block) is laid out on its patch grid first
+    (:func:`tensortap.core.tokens.token_grid`, options in ``tokens``).
+    """
     dims = tuple(str(d) for d in array.dims)
+    if is_token_layer(dims[1:]):
+        return token_grid(array, **dict(tokens or {}))
     if "height" not in dims or "width" not in dims:
         raise ViewError(
             f"layer {key!r} has dims {dims[1:]}: a CAM needs a spatial layer with 'height' "
@@ -347,6 +380,10 @@ def cam(
     resize: Callable[[np.ndarray, tuple[int, int]], np.ndarray] | None = None,
     class_index: int | None = None,
     target: str | None = None,
+    eigen_smooth: bool = False,
+    grid: tuple[int, int] | None = None,
+    patch_size: int | tuple[int, int] | None = None,
+    prefix_tokens: int | None = None,
 ) -> xr.DataArray:
     """Class activation maps of one layer, computed from a run's stored tensors.
 
@@ -358,7 +395,8 @@ def cam(
         Node key of a spatial layer (dims include ``height`` and ``width``).
     method : str
         One of :data:`CAM_METHODS`: ``gradcam``, ``gradcam++``, ``layercam``, ``hirescam``,
-        ``xgradcam``.
+        ``xgradcam``, ``gradcam-elementwise``, ``eigengradcam``, and the gradient-free
+        ``eigencam``, ``kpca-cam``, ``fem`` (these work on runs without gradients).
     sample : int, sequence of int or None
         Positions among the committed samples (negative counts from the end); ``None``
         computes every sample.
@@ -378,6 +416,13 @@ def cam(
         target, a check that it is that target's class.
     target : str, optional
         A captured target by name (``"label"``, ``"top2"``; ``run.attrs["targets"]``).
+    eigen_smooth : bool
+        First principal component of the method's per-channel terms instead of their sum
+        (pytorch-grad-cam's option; :func:`tensortap.core.cam_methods.eigen_smooth`).
+    grid, patch_size, prefix_tokens
+        For a ``(token, feature)`` layer (ViT): its patch grid, or the patch size (the grid
+        is then the input size over it), and the number of class/register tokens before the
+        patches.  Inferred when omitted (:func:`tensortap.core.tokens.patch_grid`).
 
     Returns
     -------
@@ -397,24 +442,36 @@ def cam(
     ViewError
         Unknown method, a layer without spatial dims, or a sample out of range.
     """
-    function = _method(method)
-    activation = _spatial(run.activation(key), key)  # LayerNotFoundError with suggestions
-    has_gradient = getattr(run, "has_gradient", None)
-    if has_gradient is not None and not has_gradient(key):
-        raise NoGradientsError(
-            f"the run holds no gradients for layer {key!r}; capture it again with "
-            f"gradients=True (tt.capture(..., gradients=True) or `tensortap capture --gradients`)"
-        )
-    gradient = run.gradient(key)
-    if gradient is None:
-        raise NoGradientsError(
-            f"the run holds no gradients for layer {key!r}; capture it again with gradients=True"
-        )
+    _method(method)
+    tokens: dict[str, Any] = {
+        "grid": grid,
+        "patch_size": patch_size,
+        "prefix_tokens": prefix_tokens,
+    }
+    if patch_size is not None and grid is None:
+        tokens["input_size"] = input_size(run)
+    activation = _spatial(run.activation(key), key, tokens)  # LayerNotFoundError + suggestions
+    gradient: xr.DataArray | None = None
+    if method not in cam_methods.GRADIENT_FREE_METHODS:
+        has_gradient = getattr(run, "has_gradient", None)
+        if has_gradient is not None and not has_gradient(key):
+            raise NoGradientsError(
+                f"the run holds no gradients for layer {key!r}; capture it again with "
+                f"gradients=True (tt.capture(..., gradients=True) or `tensortap capture "
+                f"--gradients`), or use a gradient-free method: "
+                f"{', '.join(sorted(cam_methods.GRADIENT_FREE_METHODS))}"
+            )
+        gradient = run.gradient(key)
+        if gradient is None:
+            raise NoGradientsError(
+                f"the run holds no gradients for layer {key!r}; capture it again with "
+                f"gradients=True"
+            )
     positions = _sample_positions(int(activation.sizes["sample"]), sample)
     choice = choose_targets(run, positions, class_index, target)
-    several = "target" in gradient.dims
-    if not several:
-        gradient = _spatial(gradient, key)
+    several = gradient is not None and "target" in gradient.dims
+    if gradient is not None and not several:
+        gradient = _spatial(gradient, key, tokens)
 
     out_size = size if size is not None else (input_size(run) if upsample else None)
     if upsample and out_size is None:
@@ -430,16 +487,18 @@ def cam(
         chosen = positions[start : start + _BLOCK]
         # Read only the chosen samples; .values loads them (zarr/dask) in one go.
         a = np.asarray(activation.isel(sample=chosen).values, dtype=np.float64)
-        if several:  # each sample's chosen target, picked point-wise (one read)
+        if gradient is None:  # a gradient-free method (EigenCAM, FEM)
+            g = None
+        elif several:  # each sample's chosen target, picked point-wise (one read)
             picks = choice[0][start : start + _BLOCK] if choice[0] is not None else 0
             pick = gradient.isel(
                 sample=xr.DataArray(chosen, dims="pick"), target=xr.DataArray(picks, dims="pick")
             )
             picked = xr.DataArray(pick.data, dims=("sample", *pick.dims[1:]))
-            g = np.asarray(_spatial(picked, key).values, dtype=np.float64)
+            g = np.asarray(_spatial(picked, key, tokens).values, dtype=np.float64)
         else:
             g = np.asarray(gradient.isel(sample=chosen).values, dtype=np.float64)
-        maps = function(a, g)
+        maps = cam_maps(a, g, method, eigen_smooth=eigen_smooth)
         facts.append(map_facts(maps, a, g))
         if normalize:
             maps = normalize_maps(maps)
@@ -456,6 +515,12 @@ def cam(
     described, classes = describe_cam(
         run, key, method, positions, MapFacts.concatenate(facts), choice=choice
     )
+    if gradient is None:  # activations alone: the map explains no class
+        classes = np.full(len(positions), -1, np.int64)
+        described |= {
+            "target_source": "none",
+            "explains": f"no class: {method} reads the activations alone (gradient-free)",
+        }
     return xr.DataArray(
         values.astype(np.float32),
         dims=("sample", "y", "x"),
@@ -471,5 +536,6 @@ def cam(
             "units": "normalised" if normalize else "",
             **described,
             "layer_size": [int(height), int(width)],
+            "eigen_smooth": int(eigen_smooth),
         },
     )

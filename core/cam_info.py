@@ -180,13 +180,21 @@ class MapFacts:
         )
 
 
-def map_facts(maps: np.ndarray, activations: np.ndarray, gradients: np.ndarray) -> MapFacts:
-    """:class:`MapFacts` of raw ``maps (sample, h, w)`` from ``(sample, h, w, c)`` tensors."""
+def map_facts(maps: np.ndarray, activations: np.ndarray, gradients: np.ndarray | None) -> MapFacts:
+    """:class:`MapFacts` of raw ``maps (sample, h, w)`` from ``(sample, h, w, c)`` tensors.
+
+    ``gradients`` is ``None`` for gradient-free methods: no map is blamed on a gradient.
+    """
     axes = tuple(range(1, activations.ndim))
+    gradient_zero = (
+        np.zeros(len(maps), dtype=bool)
+        if gradients is None
+        else ~np.any(gradients != 0.0, axis=axes)
+    )
     return MapFacts(
         high=maps.max(axis=(1, 2)),
         low=maps.min(axis=(1, 2)),
-        gradient_zero=~np.any(gradients != 0.0, axis=axes),
+        gradient_zero=gradient_zero,
         activation_zero=~np.any(activations != 0.0, axis=axes),
     )
 

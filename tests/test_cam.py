@@ -101,7 +101,8 @@ def _reference(a: np.ndarray, g: np.ndarray, method: str) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("method", sorted(CAM_METHODS))
+# The methods of core/cam_methods.py have their references in tests/test_cam_methods.py.
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "hirescam", "layercam", "xgradcam"])
 def test_method_equals_numpy_reference(trained: dict, method: str) -> None:
     run = trained["run"]
     a = run.activation(LAYER).values.astype(np.float64)

@@ -24,7 +24,9 @@ from tensortap.viz.distributions import (
     histogram_quantiles,
     layer_summary,
 )
+from tensortap.viz.explanations import explanation_overlay
 from tensortap.viz.export import save
+from tensortap.viz.faithfulness import faithfulness_ranking
 from tensortap.viz.feature_maps import feature_map, feature_maps, feature_mosaic
 from tensortap.viz.notebook import auto_notebook, notebook
 from tensortap.viz.top_samples import top_sample_positions, top_samples
@@ -40,6 +42,8 @@ __all__ = [
     "dead_units",
     "distribution",
     "distributions",
+    "explanation_overlay",
+    "faithfulness_ranking",
     "feature_map",
     "feature_maps",
     "feature_mosaic",
