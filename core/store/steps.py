@@ -176,7 +176,6 @@ class StepWriter:
         self._tensor_arrays: dict[str, zarr.Array[Any]] = {}
         self._capacity = 0
         self._next = 0
-        self._created = False
         self._direct = WholeChunks(location.store)
 
     # ------------------------------------------------------------------ opening
@@ -245,7 +244,6 @@ class StepWriter:
         committed = np.flatnonzero(counts)
         self._next = int(committed[-1]) + 1 if len(committed) else 0
         self._capacity = int(record.shape[0])
-        self._created = True
         for path in self._step_array_paths():
             node = self.group.get(path)
             if isinstance(node, zarr.Array):
@@ -347,51 +345,44 @@ class StepWriter:
                     "path": list(node.path),
                 },
             )
-        self._created = False  # the stats arrays need the first step's channel counts
 
-    def _create_step_arrays(self, record: StepRecord) -> None:
+    def _stats_arrays(self, base: str, block: BlockStats, edges: np.ndarray) -> None:
+        """Create one stats group's step arrays the first time it is written (a layer's
+        gradient statistics may first appear when the non-finite trigger fires)."""
+        if f"{base}/{MOMENTS_ARRAY}" in self._arrays:
+            return
         cap = self._capacity
         n = self.settings.probe_samples
-        for key in self.settings.layers:
-            for group, stats, edges in (
-                (layout.STATS, record.stats, record.edges),
-                (GRADIENT_STATS, record.gradient_stats, record.gradient_edges),
-            ):
-                if key not in stats:
-                    continue
-                base = f"{layout.layer_path(key)}/{group}"
-                self.group.create_group(base, attributes={"moments": list(MOMENTS)})
-                block = stats[key]
-                channels = block.moments.shape[1]
-                specs = (
-                    (MOMENTS_ARRAY, (cap, len(MOMENTS), channels), np.float64,
-                     (STEP, layout.MOMENT_DIM, layout.CHANNEL_DIM), np.nan),
-                    (HISTOGRAM_ARRAY, (cap, block.histogram.shape[0]), np.int64,
-                     (STEP, layout.SLOT_DIM), 0),
-                    (layout.BIN_EDGES, (cap, len(edges[key])), np.float64,
-                     (STEP, layout.BIN_EDGE_DIM), np.nan),
-                    (layout.SAMPLE_MEAN, (cap, n, channels), np.float32,
-                     (STEP, layout.SAMPLE, layout.CHANNEL_DIM), np.nan),
-                    (layout.SAMPLE_MAX, (cap, n, channels), np.float32,
-                     (STEP, layout.SAMPLE, layout.CHANNEL_DIM), np.nan),
-                )  # fmt: skip
-                for name, shape, dtype, dims, fill in specs:
-                    self._arrays[f"{base}/{name}"] = self._array(
-                        f"{base}/{name}", shape, dtype, dims, fill
-                    )
-        if record.weights is not None:
-            params = len(self.settings.parameters)
-            dims = (STEP, PARAMETER_DIM, layout.MOMENT_DIM)
-            self.group.create_group(
-                WEIGHTS,
-                attributes={"parameters": list(self.settings.parameters), "moments": list(MOMENTS)},
+        self.group.create_group(base, attributes={"moments": list(MOMENTS)})
+        channels = block.moments.shape[1]
+        specs = (
+            (MOMENTS_ARRAY, (cap, len(MOMENTS), channels), np.float64,
+             (STEP, layout.MOMENT_DIM, layout.CHANNEL_DIM), np.nan),
+            (HISTOGRAM_ARRAY, (cap, block.histogram.shape[0]), np.int64,
+             (STEP, layout.SLOT_DIM), 0),
+            (layout.BIN_EDGES, (cap, len(edges)), np.float64, (STEP, layout.BIN_EDGE_DIM), np.nan),
+            (layout.SAMPLE_MEAN, (cap, n, channels), np.float32,
+             (STEP, layout.SAMPLE, layout.CHANNEL_DIM), np.nan),
+            (layout.SAMPLE_MAX, (cap, n, channels), np.float32,
+             (STEP, layout.SAMPLE, layout.CHANNEL_DIM), np.nan),
+        )  # fmt: skip
+        for name, shape, dtype, dims, fill in specs:
+            self._arrays[f"{base}/{name}"] = self._array(f"{base}/{name}", shape, dtype, dims, fill)
+
+    def _weight_arrays(self) -> None:
+        if f"{WEIGHTS}/{WEIGHT_MOMENTS}" in self._arrays:
+            return
+        params = len(self.settings.parameters)
+        dims = (STEP, PARAMETER_DIM, layout.MOMENT_DIM)
+        self.group.create_group(
+            WEIGHTS,
+            attributes={"parameters": list(self.settings.parameters), "moments": list(MOMENTS)},
+        )
+        for name in (WEIGHT_MOMENTS, WEIGHT_GRADIENT_MOMENTS):
+            path = f"{WEIGHTS}/{name}"
+            self._arrays[path] = self._array(
+                path, (self._capacity, params, len(MOMENTS)), np.float64, dims, np.nan
             )
-            for name in (WEIGHT_MOMENTS, WEIGHT_GRADIENT_MOMENTS):
-                path = f"{WEIGHTS}/{name}"
-                self._arrays[path] = self._array(
-                    path, (cap, params, len(MOMENTS)), np.float64, dims, np.nan
-                )
-        self._created = True
 
     def _tensor_array(self, key: str, name: str, value: np.ndarray, dims: Sequence[str]) -> Any:
         path = f"{key}/{name}"
@@ -425,8 +416,6 @@ class StepWriter:
 
         ``dims`` gives each layer's dims (without ``sample``), for its tensor arrays.
         """
-        if not self._created:
-            self._create_step_arrays(record)
         index = self._next
         if index >= self._capacity:
             self._grow(index)
@@ -442,6 +431,7 @@ class StepWriter:
             for key, value in (record.gradients or {}).items():
                 self._set(self._tensor_array(key, layout.GRADIENT, value, dims[key]), index, value)
         if record.weights is not None:
+            self._weight_arrays()
             self._set(a[f"{WEIGHTS}/{WEIGHT_MOMENTS}"], index, record.weights.moments)
             if record.weights.gradient_moments is not None:
                 self._set(a[f"{WEIGHTS}/{WEIGHT_GRADIENT_MOMENTS}"], index, record.weights.gradient_moments)
@@ -455,6 +445,7 @@ class StepWriter:
         return index
 
     def _write_stats(self, base: str, index: int, block: BlockStats, edges: np.ndarray) -> None:
+        self._stats_arrays(base, block, edges)
         a = self._arrays
         self._set(a[f"{base}/{MOMENTS_ARRAY}"], index, block.moments)
         self._set(a[f"{base}/{HISTOGRAM_ARRAY}"], index, block.histogram)
