@@ -95,6 +95,7 @@ class Monitor:
         self.epoch = 0
         self._batch = 0
         self._recorded: int | None = None
+        self._last_trigger: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def open(self) -> Monitor:
@@ -111,6 +112,7 @@ class Monitor:
         """Commit the queued steps and mark the run ``status``."""
         if self.recorder is not None:
             recorder, self.recorder = self.recorder, None
+            self._last_trigger = recorder.trigger
             recorder.close(status)
 
     def __enter__(self) -> Monitor:
@@ -182,7 +184,7 @@ class Monitor:
     @property
     def trigger(self) -> dict[str, Any] | None:
         """The non-finite trigger, once it fired."""
-        return None if self.recorder is None else self.recorder.trigger
+        return self._last_trigger if self.recorder is None else self.recorder.trigger
 
 
 def _numpy(value: Any) -> Any:
