@@ -87,3 +87,26 @@ def torch_cnn(seed: int = 0) -> Any:
         nn.Flatten(),
         nn.Linear(16, 10),
     )
+
+
+def torch_training_run(store: Any, steps: int = 8, every: int = 2, policy: Any = "full") -> Any:
+    """A short PyTorch training run on digits (probe: 32 samples), opened."""
+    import torch
+
+    import tensortap as tt
+
+    x, y, px, py = digits(n_probe=32)
+    x = x.transpose(0, 3, 1, 2).copy()
+    px = px.transpose(0, 3, 1, 2).copy()
+    model = torch_cnn()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with tt.Monitor(model, (px, py), store, every=every, policy=policy) as monitor:
+        for step in range(steps):
+            xb = torch.from_numpy(x[step * 32 : (step + 1) * 32])
+            yb = torch.from_numpy(y[step * 32 : (step + 1) * 32])
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(xb), yb)
+            loss.backward()
+            optimizer.step()
+            monitor.step(loss)
+    return tt.open_run(store)

@@ -25,6 +25,12 @@ from tensortap.viz.distributions import (
 )
 from tensortap.viz.export import save
 from tensortap.viz.feature_maps import feature_map, feature_maps, feature_mosaic
+from tensortap.viz.steps import (
+    compare_steps,
+    dead_units_over_steps,
+    histogram_over_steps,
+    step_curves,
+)
 from tensortap.viz.top_samples import top_sample_positions, top_samples
 from tensortap.viz.units import dead_units, unit_health
 
@@ -32,17 +38,21 @@ __all__ = [
     "cam_grid",
     "cam_overlay",
     "compare",
+    "compare_steps",
     "compare_table",
     "dead_units",
+    "dead_units_over_steps",
     "distribution",
     "distributions",
     "feature_map",
     "feature_maps",
     "feature_mosaic",
+    "histogram_over_steps",
     "histogram_quantiles",
     "layer_summary",
     "save",
     "serve",
+    "step_curves",
     "top_sample_positions",
     "top_samples",
     "unit_health",
