@@ -135,9 +135,7 @@ class CaptureCallback(keras.callbacks.Callback):
     def _record(self, step: int, batch: int, tensors: bool, loss: float | None) -> None:
         assert self.recorder is not None
         weights = [np.asarray(v) for v in self.model.weights] if self.policy.weights else None
-        self.recorder.record(
-            step, self._epoch, batch, tensors=tensors, loss=loss, weights=weights
-        )
+        self.recorder.record(step, self._epoch, batch, tensors=tensors, loss=loss, weights=weights)
         self._recorded, self._recorded_tensors = step, tensors
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:

@@ -154,7 +154,9 @@ def layer_summary(stats: Any) -> dict[str, float]:
     overall = sums / total if total else float("nan")
     variance = max(squares / total - overall**2, 0.0) if total else float("nan")
     nonfinite = float(np.asarray(stats["nonfinite"]).sum())
-    zeros = float(np.asarray(stats["zero_fraction"] * (count + np.asarray(stats["nonfinite"]))).sum())
+    zeros = float(
+        np.asarray(stats["zero_fraction"] * (count + np.asarray(stats["nonfinite"]))).sum()
+    )
     with np.errstate(invalid="ignore"):
         low = float(np.nanmin(np.asarray(stats["min"]))) if total else 0.0
         high = float(np.nanmax(np.asarray(stats["max"]))) if total else 0.0

@@ -298,7 +298,9 @@ class StepRecorder:
             parameters=tuple(parameters) if self.policy.weights else (),
             info=dict(self._session.info),
         )
-        self._warm = first  # the writer thread computes its statistics first: JIT warm-up
+        self._warm: BatchResult | None = (
+            first  # the writer thread computes its statistics first: JIT warm-up
+        )
         location = open_location(store, storage_options, read_only=False)
         self.location = location
         self.writer = StepWriter.open(
@@ -381,9 +383,7 @@ class StepRecorder:
                 parameter_moments(weights),
                 None if weight_gradients is None else parameter_moments(weight_gradients),
             )
-        pending = _Pending(
-            step, epoch, batch, time.time(), result, tensors, weight_stats, trigger
-        )
+        pending = _Pending(step, epoch, batch, time.time(), result, tensors, weight_stats, trigger)
         while True:  # wait for room, but notice a writer that died meanwhile
             self._raise_writer_error()
             try:

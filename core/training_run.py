@@ -124,12 +124,14 @@ class TrainingRun:
         """One group's arrays (lazy), sliced to the committed steps, step coordinates on."""
         if group not in self._datasets:
             store = self._location.store
-            chunks = None if isinstance(store, zarr.storage.MemoryStore) else {}
+            chunks: dict[str, int] | None = (
+                None if isinstance(store, zarr.storage.MemoryStore) else {}
+            )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 try:
                     ds = xr.open_dataset(
-                        store,
+                        store,  # type: ignore[arg-type]  # xarray's zarr engine takes a store
                         engine="zarr",
                         group=group or None,
                         chunks=chunks,
@@ -188,7 +190,8 @@ class TrainingRun:
     @property
     def tensor_steps(self) -> np.ndarray:
         """The committed steps that stored full tensors."""
-        return self.step_values[self._has_tensors]
+        values: np.ndarray = self.step_values[self._has_tensors]
+        return values
 
     @property
     def trigger(self) -> dict[str, Any] | None:

@@ -45,8 +45,12 @@ def test_loop_three_epochs_one_run_with_steps(tmp_path, data):
     model = torch_cnn()
     store = tmp_path / "loop.zarr"
     with tt.Monitor(
-        model, (px, py), store, every=4, every_n_epochs=1, policy=tt.Policy(tensors="epochs",
-        weights=True)
+        model,
+        (px, py),
+        store,
+        every=4,
+        every_n_epochs=1,
+        policy=tt.Policy(tensors="epochs", weights=True),
     ) as monitor:
         _train(model, x, y, 3, monitor)
     run = tt.open_run(store)
@@ -61,8 +65,12 @@ def test_loop_three_epochs_one_run_with_steps(tmp_path, data):
     with torch.no_grad():
         conv = model[0](torch.from_numpy(px))
         logits = model(torch.from_numpy(px))
-    np.testing.assert_allclose(run.activation("0", step=29).values, conv.numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(run.activation("7", step=29).values, logits.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        run.activation("0", step=29).values, conv.numpy(), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        run.activation("7", step=29).values, logits.numpy(), rtol=1e-5, atol=1e-6
+    )
     assert run.activation("0").dims == ("step", "sample", "channel", "height", "width")
     # statistics equal those computed from the stored tensors (channels first here)
     for key in ("0", "1", "3", "7"):
@@ -140,7 +148,9 @@ def test_nonfinite_trigger_and_unchanged_training(tmp_path, data):
     assert np.isnan(run.activation("2", step=k).values).all()
     assert np.isfinite(run.activation("1", step=k).values).all()
     assert run.gradient("0", step=k).shape == run.activation("0", step=k).shape
-    for (name, ours), theirs in zip(model.state_dict().items(), reference.state_dict().values(), strict=True):
+    for (name, ours), theirs in zip(
+        model.state_dict().items(), reference.state_dict().values(), strict=True
+    ):
         np.testing.assert_array_equal(ours.numpy(), theirs.numpy(), err_msg=name)
 
 

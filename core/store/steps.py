@@ -314,7 +314,9 @@ class StepWriter:
         if labels is not None:
             labels = np.asarray(labels)
             dims = (layout.SAMPLE, *(f"label_dim_{i}" for i in range(labels.ndim - 1)))
-            array = self._array(layout.LABEL, labels.shape, labels.dtype, dims, 0, chunks=labels.shape)
+            array = self._array(
+                layout.LABEL, labels.shape, labels.dtype, dims, 0, chunks=labels.shape
+            )
             array[...] = labels
         for name, value in probe_inputs.items():
             value = np.asarray(value)
@@ -421,20 +423,28 @@ class StepWriter:
             self._grow(index)
         a = self._arrays
         for key, block in record.stats.items():
-            self._write_stats(f"{layout.layer_path(key)}/{layout.STATS}", index, block, record.edges[key])
+            self._write_stats(
+                f"{layout.layer_path(key)}/{layout.STATS}", index, block, record.edges[key]
+            )
         for key, block in record.gradient_stats.items():
             base = f"{layout.layer_path(key)}/{GRADIENT_STATS}"
             self._write_stats(base, index, block, record.gradient_edges[key])
         if record.activations is not None:
             for key, value in record.activations.items():
-                self._set(self._tensor_array(key, layout.ACTIVATION, value, dims[key]), index, value)
+                self._set(
+                    self._tensor_array(key, layout.ACTIVATION, value, dims[key]), index, value
+                )
             for key, value in (record.gradients or {}).items():
                 self._set(self._tensor_array(key, layout.GRADIENT, value, dims[key]), index, value)
         if record.weights is not None:
             self._weight_arrays()
             self._set(a[f"{WEIGHTS}/{WEIGHT_MOMENTS}"], index, record.weights.moments)
             if record.weights.gradient_moments is not None:
-                self._set(a[f"{WEIGHTS}/{WEIGHT_GRADIENT_MOMENTS}"], index, record.weights.gradient_moments)
+                self._set(
+                    a[f"{WEIGHTS}/{WEIGHT_GRADIENT_MOMENTS}"],
+                    index,
+                    record.weights.gradient_moments,
+                )
         self._set(a[STEP], index, record.step)
         self._set(a[EPOCH], index, record.epoch)
         self._set(a[BATCH], index, record.batch)
