@@ -11,6 +11,7 @@ training goes on.
 
 from __future__ import annotations
 
+import functools
 import math
 import queue
 import threading
@@ -303,7 +304,10 @@ class StepRecorder:
         )
         location = open_location(store, storage_options, read_only=False)
         self.location = location
-        self.writer = StepWriter.open(
+        StepWriter.check(location, self.settings, overwrite=overwrite)  # fails here, at once
+        # The writer thread creates the run (~50 arrays) while training starts.
+        self._open_writer = functools.partial(
+            StepWriter.open,
             location,
             self.settings,
             overwrite=overwrite,
@@ -311,6 +315,7 @@ class StepRecorder:
             probe_inputs=self.probe_inputs,
             labels=labels_for_store(batch.labels),
         )
+        self.writer: StepWriter | None = None
         self._dims = {node.key: tuple(node.dims) for node in self.nodes}
         self._channel = {node.key: node.channel_dim for node in self.nodes}
         self.trigger: dict[str, Any] | None = None
@@ -419,6 +424,10 @@ class StepRecorder:
         return stats, edges
 
     def _write_loop(self) -> None:
+        try:
+            self.writer = self._open_writer()
+        except BaseException as err:  # noqa: BLE001 - reported by record() / close()
+            self._error = err
         warm, self._warm = self._warm, None
         if warm is not None:  # compiles the statistics kernel while training starts
             try:
@@ -457,6 +466,7 @@ class StepRecorder:
             record.activations = dict(result.activations)
             record.gradients = dict(result.gradients) if result.gradients else None
         computed = time.perf_counter()
+        assert self.writer is not None
         self.writer.write(record, self._dims)
         self.timings.append((computed - started, time.perf_counter() - computed))
         if item.trigger is not None:
@@ -485,7 +495,8 @@ class StepRecorder:
         try:
             self._raise_writer_error()
         finally:
-            self.writer.finish(status)
+            if self.writer is not None:
+                self.writer.finish(status)
             if self._gradient_session is not None and self._gradient_session is not self._session:
                 self._gradient_session.close()
             self._session.close()

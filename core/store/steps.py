@@ -178,6 +178,35 @@ class StepWriter:
         self._next = 0
         self._direct = WholeChunks(location.store)
 
+    @staticmethod
+    def check(location: Location, settings: StepSettings, *, overwrite: bool = False) -> str:
+        """``"append"`` (a training run of the same model is there) or ``"create"``; raises
+        what :meth:`open` raises, without writing anything."""
+        existing = _root_block(location)
+        has_content = read_json(location.store, "zarr.json") is not None
+        if existing is not None and not overwrite:
+            if existing.get("kind") != KIND:
+                raise RunExistsError(
+                    f"{location.url!r} holds a capture run, not a training run; give the "
+                    "callback another store, or overwrite=True to replace it"
+                )
+            theirs = {k: existing.get(k) for k in settings.identity()}
+            ours = settings.identity()
+            if theirs != ours:
+                diff = [k for k in ours if theirs[k] != ours[k]]
+                raise ResumeMismatchError(
+                    f"{location.url!r} holds a training run of another model (different "
+                    f"{', '.join(diff)}: {theirs[diff[0]]!r} there, {ours[diff[0]]!r} here); "
+                    "give another store, or overwrite=True to replace it"
+                )
+            return "append"
+        if has_content and existing is None:
+            raise RunExistsError(
+                f"{location.url!r} holds data that is not a tensortap run; it is never "
+                "deleted — choose an empty location"
+            )
+        return "create"
+
     # ------------------------------------------------------------------ opening
     @classmethod
     def open(
@@ -200,31 +229,11 @@ class StepWriter:
         ResumeMismatchError
             It holds a training run of another model, layer set, dtype or probe size.
         """
-        existing = _root_block(location)
-        has_content = read_json(location.store, "zarr.json") is not None
-        if existing is not None and not overwrite:
-            if existing.get("kind") != KIND:
-                raise RunExistsError(
-                    f"{location.url!r} holds a capture run, not a training run; give the "
-                    "callback another store, or overwrite=True to replace it"
-                )
-            theirs = {k: existing.get(k) for k in settings.identity()}
-            ours = settings.identity()
-            if theirs != ours:
-                diff = [k for k in ours if theirs[k] != ours[k]]
-                raise ResumeMismatchError(
-                    f"{location.url!r} holds a training run of another model (different "
-                    f"{', '.join(diff)}: {theirs[diff[0]]!r} there, {ours[diff[0]]!r} here); "
-                    "give another store, or overwrite=True to replace it"
-                )
+        if cls.check(location, settings, overwrite=overwrite) == "append":
             writer = cls(location, zarr.open_group(location.store, mode="r+"), settings)
             writer._reattach()
             return writer
-        if has_content and existing is None:
-            raise RunExistsError(
-                f"{location.url!r} holds data that is not a tensortap run; it is never "
-                "deleted — choose an empty location"
-            )
+        has_content = read_json(location.store, "zarr.json") is not None
         try:
             group = zarr.open_group(location.store, mode="w" if has_content else "a")
             group.attrs.update(
