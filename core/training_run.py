@@ -23,7 +23,7 @@ from tensortap.core.errors import (
     StorageError,
 )
 from tensortap.core.store import layout, steps
-from tensortap.core.store.storage import Location, read_json
+from tensortap.core.store.storage import Location, read_json, total_size
 
 __all__ = ["StepView", "TrainingRun", "is_training_run"]
 
@@ -392,6 +392,16 @@ class TrainingRun:
             coords={**self._step_coords(), steps.PARAMETER_DIM: params},
             attrs={"of": of},
         )
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def total(self) -> None:
+        """A training run has no planned sample count (``Run.total``'s counterpart)."""
+        return None
+
+    def stored_bytes(self) -> int:
+        """Bytes the run occupies in its store."""
+        return int(total_size(self._location.store))
 
     # ------------------------------------------------------------------ one step
     def at(self, step: int) -> StepView:
