@@ -84,3 +84,11 @@ def test_bad_export_arguments_exit_2(tmp_path, training_run):
     assert result.exit_code == 2 and "--tensorboard DIR" in result.output
     result = CliRunner().invoke(main, ["export", str(tmp_path / "nothing"), "--tensorboard", "x"])
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_info_describes_a_training_run(training_run):
+    result = CliRunner().invoke(main, ["info", training_run.path])
+    assert result.exit_code == 0, result.output
+    n = len(training_run.step_values)
+    assert f"steps:      {n} committed" in result.output and "training run" in result.output
+    assert "trigger:    none" in result.output
