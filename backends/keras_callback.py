@@ -134,9 +134,45 @@ class CaptureCallback(keras.callbacks.Callback):
 
     def _record(self, step: int, batch: int, tensors: bool, loss: float | None) -> None:
         assert self.recorder is not None
-        weights = [np.asarray(v) for v in self.model.weights] if self.policy.weights else None
-        self.recorder.record(step, self._epoch, batch, tensors=tensors, loss=loss, weights=weights)
+        weights = grads = None
+        if self.policy.weights:
+            weights = [np.asarray(v) for v in self.model.weights]
+            grads = self._weight_gradients()
+        self.recorder.record(
+            step,
+            self._epoch,
+            batch,
+            tensors=tensors,
+            loss=loss,
+            weights=weights,
+            weight_gradients=grads,
+        )
         self._recorded, self._recorded_tensors = step, tensors
+
+    def _weight_gradients(self) -> list[np.ndarray] | None:
+        """Gradients of the compiled loss on the labelled probe w.r.t. every weight (NaN
+        for weights without one), with an explicit ``GradientTape``: ``fit`` keeps no
+        gradients a callback could read.  TensorFlow backend, probes with labels only."""
+        recorder = self.recorder
+        if recorder is None or recorder.probe_labels is None:
+            return None
+        if keras.backend.backend() != "tensorflow" or self.model.loss is None:
+            return None
+        import tensorflow as tf
+
+        try:
+            loss_fn = keras.losses.get(self.model.loss)
+        except (ValueError, TypeError):
+            return None  # a loss dict or list per output: not summarised
+        inputs = [recorder.probe_inputs[spec.name] for spec in recorder.graph.inputs]
+        with tf.GradientTape() as tape:
+            prediction = self.model(inputs[0] if len(inputs) == 1 else inputs, training=False)
+            value = loss_fn(recorder.probe_labels, prediction)
+        found = tape.gradient(value, [v.value for v in self.model.weights])
+        return [
+            np.full(v.shape, np.nan) if g is None else np.asarray(g)
+            for v, g in zip(self.model.weights, found, strict=True)
+        ]
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self.recorder is None:

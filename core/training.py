@@ -61,8 +61,8 @@ class Policy:
         Storage dtype of stored tensors (``"float16"``); statistics always come from the
         full-precision values.
     weights : bool
-        Per-parameter weight statistics (and weight-gradient statistics where the
-        framework keeps the gradients, PyTorch) at every captured step.
+        Per-parameter weight and weight-gradient statistics at every captured step
+        (PyTorch: ``.grad`` of the training step; Keras: the loss on the labelled probe).
     nonfinite : bool
         The non-finite trigger: when the training loss or any watched layer's activation
         or gradient on the probe is NaN or infinite, store the probe's full tensors and

@@ -256,3 +256,30 @@ def test_bad_input_is_one_clear_line(tmp_path, data):
             verbose=0,
             callbacks=[tt.CaptureCallback(px, tmp_path / "capture.zarr")],
         )
+
+
+def test_weight_and_weight_gradient_statistics(tmp_path, data):
+    import tensorflow as tf
+
+    x, y, px, py = data
+    model = keras_cnn()
+    store = tmp_path / "weights.zarr"
+    callback = tt.CaptureCallback(
+        (px, py), store, every_n_epochs=1, policy=tt.Policy(tensors="never", weights=True)
+    )
+    model.fit(x, y, epochs=1, batch_size=BATCH, verbose=0, callbacks=[callback])
+    run = tt.open_run(store)
+    stats = run.weight_stats().isel(step=-1)  # the last step: the final weights
+    assert list(stats["parameter"].values) == [v.path for v in model.weights]
+    with tf.GradientTape() as tape:  # the reference: an explicit tape on the probe's loss
+        loss = model.loss(py, model(px, training=False))
+    grads = tape.gradient(loss, [v.value for v in model.weights])
+    grad_stats = run.weight_stats(of="gradients").isel(step=-1)
+    for variable, grad in zip(model.weights, grads, strict=True):
+        value = np.asarray(variable, np.float64)
+        assert float(stats["mean"].sel(parameter=variable.path)) == pytest.approx(value.mean())
+        assert float(stats["std"].sel(parameter=variable.path)) == pytest.approx(value.std())
+        g = np.asarray(grad, np.float64)
+        assert float(grad_stats["std"].sel(parameter=variable.path)) == pytest.approx(
+            g.std(), rel=1e-4
+        )
