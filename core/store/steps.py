@@ -26,6 +26,7 @@ from tensortap.core.errors import ResumeMismatchError, RunExistsError, StorageEr
 from tensortap.core.graph import CaptureNode
 from tensortap.core.stats import MOMENTS, BlockStats
 from tensortap.core.store import layout
+from tensortap.core.store.staging import Staging
 from tensortap.core.store.storage import Location, read_json
 from tensortap.core.store.whole_chunks import WholeChunks
 from tensortap.core.version import __version__
@@ -58,6 +59,7 @@ WEIGHTS = "weights"
 WEIGHT_MOMENTS = "moments"
 WEIGHT_GRADIENT_MOMENTS = "gradient_moments"
 PARAMETER_DIM = "parameter"
+_CONFIG: Any = {"write_empty_chunks": True}
 #: Capacity of a new run, in steps (doubles when full).
 INITIAL_CAPACITY = 16
 
@@ -280,28 +282,36 @@ class StepWriter:
         return paths
 
     # ------------------------------------------------------------------ creating
-    def _array(
-        self,
-        path: str,
+    @staticmethod
+    def _spec(
         shape: tuple[int, ...],
         dtype: Any,
         dims: tuple[str, ...],
         fill: Any,
-        *,
         chunks: tuple[int, ...] | None = None,
+    ) -> dict[str, Any]:
+        """``create_array`` arguments: one chunk per step, uncompressed, ``.`` keys."""
+        return {
+            "shape": shape,
+            "chunks": chunks or (1, *shape[1:]),
+            "dtype": dtype,
+            "fill_value": fill,
+            "dimension_names": dims,
+            "compressors": None,
+            "chunk_key_encoding": {"name": "default", "separator": "."},
+        }
+
+    def _array(
+        self, path: str, shape: tuple[int, ...], dtype: Any, dims: tuple[str, ...], fill: Any
     ) -> zarr.Array[Any]:
-        array = self.group.create_array(
-            path,
-            shape=shape,
-            chunks=chunks or (1, *shape[1:]),
-            dtype=dtype,
-            fill_value=fill,
-            dimension_names=dims,
-            compressors=None,
-            chunk_key_encoding={"name": "default", "separator": "."},
-            config={"write_empty_chunks": True},
-        )
-        return array
+        spec = self._spec(shape, dtype, dims, fill)
+        return self.group.create_array(path, config=_CONFIG, **spec)
+
+    def _publish(self, staging: Staging, step_arrays: Sequence[str]) -> None:
+        """Write the staged nodes (one store write each) and bind the step arrays."""
+        staging.publish()
+        for path in step_arrays:
+            self._arrays[path] = staging.open(path, config=_CONFIG)
 
     def _set(self, array: zarr.Array[Any], index: int, value: Any) -> None:
         """``array[index] = value`` for one step's chunk: straight to its file on local
@@ -318,22 +328,26 @@ class StepWriter:
         cap = INITIAL_CAPACITY
         self._capacity = cap
         n = self.settings.probe_samples
-        sample = self._array(layout.SAMPLE, (n,), np.int64, (layout.SAMPLE,), -1, chunks=(n,))
-        sample[...] = np.arange(n)
+        staging = Staging(self.group.store_path)
+        staging.create_array(
+            layout.SAMPLE, **self._spec((n,), np.int64, (layout.SAMPLE,), -1, chunks=(n,))
+        )
+        staging.set(layout.SAMPLE, np.arange(n))
         if labels is not None:
             labels = np.asarray(labels)
             dims = (layout.SAMPLE, *(f"label_dim_{i}" for i in range(labels.ndim - 1)))
-            array = self._array(
-                layout.LABEL, labels.shape, labels.dtype, dims, 0, chunks=labels.shape
+            staging.create_array(
+                layout.LABEL, **self._spec(labels.shape, labels.dtype, dims, 0, labels.shape)
             )
-            array[...] = labels
+            staging.set(layout.LABEL, labels)
+        staging.create_group(layout.INPUTS, {})
         for name, value in probe_inputs.items():
             value = np.asarray(value)
             dims = (layout.SAMPLE, *(f"{name}_dim_{i}" for i in range(value.ndim - 1)))
-            array = self._array(
-                layout.input_path(name), value.shape, value.dtype, dims, 0, chunks=value.shape
-            )
-            array[...] = value
+            path = layout.input_path(name)
+            staging.create_array(path, **self._spec(value.shape, value.dtype, dims, 0, value.shape))
+            staging.set(path, value)
+        step_arrays = []
         for path, dtype, fill in (
             (STEP, np.int64, -1),
             (EPOCH, np.int64, -1),
@@ -342,11 +356,13 @@ class StepWriter:
             (HAS_TENSORS, np.int8, 0),
             (layout.COMMIT, np.int8, 0),
         ):
-            self._arrays[path] = self._array(path, (cap,), dtype, (STEP,), fill)
+            staging.create_array(path, **self._spec((cap,), dtype, (STEP,), fill))
+            step_arrays.append(path)
+        staging.create_group(layout.LAYERS, {})
         for node in nodes:
-            self.group.create_group(
+            staging.create_group(
                 layout.layer_path(node.key),
-                attributes={
+                {
                     "name": node.name,
                     "layer_type": node.layer_type,
                     "long_name": f"{node.name} ({node.layer_type})",
@@ -356,29 +372,38 @@ class StepWriter:
                     "path": list(node.path),
                 },
             )
+        self._publish(staging, step_arrays)
 
-    def _stats_arrays(self, base: str, block: BlockStats, edges: np.ndarray) -> None:
-        """Create one stats group's step arrays the first time it is written (a layer's
-        gradient statistics may first appear when the non-finite trigger fires)."""
-        if f"{base}/{MOMENTS_ARRAY}" in self._arrays:
+    def _stats_arrays(self, groups: Sequence[tuple[str, BlockStats, np.ndarray]]) -> None:
+        """Create the stats groups' step arrays the first time they are written, all in
+        one publish (a layer's gradient statistics may first appear when the non-finite
+        trigger fires)."""
+        missing = [g for g in groups if f"{g[0]}/{MOMENTS_ARRAY}" not in self._arrays]
+        if not missing:
             return
         cap = self._capacity
         n = self.settings.probe_samples
-        self.group.create_group(base, attributes={"moments": list(MOMENTS)})
-        channels = block.moments.shape[1]
-        specs = (
-            (MOMENTS_ARRAY, (cap, len(MOMENTS), channels), np.float64,
-             (STEP, layout.MOMENT_DIM, layout.CHANNEL_DIM), np.nan),
-            (HISTOGRAM_ARRAY, (cap, block.histogram.shape[0]), np.int64,
-             (STEP, layout.SLOT_DIM), 0),
-            (layout.BIN_EDGES, (cap, len(edges)), np.float64, (STEP, layout.BIN_EDGE_DIM), np.nan),
-            (layout.SAMPLE_MEAN, (cap, n, channels), np.float32,
-             (STEP, layout.SAMPLE, layout.CHANNEL_DIM), np.nan),
-            (layout.SAMPLE_MAX, (cap, n, channels), np.float32,
-             (STEP, layout.SAMPLE, layout.CHANNEL_DIM), np.nan),
-        )  # fmt: skip
-        for name, shape, dtype, dims, fill in specs:
-            self._arrays[f"{base}/{name}"] = self._array(f"{base}/{name}", shape, dtype, dims, fill)
+        staging = Staging(self.group.store_path)
+        step_arrays = []
+        for base, block, edges in missing:
+            staging.create_group(base, {"moments": list(MOMENTS)})
+            channels = block.moments.shape[1]
+            specs = (
+                (MOMENTS_ARRAY, (cap, len(MOMENTS), channels), np.float64,
+                 (STEP, layout.MOMENT_DIM, layout.CHANNEL_DIM), np.nan),
+                (HISTOGRAM_ARRAY, (cap, block.histogram.shape[0]), np.int64,
+                 (STEP, layout.SLOT_DIM), 0),
+                (layout.BIN_EDGES, (cap, len(edges)), np.float64,
+                 (STEP, layout.BIN_EDGE_DIM), np.nan),
+                (layout.SAMPLE_MEAN, (cap, n, channels), np.float32,
+                 (STEP, layout.SAMPLE, layout.CHANNEL_DIM), np.nan),
+                (layout.SAMPLE_MAX, (cap, n, channels), np.float32,
+                 (STEP, layout.SAMPLE, layout.CHANNEL_DIM), np.nan),
+            )  # fmt: skip
+            for name, shape, dtype, dims, fill in specs:
+                staging.create_array(f"{base}/{name}", **self._spec(shape, dtype, dims, fill))
+                step_arrays.append(f"{base}/{name}")
+        self._publish(staging, step_arrays)
 
     def _weight_arrays(self) -> None:
         if f"{WEIGHTS}/{WEIGHT_MOMENTS}" in self._arrays:
@@ -431,6 +456,14 @@ class StepWriter:
         if index >= self._capacity:
             self._grow(index)
         a = self._arrays
+        groups = [
+            (f"{layout.layer_path(k)}/{layout.STATS}", b, record.edges[k])
+            for k, b in record.stats.items()
+        ] + [
+            (f"{layout.layer_path(k)}/{GRADIENT_STATS}", b, record.gradient_edges[k])
+            for k, b in record.gradient_stats.items()
+        ]
+        self._stats_arrays(groups)
         for key, block in record.stats.items():
             self._write_stats(
                 f"{layout.layer_path(key)}/{layout.STATS}", index, block, record.edges[key]
@@ -464,7 +497,6 @@ class StepWriter:
         return index
 
     def _write_stats(self, base: str, index: int, block: BlockStats, edges: np.ndarray) -> None:
-        self._stats_arrays(base, block, edges)
         a = self._arrays
         self._set(a[f"{base}/{MOMENTS_ARRAY}"], index, block.moments)
         self._set(a[f"{base}/{HISTOGRAM_ARRAY}"], index, block.histogram)
