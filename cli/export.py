@@ -108,7 +108,7 @@ def export_command(
 @click.argument("run", type=click.Path())
 @click.option(
     "--view",
-    required=True,
+    default=None,
     type=click.Choice(["heatmap", "distribution", "cam", "layers"]),
     help="heatmap: feature maps; distribution: a layer's histogram (all layers "
     "without --layer); cam: CAM over the input; layers: every layer's "
@@ -128,7 +128,15 @@ def export_command(
     f"({', '.join((*MODEL_METHODS, *ATTRIBUTION_METHODS))}).",
 )
 @click.option("--width", default=None, type=click.IntRange(min=16), help="PNG width in pixels.")
-@click.option("-o", "--output", required=True, help="OUT.png or OUT.html (self-contained).")
+@click.option("-o", "--output", default=None, help="OUT.png or OUT.html (self-contained).")
+@click.option(
+    "--tensorboard",
+    "tensorboard_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Write the run's histograms and scalars as TensorBoard event files into this "
+    "folder instead (every step of a training run).",
+)
 def export(
     run: str,
     view: str,
@@ -137,9 +145,18 @@ def export(
     channel: int | None,
     method: str,
     width: int | None,
-    output: str,
+    output: str | None,
+    tensorboard_dir: str | None,
 ) -> None:
-    """Write one view of RUN to a PNG or a self-contained HTML file."""
+    """Write one view of RUN to a PNG or a self-contained HTML file (or, with
+    --tensorboard DIR, its histograms and scalars as TensorBoard event files)."""
+    if tensorboard_dir is not None:
+        from tensortap.cli._tensorboard import export_tensorboard_command
+
+        click.echo(f"wrote {export_tensorboard_command(run, tensorboard_dir)}")
+        return
+    if view is None or output is None:
+        raise click.UsageError("give --view and -o OUT.png|OUT.html, or --tensorboard DIR")
     path = export_command(
         run, view, output, layer=layer, sample=sample, channel=channel, method=method, width=width
     )

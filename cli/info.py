@@ -24,6 +24,10 @@ def info_text(path: str) -> str:
     from tensortap.core.run import open_run
 
     run = open_run(path)
+    if hasattr(run, "step_values"):  # a training run (issue 14)
+        from tensortap.cli._training_info import training_info_text
+
+        return training_info_text(run)
     a = run.attrs
     stored = run.stored_bytes()
     logical = run.logical_bytes()

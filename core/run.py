@@ -51,8 +51,21 @@ def open_run(path_or_url: Any, storage_options: dict[str, Any] | None = None) ->
         The run's metadata is damaged or truncated.
     StorageError
         The location cannot be reached (missing bucket...).
+
+    A training run (``tt.CaptureCallback``, ``tt.Monitor``) opens as a
+    :class:`tensortap.core.training_run.TrainingRun`.
     """
-    return Run(open_location(path_or_url, storage_options, read_only=True))
+    location = open_location(path_or_url, storage_options, read_only=True)
+    try:
+        meta = read_json(location.store, "zarr.json")
+    except OSError:
+        meta = None  # Run() reports it as a StorageError
+    block = meta.get("attributes", {}).get(layout.ATTRS_KEY) if isinstance(meta, dict) else None
+    if isinstance(block, dict) and block.get("kind") == "training":  # issue 14: a step axis
+        from tensortap.core.training_run import TrainingRun
+
+        return TrainingRun(location, block)  # type: ignore[return-value]
+    return Run(location)
 
 
 class Run:

@@ -219,7 +219,7 @@ def test_dataset_batches_and_fingerprint(tmp_path: Path) -> None:
     assert backend.model_info(model)["class"] == "Sequential"
 
 
-def test_capture_callback_writes_one_run_per_epoch(tmp_path: Path) -> None:
+def test_capture_callback_writes_one_training_run(tmp_path: Path) -> None:
     import tensortap as tt
 
     model = keras.Sequential(
@@ -232,12 +232,19 @@ def test_capture_callback_writes_one_run_per_epoch(tmp_path: Path) -> None:
     model.compile("sgd", "sparse_categorical_crossentropy")
     x = np.random.default_rng(1).random((12, 4), dtype=np.float32)
     y = np.arange(12) % 3
+    # one run with a step axis (issue 14), not one run per epoch
     callback = tt.CaptureCallback(
-        (x[:4], y[:4]), tmp_path, layers="h", gradients=True, target="label", every=2
+        (x[:4], y[:4]),
+        tmp_path / "fit.zarr",
+        every_n_epochs=2,
+        layers="h",
+        policy=tt.Policy(gradients=True),
+        target="label",
     )
     model.fit(x, y, epochs=4, verbose=0, callbacks=[callback])
-    assert [Path(p).name for p in callback.runs] == ["epoch_001.zarr", "epoch_003.zarr"]
-    run = tt.open_run(callback.runs[-1])
+    run = tt.open_run(tmp_path / "fit.zarr")
+    np.testing.assert_array_equal(run.steps["epoch"], [1, 3])
     assert run.layers == ("h",) and run.samples == 4
-    assert run.gradient("h").shape == (4, 5)
+    assert run.gradient("h", step=int(run.step_values[-1])).shape == (4, 5)
+    run = run.at(int(run.step_values[-1]))
     np.testing.assert_array_equal(run.activation("h").values, model.get_layer("h")(x[:4]).numpy())

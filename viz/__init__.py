@@ -29,6 +29,12 @@ from tensortap.viz.export import save
 from tensortap.viz.faithfulness import faithfulness_ranking
 from tensortap.viz.feature_maps import feature_map, feature_maps, feature_mosaic
 from tensortap.viz.notebook import auto_notebook, notebook
+from tensortap.viz.steps import (
+    compare_steps,
+    dead_units_over_steps,
+    histogram_over_steps,
+    step_curves,
+)
 from tensortap.viz.top_samples import top_sample_positions, top_samples
 from tensortap.viz.unit_distribution import unit_distributions
 from tensortap.viz.units import dead_units, unit_health
@@ -38,8 +44,10 @@ __all__ = [
     "cam_grid",
     "cam_overlay",
     "compare",
+    "compare_steps",
     "compare_table",
     "dead_units",
+    "dead_units_over_steps",
     "distribution",
     "distributions",
     "explanation_overlay",
@@ -47,11 +55,13 @@ __all__ = [
     "feature_map",
     "feature_maps",
     "feature_mosaic",
+    "histogram_over_steps",
     "histogram_quantiles",
     "layer_summary",
     "notebook",
     "save",
     "serve",
+    "step_curves",
     "top_sample_positions",
     "top_samples",
     "unit_distributions",
