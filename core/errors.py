@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "BackendNotFoundError",
+    "ClusterError",
     "CorruptRunError",
     "DataError",
     "EmptyDataError",
@@ -93,3 +94,8 @@ class StorageError(TensortapError, OSError):
 
 class ViewError(TensortapError, ValueError):
     """A view was asked for something the run cannot show (sample or channel out of range...)."""
+
+
+class ClusterError(TensortapError, RuntimeError):
+    """The Dask cluster cannot run a distributed capture or analysis (a closed client, a
+    worker that cannot build the model, a range that kept killing its workers)."""
