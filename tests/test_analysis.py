@@ -157,9 +157,7 @@ def test_top_samples_equal_numpy(client: Any, runs: dict[str, Any], by: str) -> 
     best = np.argsort(-scores, axis=0, kind="stable")[:5]
     np.testing.assert_array_equal(got["position"].values, positions[best])
     np.testing.assert_array_equal(got["sample"].values, run.sample_indices[positions[best]])
-    np.testing.assert_allclose(
-        got["score"].values, np.take_along_axis(scores, best, 0), rtol=1e-6
-    )
+    np.testing.assert_allclose(got["score"].values, np.take_along_axis(scores, best, 0), rtol=1e-6)
 
 
 def test_compare_runs_equal_numpy(client: Any, runs: dict[str, Any]) -> None:
