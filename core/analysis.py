@@ -25,10 +25,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 import xarray as xr
+from dask.base import compute
+from dask.delayed import delayed
 
 from tensortap.core import exact_quantiles as eq
 from tensortap.core.distributed_checks import check_client
@@ -132,7 +133,7 @@ def sample_positions(run: Any, where: Any = None) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- blocks
 def _layer(run: Any, key: str, gradient: bool, positions: np.ndarray) -> xr.DataArray:
-    array = run.gradient(key) if gradient else run.activation(key)
+    array: xr.DataArray = run.gradient(key) if gradient else run.activation(key)
     if len(positions) != array.sizes["sample"]:
         array = array.isel(sample=positions)
     return array
@@ -148,7 +149,9 @@ def _block_arrays(array: xr.DataArray) -> list[Any]:
     """One delayed NumPy block per chunk along ``sample`` (other dimensions whole)."""
     data = array.data
     if not isinstance(data, da.Array):
-        data = da.from_array(np.asarray(data), chunks=(max(1, min(256, array.shape[0])),))
+        data = da.from_array(  # type: ignore[no-untyped-call]
+            np.asarray(data), chunks=(max(1, min(256, array.shape[0])),)
+        )
     data = data.rechunk({axis: -1 for axis in range(1, data.ndim)})
     return list(data.to_delayed().ravel())
 
@@ -157,7 +160,7 @@ def _tree(parts: list[Any], combine: Callable[..., Any]) -> Any:
     """Merge partials ``FAN_IN`` at a time: no task ever holds many of them."""
     while len(parts) > 1:
         parts = [
-            dask.delayed(combine, pure=True)(*parts[i : i + FAN_IN])
+            delayed(combine, pure=True)(*parts[i : i + FAN_IN])
             for i in range(0, len(parts), FAN_IN)
         ]
     return parts[0]
@@ -167,7 +170,7 @@ def _compute(lazy: Sequence[Any], client: Any) -> list[Any]:
     if client is not None:
         check_client(client)
         return list(client.gather(client.compute(list(lazy))))
-    return list(dask.compute(*lazy))
+    return list(compute(*lazy))  # type: ignore[no-untyped-call]
 
 
 def _values_2d(block: np.ndarray, dims: tuple[str, ...], channel: str | None) -> np.ndarray:
@@ -244,7 +247,7 @@ def subset_stats(
     dims = tuple(str(d) for d in array.dims[1:])
     edges = _edges(run, key, bins, range)
     parts = [
-        dask.delayed(_stats_partial, pure=True)(block, dims, channel, edges)
+        delayed(_stats_partial, pure=True)(block, dims, channel, edges)
         for block in _block_arrays(array)
     ]
     (merged,) = _compute([_tree(parts, _merge_stats)], client)
@@ -319,14 +322,25 @@ def _sum_pairs(*parts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.nd
     return sum(p[0] for p in parts), sum(p[1] for p in parts)  # type: ignore[return-value]
 
 
+def _pieces(x2: np.ndarray) -> Any:
+    """Row slices of a ``(values, channel)`` block holding about 2**19 values each: the
+    float64 temporaries of one piece stay small whatever the block size."""
+    step = max(1, 2**19 // max(1, x2.shape[1]))
+    for first in range(0, x2.shape[0], step):
+        yield x2[first : first + step].astype(np.float64)
+
+
 def _minmax_partial(
     block: np.ndarray, dims: tuple[str, ...], channel: str | None
 ) -> tuple[np.ndarray, np.ndarray]:
-    x2 = _values_2d(block, dims, channel).astype(np.float64)
-    with np.errstate(invalid="ignore"):
-        return np.nanmin(np.where(np.isnan(x2), np.inf, x2), axis=0), np.nanmax(
-            np.where(np.isnan(x2), -np.inf, x2), axis=0
-        )
+    x2 = _values_2d(block, dims, channel)
+    low = np.full(x2.shape[1], np.inf)
+    high = np.full(x2.shape[1], -np.inf)
+    for piece in _pieces(x2):
+        nan = np.isnan(piece)
+        low = np.minimum(low, np.where(nan, np.inf, piece).min(axis=0, initial=np.inf))
+        high = np.maximum(high, np.where(nan, -np.inf, piece).max(axis=0, initial=-np.inf))
+    return low, high
 
 
 def _merge_minmax(*parts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -342,13 +356,16 @@ def _value_partial(
     bins: int,
 ) -> np.ndarray:
     """Per-channel counts in ``bins`` equal value bins over ``[low, low + bins * width]``."""
-    x2 = _values_2d(block, dims, channel).astype(np.float64)
-    valid = ~np.isnan(x2)
-    slot = np.floor((x2 - low) / width)
-    slot = np.clip(np.nan_to_num(slot, nan=0.0), 0, bins - 1).astype(np.int64)
-    column = np.broadcast_to(np.arange(x2.shape[1]), x2.shape)
-    flat = column[valid] * bins + slot[valid]
-    return np.bincount(flat, minlength=x2.shape[1] * bins).reshape(x2.shape[1], bins)
+    x2 = _values_2d(block, dims, channel)
+    channels = x2.shape[1]
+    counts = np.zeros(channels * bins, np.int64)
+    for piece in _pieces(x2):
+        valid = ~np.isnan(piece)
+        slot = np.floor((np.where(valid, piece, low) - low) / width)
+        slot = np.clip(slot, 0, bins - 1).astype(np.int64)
+        slot += np.arange(channels) * bins
+        counts += np.bincount(slot[valid], minlength=channels * bins)
+    return counts.reshape(channels, bins)
 
 
 def quantiles(
@@ -435,7 +452,7 @@ def _count_pass(
     client: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     parts = [
-        dask.delayed(_count_partial, pure=True)(block, dims, channel, low, shift, bits)
+        delayed(_count_partial, pure=True)(block, dims, channel, low, shift, bits)
         for block in blocks
     ]
     (total,) = _compute([_tree(parts, _sum_pairs)], client)
@@ -491,7 +508,7 @@ def _binned_order_statistics(
     """Order statistics to within one value bin: a min/max pass, then one counting pass."""
     if bins < 1:
         raise DataError(f"bins={bins} must be at least 1")
-    parts = [dask.delayed(_minmax_partial, pure=True)(b, dims, channel) for b in blocks]
+    parts = [delayed(_minmax_partial, pure=True)(b, dims, channel) for b in blocks]
     ((low, high),) = _compute([_tree(parts, _merge_minmax)], client)
     present = np.isfinite(low) | np.isfinite(high)
     if np.isinf(low[present]).any() or np.isinf(high[present]).any():
@@ -499,9 +516,7 @@ def _binned_order_statistics(
     low, high = np.where(present, low, 0.0), np.where(present, high, 0.0)
     width = (high - low) / bins
     safe = np.where(width > 0, width, 1.0)  # one value per channel: every count in bin 0
-    parts = [
-        dask.delayed(_value_partial, pure=True)(b, dims, channel, low, safe, bins) for b in blocks
-    ]
+    parts = [delayed(_value_partial, pure=True)(b, dims, channel, low, safe, bins) for b in blocks]
     (counts,) = _compute([_tree(parts, lambda *p: sum(p))], client)
     n = counts.sum(axis=1)
     ranks, fraction = eq.needed_ranks(n, qs)
@@ -559,9 +574,11 @@ def top_samples(
         array, channel = array.expand_dims("channel", axis=-1), "channel"
     other = [d for d in array.dims[1:] if d != channel]
     score = (array.mean(other) if by == "mean" else array.max(other)) if other else array
-    data = da.asarray(score.transpose("sample", channel).data)
+    data = da.asarray(score.transpose("sample", channel).data)  # type: ignore[no-untyped-call]
     k = min(int(k), len(positions))
-    values, index = _compute([da.topk(data, k, axis=0), da.argtopk(data, k, axis=0)], client)
+    largest = da.topk(data, k, axis=0)  # type: ignore[no-untyped-call]
+    where_largest = da.argtopk(data, k, axis=0)  # type: ignore[no-untyped-call]
+    values, index = _compute([largest, where_largest], client)
     order = np.argsort(-np.asarray(values), axis=0, kind="stable")  # best first
     values = np.take_along_axis(np.asarray(values), order, axis=0)
     index = np.take_along_axis(np.asarray(index), order, axis=0)
@@ -636,7 +653,7 @@ def compare_runs(
         a, b, channel = a.expand_dims("channel", -1), b.expand_dims("channel", -1), "channel"
     other = [d for d in a.dims if d != channel]
     diff = a - b
-    lazy = {
+    lazy: dict[str, Any] = {
         "mean_a": a.mean(other),
         "mean_b": b.mean(other),
         "std_a": a.std(other),
@@ -646,7 +663,8 @@ def compare_runs(
         "rmse": np.sqrt((diff**2).mean(other)),
         "correlation": xr.corr(a, b, dim=other),
     }
-    values = _compute([da.asarray(v.transpose(channel).data) for v in lazy.values()], client)
+    arrays = [v.transpose(channel).data for v in lazy.values()]
+    values = _compute(arrays, client)
     return xr.Dataset(
         {name: ("channel", np.asarray(v)) for name, v in zip(lazy, values, strict=True)},
         attrs={

@@ -40,9 +40,9 @@ METHODS = ("linear", "lower", "higher", "midpoint")
 _UNSIGNED = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 #: Bytes one pass's count array may take (channels x ranks x sub-windows x 8).
-COUNT_BYTES = 16 * 2**20
-#: Values keyed at once inside a block (uint64 keys: 16 MiB of temporaries each).
-_ROWS_VALUES = 2**21
+COUNT_BYTES = 2 * 2**20
+#: Values keyed at once inside a block (uint64 keys: 4 MiB of temporaries each).
+_ROWS_VALUES = 2**19
 
 
 def _check_float(dtype: np.dtype) -> None:
@@ -58,7 +58,7 @@ def to_keys(values: np.ndarray) -> np.ndarray:
     _check_float(values.dtype)
     unsigned = _UNSIGNED[values.dtype.itemsize]
     bits = np.ascontiguousarray(values).view(unsigned)
-    sign = unsigned(1) << unsigned(8 * values.dtype.itemsize - 1)
+    sign = np.asarray(1 << (8 * values.dtype.itemsize - 1)).astype(unsigned)
     negative = (bits & sign) != 0
     keys = np.where(negative, ~bits, bits | sign)
     return keys.astype(np.uint64)
@@ -70,7 +70,7 @@ def from_keys(keys: np.ndarray, dtype: np.dtype) -> np.ndarray:
     _check_float(dtype)
     unsigned = _UNSIGNED[dtype.itemsize]
     narrow_keys = np.asarray(keys).astype(unsigned)
-    sign = unsigned(1) << unsigned(8 * dtype.itemsize - 1)
+    sign = np.asarray(1 << (8 * dtype.itemsize - 1)).astype(unsigned)
     positive = (narrow_keys & sign) != 0
     bits = np.where(positive, narrow_keys & ~sign, ~narrow_keys).astype(unsigned)
     return bits.view(dtype)
@@ -126,20 +126,23 @@ def count_window(
     counts = np.zeros((channels, ranks, nb), np.int64)
     if x2.size == 0:
         return below, counts
-    span = np.uint64(1) << np.uint64(shift)
     starts = low.astype(np.uint64)
+    window = np.uint64(nb) << np.uint64(shift) if shift + bits < 64 else None
     step = max(1, _ROWS_VALUES // max(1, channels))  # bounded temporaries on big blocks
     for first in range(0, x2.shape[0], step):
         piece = x2[first : first + step]
         keys = to_keys(piece)
         valid = ~np.isnan(piece)
-        column = np.broadcast_to(np.arange(channels, dtype=np.int64), keys.shape)
         for r in range(ranks):
-            ahead = valid & (keys >= starts[:, r])
-            below[:, r] += (valid & ~ahead).sum(axis=0)
-            sub = (keys - starts[:, r]) // span  # wraps below the start: masked by `ahead`
-            inside = ahead & (sub < np.uint64(nb))
-            slots = column[inside] * nb + sub[inside].astype(np.int64)
+            start = starts[:, r]
+            ahead = keys >= start
+            ahead &= valid
+            below[:, r] += np.count_nonzero(valid, axis=0) - np.count_nonzero(ahead, axis=0)
+            if window is not None:  # wrapping subtraction is exact where `ahead`
+                ahead &= (keys - start) < window
+            rows, cols = np.nonzero(ahead)
+            sub = (keys[rows, cols] - start[cols]) >> np.uint64(shift)
+            slots = cols * nb + sub.astype(np.int64)
             counts[:, r] += np.bincount(slots, minlength=channels * nb).reshape(channels, nb)
     return below, counts
 
