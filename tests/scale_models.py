@@ -11,6 +11,7 @@ test can kill a worker in the middle of its range.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -20,15 +21,18 @@ from torch import nn
 
 
 class Recorder(nn.Module):
-    """Identity that logs the ids of the samples it sees and waits ``delay`` seconds."""
+    """Identity that logs the ids of the samples it sees and waits ``delay`` seconds; the
+    sample ``kill_at`` SIGKILLs the process computing it (a crash in native code)."""
 
-    def __init__(self, log_dir: str | None, delay: float) -> None:
+    def __init__(self, log_dir: str | None, delay: float, kill_at: int | None = None) -> None:
         super().__init__()
-        self.log_dir, self.delay = log_dir, delay
+        self.log_dir, self.delay, self.kill_at = log_dir, delay, kill_at
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ids = x[:, 0, 0, 0].detach().round().to(torch.int64).tolist()
+        if self.kill_at is not None and self.kill_at in ids:
+            os.kill(os.getpid(), signal.SIGKILL)
         if self.log_dir is not None:
-            ids = x[:, 0, 0, 0].detach().round().to(torch.int64).tolist()
             with open(Path(self.log_dir) / f"{os.getpid()}.log", "a") as log:
                 log.write(" ".join(map(str, ids)) + "\n")
         if self.delay:
@@ -36,12 +40,14 @@ class Recorder(nn.Module):
         return x
 
 
-def scale_net(log_dir: str | None = None, delay: float = 0.0) -> nn.Module:
+def scale_net(
+    log_dir: str | None = None, delay: float = 0.0, kill_at: int | None = None
+) -> nn.Module:
     """``(3, 8, 8) -> conv(4) -> relu -> pool -> linear(3) -> softmax``, same weights everywhere."""
     torch.set_num_threads(1)  # what Dask gives each worker: bit-equal across processes
     torch.manual_seed(0)
     model = nn.Sequential(
-        Recorder(log_dir, delay),
+        Recorder(log_dir, delay, kill_at),
         nn.Conv2d(3, 4, 3, padding=1),
         nn.ReLU(),
         nn.AdaptiveAvgPool2d(1),

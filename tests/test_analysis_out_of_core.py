@@ -27,6 +27,7 @@ distributed = pytest.importorskip("distributed")
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_backend import FakeBackend, FakeModel  # noqa: E402
+from worker_probes import peak_rss  # noqa: E402
 
 N, B, SIZE, CHANNELS = 1024, 8, 64, 64  # 1 MiB of float32 activations per sample
 LIMIT = 448 * 2**20  # per worker: 896 MiB for the cluster, the run holds 1 GiB
@@ -53,13 +54,6 @@ def big_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     yield tt.open_run(path)
 
 
-def _peak_rss() -> int:
-    """This process's peak resident memory, bytes (Linux reports KiB)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def test_run_larger_than_the_cluster_memory(big_run: Any) -> None:
     run = big_run
     with (
@@ -80,7 +74,7 @@ def test_run_larger_than_the_cluster_memory(big_run: Any) -> None:
         found = analysis.quantiles(run, KEY, q, exact=False, bins=1024, client=client)
         top = analysis.top_samples(run, KEY, 3, client=client)
         assert client.run(os.getpid) == pids  # no worker was killed (for memory or else)
-        peaks = client.run(_peak_rss)
+        peaks = client.run(peak_rss)
     assert max(peaks.values()) < 0.95 * LIMIT, peaks  # below the nanny's kill threshold
     # References, one channel at a time (4 MiB each), in this process.
     for channel in (0, CHANNELS - 1):

@@ -197,6 +197,40 @@ def test_worker_killed_mid_capture_to_s3(
     _assert_rerun_skipped_committed_blocks(tmp_path / "logs", before)
 
 
+def test_a_range_that_kills_every_worker_fails_the_run(
+    data: dict[str, Any], tmp_path: Path
+) -> None:
+    import dask.config
+
+    path = tmp_path / "crashing.zarr"
+    poison = 5 * B + 3  # block 5, in the range [4, 7): its worker dies there, every time
+    factory = functools.partial(scale_net, kill_at=poison)
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 1}),
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as crashing,
+    ):
+        with pytest.raises(tt.ClusterError, match=r"samples 32:56 were lost with their worker"):
+            tt.capture_distributed(
+                factory,
+                (data["x_path"], data["y"]),
+                path,
+                client=crashing,
+                layers=LAYERS,
+                batch_size=B,
+                progress=False,
+                ranges_per_worker=2,
+            )
+    failed = tt.open_run(path)
+    assert failed.status == "failed"
+    kept = set(failed.sample_indices.tolist())
+    # Every other range committed; blocks 5 and 6 never did (block 4 races the kill).
+    assert set(range(N)) - set(range(4 * B, 7 * B)) <= kept
+    assert not kept & set(range(5 * B, 7 * B))
+
+
 def test_closed_client_is_refused(cluster: Any, data: dict[str, Any], tmp_path: Path) -> None:
     closed = distributed.Client(cluster)
     closed.close()
