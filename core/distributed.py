@@ -14,6 +14,12 @@ array and one entry of the commit record, so workers never share an object and n
 resizes while workers write (DESIGN.md §4 commit rule).  Per-block statistics partials are
 the store's design already: ``open_run(...).stats`` reduces over every writer's blocks.
 
+A worker that dies mid-range (its process killed, its machine lost) is replaced by Dask,
+which re-runs its task elsewhere; the re-run skips the blocks the dead worker committed
+(:func:`_capture_range`), so every sample is captured once.  Before the run is created, one
+task per worker checks that it can build the model, read the data files and reach the store
+(:mod:`tensortap.core.distributed_checks`).
+
 Data must have a known length: NumPy arrays (each range's slice is shipped with its task)
 or ``.npy`` paths (memory-mapped; the workers open them by path, so no sample travels
 through the scheduler — the path must be readable by every worker).
