@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ distributed = pytest.importorskip("distributed")
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_backend import FakeBackend, FakeModel  # noqa: E402
-from worker_probes import peak_rss  # noqa: E402
+from worker_probes import current_rss  # noqa: E402
 
 N, B, SIZE, CHANNELS = 1024, 8, 64, 64  # 1 MiB of float32 activations per sample
 LIMIT = 448 * 2**20  # per worker: 896 MiB for the cluster, the run holds 1 GiB
@@ -69,12 +70,26 @@ def test_run_larger_than_the_cluster_memory(big_run: Any) -> None:
         limits = [w["memory_limit"] for w in client.scheduler_info()["workers"].values()]
         assert sum(limits) < run.logical_bytes()  # the run does not fit in the cluster
         pids = client.run(os.getpid)
-        stats = analysis.subset_stats(run, KEY, client=client)
-        q = [0.05, 0.5, 0.95]
-        found = analysis.quantiles(run, KEY, q, exact=False, bins=1024, client=client)
-        top = analysis.top_samples(run, KEY, 3, client=client)
+        peaks: dict[str, int] = {}
+        done = threading.Event()
+
+        def watch() -> None:  # the workers' resident memory, sampled every 0.5 s
+            while not done.wait(0.5):
+                for worker, rss in client.run(current_rss).items():
+                    peaks[worker] = max(peaks.get(worker, 0), rss)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            stats = analysis.subset_stats(run, KEY, client=client)
+            q = [0.05, 0.5, 0.95]
+            found = analysis.quantiles(run, KEY, q, exact=False, bins=1024, client=client)
+            top = analysis.top_samples(run, KEY, 3, client=client)
+        finally:
+            done.set()
+            watcher.join()
         assert client.run(os.getpid) == pids  # no worker was killed (for memory or else)
-        peaks = client.run(peak_rss)
+    print(f"peak worker memory: {max(peaks.values()) / 2**20:.0f} MiB of {LIMIT / 2**20:.0f}")
     assert max(peaks.values()) < 0.95 * LIMIT, peaks  # below the nanny's kill threshold
     # References, one channel at a time (4 MiB each), in this process.
     for channel in (0, CHANNELS - 1):

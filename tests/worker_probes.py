@@ -4,8 +4,9 @@ framework import, so a memory-limited worker stays as small as the analysis make
 from __future__ import annotations
 
 
-def peak_rss() -> int:
-    """This process's peak resident memory in bytes (Linux reports KiB)."""
-    import resource
+def current_rss() -> int:
+    """This process's resident memory now, bytes.  (Not ``ru_maxrss``: Linux keeps the
+    parent's high-water mark across the fork and exec that start a spawned worker.)"""
+    import psutil
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return int(psutil.Process().memory_info().rss)
