@@ -75,6 +75,7 @@ def _positions(run: Any, kind: str) -> np.ndarray:
 WHERE = {"all": None, "misclassified": "misclassified", "label 1": {"label": 1}}
 
 
+@pytest.mark.slow  # a two-process cluster
 @pytest.mark.parametrize("kind", list(WHERE))
 def test_subset_stats_equal_numpy(client: Any, runs: dict[str, Any], kind: str) -> None:
     run = runs["a"]
@@ -112,6 +113,7 @@ def test_stats_over_every_sample_equal_the_stored_ones(runs: dict[str, Any]) -> 
     assert layer_summary(got)["count"] == layer_summary(stored)["count"]
 
 
+@pytest.mark.slow  # a two-process cluster
 @pytest.mark.parametrize("method", ["linear", "lower", "higher", "midpoint"])
 def test_exact_quantiles_equal_numpy(client: Any, runs: dict[str, Any], method: str) -> None:
     run = runs["a"]
@@ -126,6 +128,7 @@ def test_exact_quantiles_equal_numpy(client: Any, runs: dict[str, Any], method: 
         np.testing.assert_array_equal(got["error_bound"].values, 0.0)
 
 
+@pytest.mark.slow  # a two-process cluster
 def test_approximate_quantiles_within_their_bound(client: Any, runs: dict[str, Any]) -> None:
     run = runs["a"]
     got = analysis.quantiles(run, CONV, Q, exact=False, bins=64, client=client)
@@ -147,6 +150,7 @@ def test_float16_keys_and_nan_are_exact() -> None:
     np.testing.assert_array_equal(eq.from_keys(keys, np.float16), finite)
 
 
+@pytest.mark.slow  # a two-process cluster
 @pytest.mark.parametrize("by", ["mean", "max"])
 def test_top_samples_equal_numpy(client: Any, runs: dict[str, Any], by: str) -> None:
     run = runs["a"]
@@ -160,6 +164,7 @@ def test_top_samples_equal_numpy(client: Any, runs: dict[str, Any], by: str) -> 
     np.testing.assert_allclose(got["score"].values, np.take_along_axis(scores, best, 0), rtol=1e-6)
 
 
+@pytest.mark.slow  # a two-process cluster
 def test_compare_runs_equal_numpy(client: Any, runs: dict[str, Any]) -> None:
     a, b = runs["a"], runs["b"]
     got = analysis.compare_runs(a, b, CONV, client=client)
