@@ -14,6 +14,12 @@ array and one entry of the commit record, so workers never share an object and n
 resizes while workers write (docs/design.md §4 commit rule).  Per-block statistics partials are
 the store's design already: ``open_run(...).stats`` reduces over every writer's blocks.
 
+A worker that dies mid-range (its process killed, its machine lost) is replaced by Dask,
+which re-runs its task elsewhere; the re-run skips the blocks the dead worker committed
+(:func:`_capture_range`), so every sample is captured once.  Before the run is created, one
+task per worker checks that it can build the model, read the data files and reach the store
+(:mod:`tensortap.core.distributed_checks`).
+
 Data must have a known length: NumPy arrays (each range's slice is shipped with its task)
 or ``.npy`` paths (memory-mapped; the workers open them by path, so no sample travels
 through the scheduler — the path must be readable by every worker).
@@ -21,6 +27,7 @@ through the scheduler — the path must be readable by every worker).
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -33,8 +40,10 @@ import numpy as np
 from tensortap.core.backend import Backend
 from tensortap.core.blocks import array_creator, capture_blocks, n_classes
 from tensortap.core.data import Batch, _as_inputs, _is_arraylike, as_source
+from tensortap.core.distributed_checks import WorkerCheck, check_client, check_workers
 from tensortap.core.engine import _Progress, resolve_backend
 from tensortap.core.errors import (
+    ClusterError,
     CorruptRunError,
     DataError,
     EmptyDataError,
@@ -214,13 +223,18 @@ def _worker_model(job: _RangeJob) -> _Model:
     return cached
 
 
-def _job_batches(job: _RangeJob) -> Iterator[tuple[int, Batch]]:
+def _job_batches(
+    job: _RangeJob, committed: frozenset[int] = frozenset()
+) -> Iterator[tuple[int, Batch]]:
+    """The range's batches, without those of ``committed`` blocks (a retried range)."""
     b = job.settings.batch_size
     columns = {
         name: np.load(value, mmap_mode="r") if isinstance(value, str) else value
         for name, value in job.inputs.items()
     }
     for i in range(job.start, job.stop, b):
+        if i // b in committed:
+            continue
         j = min(i + b, job.stop)
         inputs = {}
         for name, column in columns.items():
@@ -246,6 +260,14 @@ def _capture_range(job: _RangeJob) -> tuple[int, int]:
     def count(samples: int, nbytes: int) -> None:
         written[0] += nbytes
 
+    # Dask re-runs a range whose worker died (DESIGN.md §6, issue 18): the blocks the dead
+    # worker committed are whole and stay, so each sample is captured into the run once.
+    counts = writer.committed_counts()
+    b = job.settings.batch_size
+    done = frozenset(
+        k for k in range(job.start // b, -(-job.stop // b)) if k < len(counts) and counts[k]
+    )
+
     capture_blocks(
         built.backend,
         built.model,
@@ -253,7 +275,7 @@ def _capture_range(job: _RangeJob) -> tuple[int, int]:
         built.nodes,
         writer,
         job.target,
-        _job_batches(job),
+        _job_batches(job, done),
         gradients=job.settings.gradients,
         depth=job.depth,
         threads=job.threads,
@@ -275,6 +297,7 @@ def _client(client: Any) -> tuple[Any, Callable[[], None]]:
     from distributed import Client, LocalCluster, default_client
 
     if client is not None:
+        check_client(client)
         return client, lambda: None
     try:
         return default_client(), lambda: None  # type: ignore[no-untyped-call]
@@ -376,11 +399,11 @@ def capture_distributed(
     example = None
     if backend.needs_example_inputs:  # torch: traced on the first samples, here and on workers
         example = (
-            {k: np.asarray(v[:2]) for k, v in x.items()}
+            {k: np.array(v[:2]) for k, v in x.items()}  # copies: memory maps are read-only
             if isinstance(x, Mapping)
-            else [np.asarray(v[:2]) for v in x]
+            else [np.array(v[:2]) for v in x]
             if isinstance(x, list)
-            else np.asarray(x[:2])
+            else np.array(x[:2])
         )
     graph = _graph_for(backend, model, example)
     nodes = graph.select(layers)
@@ -413,6 +436,88 @@ def capture_distributed(
         inputs=input_names,
         outputs=tuple(spec.name for spec in graph.outputs),
     )
+    dask_client, close = _client(client)
+    try:
+        # Before the run exists: a cluster that cannot run the capture leaves nothing behind.
+        check_workers(
+            dask_client,
+            functools.partial(_worker_model, _probe_job(model_factory, backend, settings, example)),
+            WorkerCheck(
+                url,
+                storage_options,
+                {n: (c.path, c.array.shape) for n, c in columns.items() if c.path is not None},
+            ),
+        )
+        return _capture_on(
+            dask_client,
+            model_factory,
+            model,
+            backend,
+            graph,
+            nodes,
+            settings,
+            resolved,
+            columns,
+            label_array,
+            example,
+            url,
+            storage_options,
+            resume=resume,
+            overwrite=overwrite,
+            progress=progress,
+            ranges_per_worker=ranges_per_worker,
+            depth=depth,
+            threads=threads,
+        )
+    finally:
+        close()
+
+
+def _probe_job(
+    factory: Callable[[], Any], backend: Backend, settings: RunSettings, example: Any
+) -> _RangeJob:
+    """A job of no sample: what a worker needs to build (and cache) the model."""
+    return _RangeJob(
+        token=_token(factory),
+        factory=factory,
+        backend=backend.name,
+        store="",
+        storage_options=None,
+        settings=settings,
+        target=resolve_target("predicted"),
+        start=0,
+        stop=0,
+        inputs={},
+        labels=None,
+        example=example,
+    )
+
+
+def _capture_on(
+    dask_client: Any,
+    model_factory: Callable[[], Any],
+    model: Any,
+    backend: Backend,
+    graph: CaptureGraph,
+    nodes: Sequence[CaptureNode],
+    settings: RunSettings,
+    resolved: Target,
+    columns: Mapping[str, _Column],
+    label_array: Any,
+    example: Any,
+    url: str,
+    storage_options: dict[str, Any] | None,
+    *,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+    ranges_per_worker: int | None,
+    depth: int,
+    threads: int | None,
+) -> Run:
+    """Create (or reopen) the run, write block 0, hand the other blocks to the workers."""
+    total = settings.total
+    assert total is not None
     location = open_location(url, storage_options, read_only=False)
     if resume:
         writer = RunWriter.open(location, settings, resume=True)
@@ -452,28 +557,24 @@ def capture_distributed(
         todo = [k for k in range(n_blocks) if k >= len(counts) or counts[k] == 0]
         errors: list[BaseException] = []
         if todo:
-            dask_client, close = _client(client)
-            try:
-                errors = _run_ranges(
-                    dask_client,
-                    todo,
-                    ranges_per_worker,
-                    model_factory,
-                    backend,
-                    url,
-                    storage_options,
-                    settings,
-                    resolved,
-                    columns,
-                    label_array,
-                    example,
-                    total,
-                    depth,
-                    threads,
-                    bar,
-                )
-            finally:
-                close()
+            errors = _run_ranges(
+                dask_client,
+                todo,
+                ranges_per_worker,
+                model_factory,
+                backend,
+                url,
+                storage_options,
+                settings,
+                resolved,
+                columns,
+                label_array,
+                example,
+                total,
+                depth,
+                threads,
+                bar,
+            )
     except BaseException:
         bar.close()
         # No trimming (finish would resize): a worker of a failed range may still be writing.
@@ -562,6 +663,7 @@ def _run_ranges(
     per_worker = ranges_per_worker or DEFAULT_RANGES_PER_WORKER
     token = _token(factory)
     futures = []
+    spans: dict[Any, tuple[int, int]] = {}
     for first, stop_block in plan_ranges(todo, n_workers * per_worker):
         start, stop = first * b, min(stop_block * b, total)
         inputs: dict[str, str | np.ndarray] = {
@@ -586,11 +688,36 @@ def _run_ranges(
         )
         # pure=False: a fresh key per call, so a resume never reuses an earlier erred task.
         futures.append(client.submit(_capture_range, job, pure=False))
+        spans[futures[-1].key] = (start, stop)
     errors: list[BaseException] = []
     for future in as_completed(futures):  # type: ignore[no-untyped-call]
         if future.status == "error":
-            errors.append(future.exception())
+            errors.append(_explained(future.exception(), spans[future.key]))
         else:
             samples, nbytes = future.result()
             bar.update(samples, nbytes)
     return errors
+
+
+def _explained(error: BaseException, span: tuple[int, int]) -> BaseException:
+    """A range's error; a range that killed worker after worker gets one line with the fix.
+
+    Dask re-runs a range whose worker died on another worker by itself, up to
+    ``distributed.scheduler.allowed-failures`` times; past that the range's own samples
+    are the likely cause (memory, a crash in native code), so the run ends ``failed``.
+    """
+    from distributed import KilledWorker
+
+    if not isinstance(error, KilledWorker):
+        return error
+    import dask.config
+
+    allowed = dask.config.get("distributed.scheduler.allowed-failures")
+    cluster_error = ClusterError(
+        f"samples {span[0]}:{span[1]} were lost with their worker more than {allowed} times "
+        "(distributed.scheduler.allowed-failures): the range itself kills workers (out of "
+        "memory? a crash in the model?); the run is 'failed' with its committed blocks kept: "
+        "fix the cause, then capture_distributed(..., resume=True)"
+    )
+    cluster_error.__cause__ = error
+    return cluster_error

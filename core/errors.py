@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "BackendNotFoundError",
+    "ClusterError",
     "CorruptRunError",
     "DataError",
     "DimsError",
@@ -98,3 +99,8 @@ class ViewError(TensortapError, ValueError):
 
 class DimsError(TensortapError, ValueError):
     """A ``dims=`` override that does not fit the layer (wrong count, repeated names)."""
+
+
+class ClusterError(TensortapError, RuntimeError):
+    """The Dask cluster cannot run a distributed capture or analysis (a closed client, a
+    worker that cannot build the model, a range that kept killing its workers)."""
