@@ -125,7 +125,7 @@ def main(samples: int = 512, keep: str | None = None, write: bool = True) -> dic
     from bokeh.document import Document
 
     from tensortap.core.run import open_run
-    from tensortap.viz.server import RunCatalog, TensortapApp
+    from tensortap.viz.app import RunCatalog, TensortapApp
 
     folder = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="tt-bench-serve-"))
     run_path = folder / "large.zarr"

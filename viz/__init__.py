@@ -6,7 +6,7 @@
 Views read runs (or objects with the same reader API, docs/contracts.md), find dimensions by
 name, and import no framework.  They style themselves for Bokeh (HTML, notebooks,
 ``tensortap serve``) and Matplotlib (PNG export without a browser).  The served app lives
-in :mod:`tensortap.viz.server`; its names are imported on first use (Panel is heavy).
+in :mod:`tensortap.viz.app`; its names are imported on first use (Panel is heavy).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from tensortap.viz.distributions import (
 )
 from tensortap.viz.export import save
 from tensortap.viz.feature_maps import feature_map, feature_maps, feature_mosaic
+from tensortap.viz.gallery import gallery
 from tensortap.viz.top_samples import top_sample_positions, top_samples
 from tensortap.viz.units import dead_units, unit_health
 
@@ -39,6 +40,7 @@ __all__ = [
     "feature_map",
     "feature_maps",
     "feature_mosaic",
+    "gallery",
     "histogram_quantiles",
     "layer_summary",
     "save",
@@ -48,7 +50,7 @@ __all__ = [
     "unit_health",
 ]
 
-#: Names of the served app, imported from viz/server.py on first use.
+#: Names of the served app, imported from viz/app/ on first use.
 _SERVER = ("serve", "make_server", "TensortapApp", "RunCatalog")
 
 load_backends()
@@ -56,7 +58,7 @@ load_backends()
 
 def __getattr__(name: str) -> Any:
     if name in _SERVER:
-        value = getattr(import_module("tensortap.viz.server"), name)
+        value = getattr(import_module("tensortap.viz.app"), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'tensortap.viz' has no attribute {name!r}")
