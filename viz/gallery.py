@@ -22,8 +22,8 @@ MAX_TILES = 36
 
 
 def gallery_caption(row: dict[str, Any], names: list[str] | None = None) -> str:
-    """``"s12 · y 3 · ŷ 5 · 87% ✗"``: sample, label, prediction, confidence, a cross when
-    misclassified (the parts known; ``None`` is unknown)."""
+    """``"s12 3→5 87%"``: sample, label → prediction, confidence of the prediction, and a
+    cross when misclassified (the parts known; ``None`` is unknown)."""
 
     def named(value: Any) -> str:
         if names and 0 <= int(value) < len(names):
@@ -31,15 +31,18 @@ def gallery_caption(row: dict[str, Any], names: list[str] | None = None) -> str:
         return str(int(value))
 
     parts = [f"s{int(row['sample'])}"]
-    if row.get("label") is not None:
-        parts.append(f"y {named(row['label'])}")
-    if row.get("prediction") is not None:
-        parts.append(f"ŷ {named(row['prediction'])}")
+    label, prediction = row.get("label"), row.get("prediction")
+    if label is not None and prediction is not None:
+        parts.append(f"{named(label)}→{named(prediction)}")
+    elif label is not None:
+        parts.append(f"y {named(label)}")
+    elif prediction is not None:
+        parts.append(f"ŷ {named(prediction)}")
     if row.get("confidence") is not None and np.isfinite(row["confidence"]):
         parts.append(f"{100 * float(row['confidence']):.0f}%")
     if row.get("correct") is False:
         parts.append("✗")
-    return " · ".join(parts)
+    return " ".join(parts)
 
 
 def gallery(
@@ -98,8 +101,13 @@ def gallery(
         raise ViewError("the run kept no image inputs: capture with inputs stored to see them")
     names = (getattr(run, "attrs", None) or {}).get("class_names") or None
     captions = [gallery_caption(_known(table.loc[p].to_dict()), names) for p in shown]
-    title = f"{len(shown)} of {len(chosen)} samples · {_describe(filter, label, prediction)}"
-    return rgb_mosaic([to_rgb(p) for p in pixels], captions, title)
+    title = (
+        f"{len(shown)} of {len(chosen)} samples · {_describe(filter, label, prediction)} "
+        "· caption: sample label→prediction confidence"
+    )
+    # Wider for fewer tiles, so each caption fits its tile.
+    px = 560 if len(shown) > 9 else 460
+    return rgb_mosaic([to_rgb(p) for p in pixels], captions, title, px=px)
 
 
 def _known(row: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -383,14 +384,19 @@ class TensortapApp:
             self._warn("This link's view could not be restored in full: " + "; ".join(dropped))
 
     def _write_url(self) -> None:
-        """Mirror the view into the address bar (replaceState: no reload, no history spam)."""
-        location = pn.state.location
-        if location is None or self.run is None or self._busy:
+        """Mirror the view into the address bar (no reload; the browser keeps history)."""
+        location, document = pn.state.location, pn.state.curdoc
+        if location is None or document is None or self.run is None or self._busy:
             return
-        query = self.view_state().to_query()
-        import urllib.parse
+        # On the next tick: a Location change made while Panel still handles the browser's
+        # event (a tab click) reached the address bar only with the next event.
+        document.add_next_tick_callback(self._push_url)
 
-        search = "?" + urllib.parse.urlencode(query)
+    def _push_url(self) -> None:
+        location = pn.state.location
+        if location is None or self.run is None:
+            return
+        search = "?" + urllib.parse.urlencode(self.view_state().to_query())
         if location.search != search:
             location.search = search
 

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 #: Plots kept per view, one per frame shape (layer) seen last; hidden ones cost memory in
 #: the browser and the server, so only a few.
 KEPT_PLOTS = 3
+#: Plots per row when a view is a layout of several.
+PLOTS_PER_ROW = 2
 
 
 def frame_signature(obj: Any) -> tuple[Any, ...] | None:
@@ -61,6 +63,21 @@ def frame_signature(obj: Any) -> tuple[Any, ...] | None:
             )
         )
     return tuple(parts)
+
+
+def _panes(obj: Any, options: dict[str, Any]) -> pn.viewable.Viewable:
+    """A layout as one pane per plot, two plots per row.
+
+    A ``hv.Layout`` drawn as one Bokeh grid plot came out collapsed in the browser
+    (zero-width plots, only fragments of titles: issue 16) though the same object exported
+    to HTML was fine, and so did plots in CSS flex boxes; separate figures in Bokeh rows
+    lay out like every other plot of the page, and two per row fit a 1280-px screen.
+    """
+    if not isinstance(obj, hv.Layout):
+        return pn.pane.HoloViews(obj, **options)
+    panes = [pn.pane.HoloViews(element, **options) for element in obj]
+    rows = [pn.Row(*panes[i : i + PLOTS_PER_ROW]) for i in range(0, len(panes), PLOTS_PER_ROW)]
+    return pn.Column(*rows, margin=0)
 
 
 class ViewSlot:
@@ -150,7 +167,7 @@ class ViewSlot:
         view = self.container
         if signature is None:  # a layout: no DynamicMap can hold it
             self._piped = []
-            view.objects = [pn.pane.HoloViews(obj, **options)]
+            view.objects = [_panes(obj, options)]
             return
         pipe = hv.streams.Pipe(data=obj)
         dynamic = hv.DynamicMap(lambda data: data, streams=[pipe])

@@ -17,7 +17,13 @@ import panel as pn
 if TYPE_CHECKING:
     from tensortap.viz.app.session import TensortapApp
 
-__all__ = ["Tab"]
+__all__ = ["Tab", "side_by_side"]
+
+
+def side_by_side(*columns: Any) -> pn.Row:
+    """Views next to each other (a Bokeh row: in CSS flex boxes, plots drawn after a tab
+    switch came out collapsed, zero-width, in Chromium — issue 16)."""
+    return pn.Row(*columns)
 
 
 class Tab:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import panel as pn
 
-from tensortap.viz.app.tabs import Tab
+from tensortap.viz.app.tabs import Tab, side_by_side
 from tensortap.viz.sample_table import explained_classes
 
 __all__ = ["CAM_METHODS", "CamTab"]
@@ -25,6 +25,8 @@ __all__ = ["CAM_METHODS", "CamTab"]
 #: CAM methods of ``tt.cam`` (DESIGN.md §3), in the order the selector shows them.
 CAM_METHODS = ("gradcam", "gradcam++", "layercam", "hirescam", "xgradcam")
 _ANY = "every class"
+#: The value of "every class": a Select whose value is None shows a blank box on load.
+EVERY = -1
 #: Samples in the class grid.
 _GRID_SAMPLES = 9
 
@@ -42,7 +44,11 @@ class CamTab(Tab):
             label="CAM method", options=list(CAM_METHODS), width=160, css_classes=["tt-method"]
         )
         self.class_select = pn.widgets.Select(
-            label="Class explained", options={_ANY: None}, width=200, css_classes=["tt-class"]
+            label="Class explained",
+            options={_ANY: EVERY},
+            value=EVERY,
+            width=200,
+            css_classes=["tt-class"],
         )
         self.target_note = pn.pane.Markdown("", margin=(20, 10, 0, 10), css_classes=["tt-target"])
         # the grid's tiles, in order, for click-through (see app.select_tile)
@@ -59,16 +65,15 @@ class CamTab(Tab):
     def layout(self, views: Mapping[str, pn.Column]) -> pn.Column:
         return pn.Column(
             pn.Row(self.method_select, self.class_select, self.target_note),
-            pn.Row(
+            side_by_side(
                 pn.Column(pn.pane.Markdown("### Chosen sample"), views["cam"]),
                 pn.Column(
                     pn.pane.Markdown("### Samples whose maps explain the class"),
                     views["cam_grid"],
                 ),
-                sizing_mode="stretch_width",
-                styles={"flex-wrap": "wrap"},
             ),
             name=self.TITLE,
+            sizing_mode="stretch_width",
         )
 
     def on_run_opened(self) -> None:
@@ -80,17 +85,18 @@ class CamTab(Tab):
     def _set_class_options(self) -> None:
         run = self.app.run
         names = run.attrs.get("class_names") or []
-        options: dict[str, Any] = {_ANY: None}
+        options: dict[str, Any] = {_ANY: EVERY}
         for c in explained_classes(self.app.samples_table()):
             options[f"{c}: {names[c]}" if 0 <= c < len(names) else str(c)] = c
         current = self.class_select.value
         self.class_select.options = options
-        self.class_select.value = current if current in options.values() else None
+        self.class_select.value = current if current in options.values() else EVERY
         target = run.attrs.get("target")
         self.target_note.object = f"maps explain the run's target: **{target}**" if target else ""
 
     def state(self) -> dict[str, Any]:
-        return {"method": self.method_select.value, "class_": self.class_select.value}
+        chosen = self.class_select.value
+        return {"method": self.method_select.value, "class_": None if chosen == EVERY else chosen}
 
     def restore(self, state: Any) -> list[str]:
         dropped = []
@@ -121,7 +127,7 @@ class CamTab(Tab):
         app = self.app
         chosen = self.class_select.value
         samples: list[int] | None = None
-        if chosen is not None:
+        if chosen != EVERY:
             explained = app.samples_table()["explained"]
             samples = [int(p) for p in np.flatnonzero(explained.fillna(-1) == chosen)]
             samples = samples[:_GRID_SAMPLES]

@@ -66,7 +66,9 @@ class CompareTab(Tab):
         return {"compare": self.compare}
 
     def layout(self, views: Mapping[str, pn.Column]) -> pn.Column:
-        return pn.Column(self.compare_select, views["compare"], name=self.TITLE)
+        return pn.Column(
+            self.compare_select, views["compare"], name=self.TITLE, sizing_mode="stretch_width"
+        )
 
     def on_run_opened(self) -> None:
         app = self.app

@@ -33,11 +33,14 @@ class DistributionsTab(Tab):
 
     def layout(self, views: Mapping[str, pn.Column]) -> pn.Column:
         return pn.Column(
-            pn.Row(
-                pn.Column(pn.pane.Markdown("### This layer"), views["distribution"]),
-                pn.Column(pn.pane.Markdown("### Dead and saturated units"), views["dead_units"]),
-            ),
+            # One below the other: side by side they need 1,150 px, more than a 1280-px
+            # screen leaves beside the sidebar.
+            pn.pane.Markdown("### This layer"),
+            views["distribution"],
+            pn.pane.Markdown("### Dead and saturated units"),
+            views["dead_units"],
             pn.pane.Markdown("### All layers"),
             views["distributions"],
             name=self.TITLE,
+            sizing_mode="stretch_width",
         )

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import panel as pn
 
-from tensortap.viz.app.tabs import Tab
+from tensortap.viz.app.tabs import Tab, side_by_side
 
 __all__ = ["FeatureMapsTab"]
 
@@ -58,13 +58,14 @@ class FeatureMapsTab(Tab):
         return pn.Column(
             pn.pane.Markdown("### Channel maps of the layer for the chosen sample"),
             views["feature_maps"],
-            pn.Row(
+            side_by_side(
                 pn.Column(pn.pane.Markdown("### Chosen channel"), views["zoom"]),
                 pn.Column(
                     pn.pane.Markdown("### Samples that excite it most"), views["top_samples"]
                 ),
             ),
             name=self.TITLE,
+            sizing_mode="stretch_width",
         )
 
     def on_run_opened(self) -> None:

@@ -9,16 +9,18 @@ from typing import Any
 
 import panel as pn
 
-from tensortap.viz.app.tabs import Tab
+from tensortap.viz.app.tabs import Tab, side_by_side
 from tensortap.viz.sample_table import FILTERS
 
 __all__ = ["GalleryTab"]
 
 _ANY = "any"
+#: The value of "any": a Select whose value is None shows a blank box on load.
+ANY = -1
 
 
 def _class_options(values: Any, names: list[str]) -> dict[str, Any]:
-    options: dict[str, Any] = {_ANY: None}
+    options: dict[str, Any] = {_ANY: ANY}
     for c in sorted({int(v) for v in values.dropna()}):
         options[f"{c}: {names[c]}" if 0 <= c < len(names) else str(c)] = c
     return options
@@ -37,11 +39,16 @@ class GalleryTab(Tab):
             label="Show", options=list(FILTERS), width=150, css_classes=["tt-filter"]
         )
         self.label_select = pn.widgets.Select(
-            label="Label", options={_ANY: None}, width=130, css_classes=["tt-filter-label"]
+            label="Label",
+            options={_ANY: ANY},
+            value=ANY,
+            width=130,
+            css_classes=["tt-filter-label"],
         )
         self.prediction_select = pn.widgets.Select(
             label="Prediction",
-            options={_ANY: None},
+            options={_ANY: ANY},
+            value=ANY,
             width=130,
             css_classes=["tt-filter-prediction"],
         )
@@ -57,6 +64,10 @@ class GalleryTab(Tab):
         for widget in self._filters():
             widget.param.watch(lambda _: self.app.update("gallery"), "value")
 
+    @staticmethod
+    def _chosen(select: Any) -> int | None:
+        return None if select.value == ANY else int(select.value)
+
     def _filters(self) -> tuple[Any, ...]:
         return (self.filter_select, self.label_select, self.prediction_select, self.confidence)
 
@@ -68,13 +79,14 @@ class GalleryTab(Tab):
 
     def layout(self, views: Mapping[str, pn.Column]) -> pn.Column:
         return pn.Column(
-            pn.Row(*self._filters(), styles={"flex-wrap": "wrap"}),
+            side_by_side(*self._filters()),
             pn.pane.Markdown(
                 "Click a picture to choose that sample (sidebar, feature maps, CAM).",
                 margin=(0, 10),
             ),
             views["gallery"],
             name=self.TITLE,
+            sizing_mode="stretch_width",
         )
 
     def on_run_opened(self) -> None:
@@ -93,7 +105,7 @@ class GalleryTab(Tab):
             options = _class_options(table[column], names)
             current = select.value
             select.options = options
-            select.value = current if current in options.values() else None
+            select.value = current if current in options.values() else ANY
 
     def state(self) -> dict[str, Any]:
         return {"filter": self.filter_select.value}
@@ -118,8 +130,8 @@ class GalleryTab(Tab):
         return filter_samples(
             self.app.samples_table(),
             self.filter_select.value,
-            label=self.label_select.value,
-            prediction=self.prediction_select.value,
+            label=self._chosen(self.label_select),
+            prediction=self._chosen(self.prediction_select),
             min_confidence=low,
             max_confidence=high,
         )[:MAX_TILES]
@@ -129,8 +141,8 @@ class GalleryTab(Tab):
         return self.app.viz.gallery(
             self.app.run,
             filter=self.filter_select.value,
-            label=self.label_select.value,
-            prediction=self.prediction_select.value,
+            label=self._chosen(self.label_select),
+            prediction=self._chosen(self.prediction_select),
             min_confidence=low,
             max_confidence=high,
         )
