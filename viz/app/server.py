@@ -38,6 +38,14 @@ CHECK_UNUSED_SESSIONS_MS = 10_000
 
 def _session_app(catalog: RunCatalog, live_period_ms: int) -> pn.viewable.Viewable:
     """Build one session's page; the URL's state (``?run=``, ``tab=``…) is validated."""
+    from panel.io.resources import get_dist_path
+
+    document = pn.state.curdoc
+    if document is not None:
+        # A session built when its websocket connects (reused sessions, below) has no page
+        # request, and Panel then pointed its stylesheets at cdn.holoviz.org: this
+        # server's own files, always (offline use).
+        document.template_variables.setdefault("dist_url", get_dist_path(cdn=False))
     state, problems = ViewState.from_query(pn.state.session_args or {})
     app = TensortapApp(catalog, state.run, state=state, live_period_ms=live_period_ms)
     if problems and not app.notice.visible:
@@ -65,6 +73,7 @@ def make_server(
     port: int = 5006,
     show: bool = False,
     live_period_ms: int = 1000,
+    unused_session_lifetime_ms: int = UNUSED_SESSION_LIFETIME_MS,
 ) -> Any:
     """Create (but do not start) the Bokeh server of ``tensortap serve``.
 
@@ -80,6 +89,8 @@ def make_server(
         Open a browser tab once started.
     live_period_ms
         Live-mode polling period.
+    unused_session_lifetime_ms
+        How long a session whose browser is gone (or never connected) is kept.
 
     Returns
     -------
@@ -105,6 +116,12 @@ def make_server(
     # (blank panes, no error).  Canvas 2D has no such limit and is plenty for heatmaps.
     hv.renderer("bokeh").webgl = False
 
+    # Every page request used to build a whole session (widgets, tabs: ~0.1-1 s of CPU
+    # each), so 100 page loads took 22 s (issue 20) — 160 s on a loaded 2-CPU machine.
+    # Reused, the page's HTML comes from one prepared session, and a browser's own session
+    # is built from its request (its ?run=… included) when its websocket connects.
+    pn.config.reuse_sessions = True
+
     def app() -> pn.viewable.Viewable:
         return _session_app(catalog, live_period_ms)
 
@@ -120,8 +137,8 @@ def make_server(
         websocket_origin=_origins(address, port),
         liveness=True,
         verbose=False,
-        unused_session_lifetime_ms=UNUSED_SESSION_LIFETIME_MS,
-        check_unused_sessions_ms=CHECK_UNUSED_SESSIONS_MS,
+        unused_session_lifetime_ms=unused_session_lifetime_ms,
+        check_unused_sessions_ms=min(CHECK_UNUSED_SESSIONS_MS, unused_session_lifetime_ms),
     )
     server.tensortap_runs = runs  # for the caller's start-up line
     return server

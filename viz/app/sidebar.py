@@ -93,17 +93,27 @@ class Sidebar:
             pn.Row(self.run_select, self.rescan_button),
             self.live_toggle,
             self.status,
-            pn.layout.Divider(),
+            _rule(),
             self.layer_select,
             self.layer_list,
-            pn.layout.Divider(),
+            _rule(),
             self.sample_slider,
             pn.Row(self.thumbnail, self.sample_info),
-            pn.layout.Divider(),
+            _rule(),
             self.channel_slider,
             width=SIDEBAR_PX,
             css_classes=["tt-sidebar"],
         )
+
+
+def _rule() -> pn.pane.HTML:
+    """A horizontal rule (Panel's Divider loads its stylesheet from a CDN in sessions
+    built when their websocket connects; this page loads nothing from outside)."""
+    return pn.pane.HTML(
+        '<hr style="border:none;border-top:1px solid #ccc;margin:4px 0">',
+        sizing_mode="stretch_width",
+        margin=(0, 5),
+    )
 
 
 def header(root: Any) -> pn.Row:
