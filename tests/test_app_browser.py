@@ -105,7 +105,10 @@ def _plot_frames(page: Page, selector: str) -> list[dict[str, Any]]:
     its data ranges and title, as Bokeh itself laid it out."""
     return page.page.evaluate(
         """(selector) => {
-        const hosts = [...document.querySelectorAll(selector)];
+        const hosts = [];  // Panel renders each component in a shadow root: search them all
+        const search = (root) => { for (const e of root.querySelectorAll('*')) {
+            if (e.matches(selector)) hosts.push(e); if (e.shadowRoot) search(e.shadowRoot); } };
+        search(document);
         const inside = (el) => { for (let n = el; n; n = n.parentNode || n.host) {
             if (hosts.includes(n)) return true; } return false; };
         const out = [];

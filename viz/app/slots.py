@@ -170,10 +170,14 @@ class ViewSlot:
             view.objects = [_panes(obj, options)]
             return
         pipe = hv.streams.Pipe(data=obj)
-        dynamic = hv.DynamicMap(lambda data: data, streams=[pipe])
+        streams: list[Any] = [pipe]
         if self.on_tap is not None:
-            tap = hv.streams.Tap(source=dynamic, x=None, y=None)
+            # Among the DynamicMap's own streams: a Tap given only ``source=`` was not
+            # attached to the plot Panel drew (no tap event reached the server).
+            tap = hv.streams.Tap(x=None, y=None)
             tap.add_subscriber(self._tapped)
+            streams.append(tap)
+        dynamic = hv.DynamicMap(lambda data, **_: data, streams=streams)
         pane = pn.pane.HoloViews(dynamic, **options)
         kept = [entry for entry in self._piped[: KEPT_PLOTS - 1] if entry[0] in view.objects]
         for entry in kept:
