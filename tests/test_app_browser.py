@@ -251,6 +251,8 @@ def test_every_tab_fits_1280_without_sideways_scrolling(app_url: str, browser: A
             Path(keep).mkdir(parents=True, exist_ok=True)
             name = "app-" + tab.lower().replace(" ", "-") + ".png"
             page.page.screenshot(path=str(Path(keep) / name), full_page=True)
-    # No toolbar on the sidebar's thumbnail: a picture, not a plot.
+    # The sidebar's thumbnail is drawn, as a picture: no toolbar.
+    (thumbnail,) = _wait_plots(page, ".tt-thumbnail")
+    assert thumbnail["width"] > 100 and thumbnail["height"] > 100, thumbnail
     assert page.page.locator(".tt-thumbnail .bk-Toolbar").count() == 0
     assert page.errors == [], page.errors

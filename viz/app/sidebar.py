@@ -75,6 +75,8 @@ class Sidebar:
             height=260,
             width=SIDEBAR_PX - 20,
             layout="fit_data_table",
+            # Long layer names and shapes are cut to the column: the full text on hover.
+            configuration={"columnDefaults": {"tooltip": True}},
             formatters={
                 "mean": NumberFormatter(format="0.000"),
                 "std": NumberFormatter(format="0.000"),

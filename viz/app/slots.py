@@ -116,8 +116,11 @@ class ViewSlot:
         self.build = build
         self.on_tap = on_tap
         self.shown: Any = None  # the object drawn last, for on_tap
-        self.container = container or pn.Column(
-            css_classes=[f"tt-{name.replace('_', '-')}"], margin=0
+        # ``is None``, not ``or``: an empty Panel column is falsy.
+        self.container = (
+            container
+            if container is not None
+            else pn.Column(css_classes=[f"tt-{name.replace('_', '-')}"], margin=0)
         )
         self.seconds = 0.0
         # (pane showing a DynamicMap, its Pipe, the signature of the frames it can take)

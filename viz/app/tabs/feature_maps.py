@@ -20,6 +20,12 @@ GRID_CHANNELS = 64
 GRID_PX = 560
 
 
+def _pixel_ticks(n: int, most: int = 12) -> list[int]:
+    """Tick positions on pixel centres (0, 1, … or every k-th) for an axis of ``n`` pixels."""
+    step = max(1, -(-n // most))
+    return list(range(0, n, step))
+
+
 class FeatureMapsTab(Tab):
     """Channel mosaic (:func:`viz.feature_mosaic`), zoomed map, :func:`viz.top_samples`."""
 
@@ -113,7 +119,15 @@ class FeatureMapsTab(Tab):
         values = np.asarray(self._zoom_maps[1][channel], dtype=np.float64)
         title = f"channel {channel} · {sample_caption(run, position)}"
         image = map_image(values, activation, (str(one.dims[1]), str(one.dims[2])), title=title)
-        return image.opts(width=400, height=340, backend="bokeh")
+        # Whole-pixel ticks: on a map of a few pixels Bokeh put ticks at 0.5 steps.
+        rows, columns = values.shape
+        return image.opts(
+            width=400,
+            height=340,
+            xticks=_pixel_ticks(columns),
+            yticks=_pixel_ticks(rows),
+            backend="bokeh",
+        )
 
     def top_samples(self) -> Any:
         # One RGB mosaic with captions, not nine figures (see feature_maps).
