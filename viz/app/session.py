@@ -18,6 +18,7 @@ import panel as pn
 
 from tensortap.core.errors import RunNotFoundError, TensortapError, ViewError
 from tensortap.viz.app.clicks import tile_at
+from tensortap.viz.app.links import restore_view, view_state
 from tensortap.viz.app.sidebar import Sidebar, header, status_text
 from tensortap.viz.app.slots import ViewSlot
 from tensortap.viz.app.state import ViewState
@@ -341,47 +342,15 @@ class TensortapApp:
 
     def view_state(self) -> ViewState:
         """What a link to this view carries."""
-        active = self.tab_list[self.tabs.active].SLUG if self.tab_list else None
-        values: dict[str, Any] = {
-            "run": self.run_select.value,
-            "tab": active,
-            "layer": self.layer_select.value,
-            "sample": int(self.sample_slider.value) if self.run is not None else None,
-            "channel": int(self.channel_slider.value) if self.run is not None else None,
-        }
-        for tab in self.tab_list:
-            values.update(tab.state())
-        return ViewState(**values)
+        return view_state(self)
 
     def _restore_state(self) -> None:
         """Apply a shared URL's view once its run is open; say what could not be."""
         state, self._pending_state = self._pending_state, None
-        if state is None or self.run is None:
-            return
-        dropped: list[str] = []
-        if state.layer is not None:
-            if state.layer in self.run.layers:
-                self.layer_select.value = state.layer
-                self._set_channel_range()
-            else:
-                dropped.append(f"layer {state.layer!r} (not in this run)")
-        for name, slider in (("sample", self.sample_slider), ("channel", self.channel_slider)):
-            value = getattr(state, name)
-            if value is not None:
-                if value <= slider.end:
-                    slider.value = value
-                else:
-                    dropped.append(f"{name} {value} (the last is {slider.end})")
-        for tab in self.tab_list:
-            dropped += tab.restore(state)
-        if state.tab is not None:
-            slugs = [t.SLUG for t in self.tab_list]
-            if state.tab in slugs:
-                self.tabs.active = slugs.index(state.tab)
-            else:
-                dropped.append(f"tab {state.tab!r} (one of {', '.join(slugs)})")
-        if dropped:
-            self._warn("This link's view could not be restored in full: " + "; ".join(dropped))
+        if state is not None and self.run is not None:
+            dropped = restore_view(self, state)
+            if dropped:
+                self._warn("This link's view could not be restored in full: " + "; ".join(dropped))
 
     def _write_url(self) -> None:
         """Mirror the view into the address bar (no reload; the browser keeps history)."""
