@@ -55,6 +55,7 @@ def gallery(
     min_confidence: float = 0.0,
     max_confidence: float = 1.0,
     k: int = MAX_TILES,
+    table: pd.DataFrame | None = None,
 ) -> hv.Overlay:
     """The stored inputs of some samples in one mosaic, captioned for finding samples.
 
@@ -73,13 +74,16 @@ def gallery(
         the stored outputs when they are logits).
     k : int
         Tiles at most, the first ones in position order.
+    table : pandas.DataFrame, optional
+        The run's :func:`~tensortap.viz.sample_table.sample_table`, if already read.
 
     Returns
     -------
     holoviews.Overlay
         ``hv.RGB * hv.Labels``: one figure; its title says how many samples matched.
     """
-    table = sample_table(run)
+    if table is None:
+        table = sample_table(run)
     if samples is None:
         chosen = filter_samples(
             table,

@@ -14,7 +14,14 @@ import pandas as pd
 
 from tensortap.core.errors import ViewError
 
-__all__ = ["FILTERS", "confidence", "explained_classes", "filter_samples", "sample_table"]
+__all__ = [
+    "FILTERS",
+    "confidence",
+    "explained",
+    "explained_classes",
+    "filter_samples",
+    "sample_table",
+]
 
 #: Gallery filters, in the order the selector shows them.
 FILTERS = ("all", "correct", "misclassified")
@@ -55,17 +62,36 @@ def _scores(run: Any, n: int) -> np.ndarray | None:
     return np.asarray(outputs.transpose("sample", ...).values)
 
 
-def sample_table(run: Any) -> pd.DataFrame:
+def explained(run: Any, labels: np.ndarray | None, predictions: np.ndarray | None) -> Any:
+    """Per sample, the class whose score the stored gradients differentiate (``NA`` if
+    unknown) — :func:`tensortap.viz._run.target_class` for every sample in one read."""
+    n = int(run.samples)
+    tree = getattr(run, "tree", None)
+    values: Any = None
+    if tree is not None and "target_class" in getattr(tree, "variables", {}):
+        values = np.asarray(tree["target_class"].values)[:n]
+    else:
+        target = str((getattr(run, "attrs", None) or {}).get("target", ""))
+        if target == "predicted":
+            values = predictions
+        elif target == "label":
+            values = labels
+        elif target.startswith("class "):
+            values = np.full(n, int(target.split()[1]))
+    if values is None:
+        return pd.array([pd.NA] * n, dtype="Int64")
+    return pd.array(np.asarray(values, dtype=np.int64), dtype="Int64")
+
+
+def sample_table(run: Any, *, with_confidence: bool = True) -> pd.DataFrame:
     """One row per committed sample, indexed by position.
 
     Columns: ``sample`` (the run's index), ``label``, ``prediction``, ``confidence``
-    (probability of the prediction, NaN without stored scores), ``explained`` (the class
-    whose score the stored gradients differentiate, see
-    :func:`tensortap.viz._run.target_class`) and ``correct``; a column the run cannot fill
-    holds ``NA``.
+    (probability of the prediction, NaN without stored scores, or when
+    ``with_confidence=False``: reading every output is the slow part on a large run),
+    ``explained`` (the class whose score the stored gradients differentiate) and
+    ``correct``; a column the run cannot fill holds ``NA``.
     """
-    from tensortap.viz._run import target_class
-
     n = int(run.samples)
     frame = pd.DataFrame(index=pd.RangeIndex(n, name="position"))
     frame["sample"] = np.asarray(run.sample_indices)[:n] if n else []
@@ -74,12 +100,11 @@ def sample_table(run: Any) -> pd.DataFrame:
     frame["prediction"] = pd.array(
         predictions if predictions is not None else [pd.NA] * n, dtype="Int64"
     )
-    scores = _scores(run, n) if predictions is not None else None
+    scores = _scores(run, n) if predictions is not None and with_confidence else None
     frame["confidence"] = (
         confidence(scores, predictions) if scores is not None and n else np.full(n, np.nan)
     )
-    explained = [target_class(run, p) for p in range(n)] if n else []
-    frame["explained"] = pd.array([pd.NA if c is None else c for c in explained], dtype="Int64")
+    frame["explained"] = explained(run, labels, predictions)
     frame["correct"] = (
         pd.array(labels == predictions, dtype="boolean")
         if labels is not None and predictions is not None

@@ -13,6 +13,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import panel as pn
 
@@ -94,7 +95,7 @@ class TensortapApp:
         self._busy = False  # set while one change fans out to several widgets
         self._stale: set[str] = set()
         self._pending_state = state
-        self._samples_table: tuple[tuple[Any, ...], pd.DataFrame] | None = None
+        self._samples_tables: dict[tuple[Any, ...], pd.DataFrame] = {}
 
         self.notice = pn.pane.Alert(
             "", alert_type="warning", visible=False, margin=(5, 10), css_classes=["tt-notice"]
@@ -196,12 +197,21 @@ class TensortapApp:
             )
         return min(int(self.sample_slider.value), n - 1)
 
-    def samples_table(self) -> pd.DataFrame:
-        """:func:`sample_table` of the open run (re-read when samples are committed)."""
-        cache_key = (id(self.run), self.run.samples)
-        if self._samples_table is None or self._samples_table[0] != cache_key:
-            self._samples_table = (cache_key, sample_table(self.run))
-        return self._samples_table[1]
+    def samples_table(self, *, with_confidence: bool = False) -> pd.DataFrame:
+        """:func:`sample_table` of the open run (re-read when samples are committed).
+
+        Without confidences unless asked: they read every stored output, seconds on a
+        large run, and only the gallery's filters and captions need them.
+        """
+        cache_key = (id(self.run), self.run.samples, with_confidence)
+        cached = self._samples_tables.get(cache_key)
+        if cached is None:
+            if len(self._samples_tables) > 4:
+                self._samples_tables.clear()
+            cached = self._samples_tables[cache_key] = sample_table(
+                self.run, with_confidence=with_confidence
+            )
+        return cached
 
     def select_sample(self, position: int, tab: str | None = None) -> None:
         """Show sample ``position`` (a click on a tile), on tab ``tab`` if given."""
@@ -239,11 +249,26 @@ class TensortapApp:
         """The chosen sample's stored input, and its label, prediction and confidence."""
         sample = self.sample()
         run = self.run
-        row = self.samples_table().loc[sample]
+        row = self.samples_table().loc[sample].copy()
+        row["confidence"] = self._confidence(sample)
         self.sample_info.object = sample_description(run, sample, row)
         if not run.input_names:
             return pn.pane.Markdown("*(inputs not stored)*")
         return input_thumbnail(run, sample)
+
+    def _confidence(self, sample: int) -> float:
+        """The prediction's probability for one sample (one output read, not all)."""
+        from tensortap.viz.sample_table import confidence
+
+        run = self.run
+        if run.predictions is None or not run.output_names:
+            return float("nan")
+        outputs = run.outputs()
+        if outputs is None or outputs.ndim != 2:
+            return float("nan")
+        scores = np.asarray(outputs.isel(sample=[sample]).transpose("sample", ...).values)
+        predicted = np.asarray(run.predictions.values[sample : sample + 1], dtype=np.int64)
+        return float(confidence(scores, predicted)[0])
 
     def _needs_run(self, build: Callable[[], Any]) -> Callable[[], Any]:
         def checked() -> Any:

@@ -128,7 +128,7 @@ class GalleryTab(Tab):
 
         low, high = self.confidence.value
         return filter_samples(
-            self.app.samples_table(),
+            self.app.samples_table(with_confidence=True),
             self.filter_select.value,
             label=self._chosen(self.label_select),
             prediction=self._chosen(self.prediction_select),
@@ -145,4 +145,5 @@ class GalleryTab(Tab):
             prediction=self._chosen(self.prediction_select),
             min_confidence=low,
             max_confidence=high,
+            table=self.app.samples_table(with_confidence=True),
         )
