@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from tensortap.core.errors import InputMismatchError, UnsupportedModelError
@@ -56,6 +57,10 @@ def model_name(model: torch.nn.Module) -> str:
 def _trace_tensors(values: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
     tensors = {}
     for name, value in values.items():
+        if isinstance(value, np.ndarray) and not value.flags.writeable:
+            # torch.as_tensor warns ("non-writable NumPy array") to the user: copy the
+            # few samples traced instead (issue 16).
+            value = np.array(value[:_TRACE_SAMPLES])
         tensor = torch.as_tensor(value)
         if tensor.dim() == 0:
             raise InputMismatchError(

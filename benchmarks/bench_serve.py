@@ -1,8 +1,8 @@
 """Benchmark of ``tensortap serve`` on a run of several GB (issue 5).
 
-Targets: the app opens the run in ≤ 2 s, and answers an interaction (new sample, channel
-or layer: read what it needs, build the HoloViews element, render the Bokeh models) in
-≤ 300 ms median, measured server-side.
+Targets (issue 16): the app opens the run in ≤ 1 s, and answers an interaction (new
+sample, channel or layer: read what it needs, build the HoloViews element, render the
+Bokeh models) in ≤ 150 ms median, measured server-side.
 
 The run is made by the engine from a tiny Keras model whose ``wide`` layer (a 1×1
 convolution to 256 channels over 64×64 inputs) produces 4 MiB of float32 per sample, so
@@ -37,8 +37,8 @@ from benchmarks._results import write_section
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-OPEN_TARGET_S = 2.0
-INTERACTION_TARGET_MS = 300.0
+OPEN_TARGET_S = 1.0
+INTERACTION_TARGET_MS = 150.0
 
 
 def _model(size: int, channels: int) -> Any:
@@ -125,7 +125,7 @@ def main(samples: int = 512, keep: str | None = None, write: bool = True) -> dic
     from bokeh.document import Document
 
     from tensortap.core.run import open_run
-    from tensortap.viz.server import RunCatalog, TensortapApp
+    from tensortap.viz.app import RunCatalog, TensortapApp
 
     folder = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="tt-bench-serve-"))
     run_path = folder / "large.zarr"
@@ -161,7 +161,7 @@ def main(samples: int = 512, keep: str | None = None, write: bool = True) -> dic
         layer_ms = _timed(
             app, lambda i: setattr(app.layer_select, "value", ("narrow", "wide")[i % 2]), 10
         )
-        app.tabs.active = 2
+        app.tabs.active = [tab.SLUG for tab in app.tab_list].index("cam")
         cam_ms = _timed(app, lambda i: setattr(app.sample_slider, "value", int(picks[i])), 10)
         interaction_ms = sample_ms + channel_ms + layer_ms + cam_ms
         result = {
@@ -178,6 +178,7 @@ def main(samples: int = 512, keep: str | None = None, write: bool = True) -> dic
             "cam_sample_ms_median": statistics.median(cam_ms),
             "interaction_ms_median": statistics.median(interaction_ms),
             "interaction_ms_p90": float(np.percentile(interaction_ms, 90)),
+            "load_average": os.getloadavg()[0],
         }
         result["open_ok"] = result["open_s"] <= OPEN_TARGET_S
         result["interaction_ok"] = result["interaction_ms_median"] <= INTERACTION_TARGET_MS
@@ -205,7 +206,7 @@ def _write_results(r: dict[str, Any]) -> None:
             "| measure | value | target |",
             "|---|---|---|",
             f"| open the run in the app (metadata, layer table, first views rendered) "
-            f"| {r['open_s']:.2f} s | ≤ {OPEN_TARGET_S:.0f} s {ok[r['open_ok']]} |",
+            f"| {r['open_s']:.2f} s | ≤ {OPEN_TARGET_S:g} s {ok[r['open_ok']]} |",
             f"| new sample (thumbnail, feature-map grid, zoomed map) median "
             f"| {r['sample_ms_median']:.0f} ms | |",
             f"| new channel (zoomed map, top samples) median | {r['channel_ms_median']:.0f} ms | |",
@@ -226,7 +227,9 @@ def _write_results(r: dict[str, Any]) -> None:
             "frame of the same shape updates its plot in place (a Pipe'd DynamicMap), and "
             "a view keeps the plots of its last 3 layers, so the layer toggles above "
             "(`narrow` ↔ `wide`) update plots while a layer's first view builds them. "
-            "Interactions on this shared 2-CPU machine vary by about ±30 %.",
+            "Interactions on this shared 2-CPU machine vary by about ±30 %; this run was "
+            f"measured with a load average of {r['load_average']:.1f} (other engineers' "
+            "work): the lead re-runs it on a quiet machine.",
             "",
         ]
     )

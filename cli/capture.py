@@ -23,7 +23,7 @@ def backend_name_for_file(path: str) -> str:
     if p.suffix in (".pt", ".pth"):
         return "torch"
     raise UnsupportedModelError(
-        f"cannot load a model from {path!r}: use a .keras file or a SavedModel folder"
+        f"cannot load a model from {path!r}: use a .keras/.h5 file, a SavedModel folder, or a .pt/.pth file of a torch.save(d) nn.Module"
     )
 
 
@@ -33,7 +33,7 @@ def load_model(path: str) -> tuple[Any, Any]:
 
     if not os.path.exists(path):
         raise UnsupportedModelError(
-            f"model {path!r} does not exist; give a .keras file or a SavedModel folder"
+            f"model {path!r} does not exist; give a .keras/.h5 file, a SavedModel folder or a PyTorch .pt/.pth file"
         )
     backend = get_backend(backend_name_for_file(path))
     try:
@@ -175,7 +175,8 @@ def capture(
     no_progress: bool,
     workers: int | None,
 ) -> None:
-    """Capture MODEL (.keras or SavedModel) on DATA (.npy, .npz or image folder) into a run."""
+    """Capture MODEL (.keras/.h5, SavedModel folder, or .pt/.pth of a whole nn.Module) on
+    DATA (.npy, .npz or image folder) into a run."""
     import_tensorflow_quietly()
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other; choose one")

@@ -1,4 +1,9 @@
-"""``tensortap export``: one view of a run written to a PNG or a self-contained HTML file."""
+"""``tensortap export``: one view of a run written to a PNG or a self-contained HTML file.
+
+``--view`` takes the name of the :mod:`tensortap.viz` function that draws it, so a view
+seen in Python is exported by the same name (``heatmap``, ``cam`` and ``layers``, the
+older names, still work).
+"""
 
 from __future__ import annotations
 
@@ -12,18 +17,27 @@ from tensortap.core.cam import CAM_METHODS
 from tensortap.core.errors import ViewError
 from tensortap.core.explain import MODEL_METHODS, explanation_name
 
-__all__ = ["VIEWS", "export", "export_command"]
+__all__ = ["ALIASES", "VIEWS", "build_view", "export", "export_command"]
 
 #: ``--method`` choices: offline CAMs, then explanations ``tensortap explain`` stored.
 METHODS = (*CAM_METHODS, *MODEL_METHODS, *ATTRIBUTION_METHODS)
 
-#: ``--view`` choices and what each draws.
+#: ``--view`` choices (the viz function names) and what each draws.
 VIEWS = {
-    "heatmap": "feature maps of --layer for --sample (one map with --channel)",
-    "distribution": "histogram of --layer (all layers without --layer)",
-    "cam": "CAM (--method) of --layer over the stored input of --sample",
-    "layers": "every layer's distribution and its dead/saturated units",
+    "feature_maps": "channel maps of --layer for --sample (--channels, --order)",
+    "feature_mosaic": "the same maps tiled into one image (--channels, --order)",
+    "top_samples": "stored inputs that most excite --channel of --layer",
+    "distribution": "histogram of --layer",
+    "distributions": "every layer's distribution",
+    "dead_units": "dead and saturated channels per layer",
+    "cam_overlay": "CAM (--method) of --layer over the stored input of --sample",
+    "cam_figure": "input | CAM with its colour bar | overlay, for --sample",
+    "cam_grid": "CAMs of --samples (default: the first 9)",
+    "gallery": "stored inputs with label, prediction, confidence (--filter, --samples)",
+    "compare": "this run against --against RUN2 (statistics, and maps of --layer)",
 }
+#: Older ``--view`` names, kept working.
+ALIASES = {"heatmap": "feature_maps", "cam": "cam_figure", "layers": "layers"}
 
 
 def _spatial_layers(run: Any) -> list[str]:
@@ -31,7 +45,7 @@ def _spatial_layers(run: Any) -> list[str]:
 
 
 def _default_layer(run: Any, view: str) -> str:
-    """First spatial layer for a heatmap; for a CAM the last convolution-like one.
+    """First spatial layer for maps; for a CAM the last convolution-like one.
 
     A CAM of the last convolution is what Grad-CAM's paper uses; layers after it with
     spatial names (a dense head on a token grid...) would draw a meaningless map.  Without
@@ -39,39 +53,99 @@ def _default_layer(run: Any, view: str) -> str:
     """
     spatial = _spatial_layers(run)
     if not spatial:
-        raise ViewError(f"the run has no spatial layer to show as a {view}; pass --layer")
-    if view != "cam":
+        raise ViewError(f"the run has no spatial layer to show as {view}; pass --layer")
+    if not (view.startswith("cam") or view == "compare"):
         return spatial[0]
     conv_like = [k for k in spatial if "conv" in str(run.node(k).get("layer_type", "")).lower()]
     return (conv_like or spatial)[-1]
 
 
+def _integers(text: str | None, option: str) -> list[int] | None:
+    """``"0,3,5"`` → ``[0, 3, 5]``; ``"2-5"`` ranges allowed."""
+    if text is None:
+        return None
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                low, high = part.split("-", 1)
+                out.extend(range(int(low), int(high) + 1))
+            elif part:
+                out.append(int(part))
+    except ValueError:
+        raise ViewError(
+            f"{option} {text!r} is not a list of whole numbers; use e.g. {option} 0,3,5 or 0-8"
+        ) from None
+    return out
+
+
 def build_view(
-    run: Any, view: str, layer: str | None, sample: int, channel: int | None, method: str
+    run: Any,
+    view: str,
+    layer: str | None,
+    sample: int,
+    channel: int | None,
+    method: str,
+    *,
+    samples: str | None = None,
+    channels: str | None = None,
+    order: str = "index",
+    filter: str = "all",
+    against: str | None = None,
 ) -> Any:
     """The HoloViews object ``tensortap export --view`` writes."""
     import holoviews as hv
 
     from tensortap import viz
 
-    if view == "heatmap":
+    view = ALIASES.get(view, view)
+    picked = _integers(channels, "--channels")
+    if view in ("feature_maps", "feature_mosaic"):
         key = layer or _default_layer(run, view)
-        if channel is None:
-            return viz.feature_maps(run, key, sample=sample)
-        return viz.feature_maps(run, key, sample=sample, channels=[channel], max_channels=1)
+        if channel is not None and picked is None:
+            picked = [channel]
+        draw = viz.feature_maps if view == "feature_maps" else viz.feature_mosaic
+        kwargs: dict[str, Any] = {"order": order}
+        if picked is not None:
+            kwargs.update(channels=picked, max_channels=len(picked))
+        return draw(run, key, sample=sample, **kwargs)
+    if view == "top_samples":
+        key = layer or _default_layer(run, view)
+        return viz.top_samples(run, key, channel or 0)
     if view == "distribution":
         return viz.distribution(run, layer) if layer else viz.distributions(run)
-    if view == "cam" and method not in METHODS:
+    if view == "distributions":
+        return viz.distributions(run)
+    if view == "dead_units":
+        return viz.dead_units(run)
+    if view in ("cam_overlay", "cam_figure", "cam_grid") and method not in METHODS:
         raise ViewError(f"unknown CAM method {method!r}; choose one of: {', '.join(METHODS)}")
-    if view == "cam" and method in CAM_METHODS:
-        # Input | map with its colour bar | overlay: readable at any input size.
-        return viz.cam_figure(run, layer or _default_layer(run, view), sample=sample, method=method)
-    if view == "cam":  # an explanation computed with the model and stored in the run
+    if view in ("cam_overlay", "cam_figure") and method not in CAM_METHODS:
+        # an explanation computed with the model (tensortap explain) and stored in the run
         from tensortap.viz.explanations import explanation_overlay
 
         with_layer = method in ("scorecam", "ablationcam")
         key = (layer or _default_layer(run, view)) if with_layer else None
         return explanation_overlay(run, explanation_name(method, key), sample=sample)
+    if view == "cam_overlay":
+        return viz.cam_overlay(
+            run, layer or _default_layer(run, view), sample=sample, method=method
+        )
+    if view == "cam_figure":
+        # Input | map with its colour bar | overlay: readable at any input size.
+        return viz.cam_figure(run, layer or _default_layer(run, view), sample=sample, method=method)
+    if view == "cam_grid":
+        key = layer or _default_layer(run, view)
+        return viz.cam_grid(run, key, samples=_integers(samples, "--samples"), method=method)
+    if view == "gallery":
+        return viz.gallery(run, _integers(samples, "--samples"), filter=filter)
+    if view == "compare":
+        if against is None:
+            raise ViewError("--view compare needs a second run: add --against RUN2")
+        from tensortap.core.run import open_run
+
+        return viz.compare(run, open_run(against), key=layer, sample=sample, channel=channel)
     if view == "layers":
         layers = hv.Layout([viz.distributions(run), viz.dead_units(run)]).cols(1)
         # No panel letters (Matplotlib drew them over the titles), and a figure as wide as
@@ -92,8 +166,13 @@ def export_command(
     channel: int | None = None,
     method: str = "gradcam",
     width: int | None = None,
+    **options: Any,
 ) -> Path:
-    """Open ``run_path``, build ``view`` and save it to ``output`` (``.png`` or ``.html``)."""
+    """Open ``run_path``, build ``view`` and save it to ``output`` (``.png`` or ``.html``).
+
+    ``options`` are :func:`build_view`'s keyword arguments (samples, channels, order,
+    filter, against).
+    """
     from tensortap.core.run import open_run
     from tensortap.viz import save
 
@@ -101,7 +180,8 @@ def export_command(
     if suffix not in (".png", ".html"):  # fail before opening a possibly large run
         raise ViewError(f"cannot export to {output!r}: -o must end in .png or .html")
     run = open_run(run_path)
-    return save(build_view(run, view, layer, sample, channel, method), output, width=width)
+    built = build_view(run, view, layer, sample, channel, method, **options)
+    return save(built, output, width=width)
 
 
 @click.command()
@@ -109,16 +189,34 @@ def export_command(
 @click.option(
     "--view",
     default=None,
-    type=click.Choice(["heatmap", "distribution", "cam", "layers"]),
-    help="heatmap: feature maps; distribution: a layer's histogram (all layers "
-    "without --layer); cam: CAM over the input; layers: every layer's "
-    "distribution and dead units.",
+    type=click.Choice([*VIEWS, *ALIASES]),
+    help="The viz function that draws it: "
+    + "; ".join(f"{name}: {text}" for name, text in VIEWS.items())
+    + ". Older names: heatmap (feature_maps), cam (cam_figure), layers.",
 )
 @click.option(
-    "--layer", default=None, help="Layer key (default: first spatial layer; last for cam)."
+    "--layer", default=None, help="Layer key (default: first spatial layer; last for CAMs)."
 )
 @click.option("--sample", default=0, show_default=True, type=int, help="Sample position.")
-@click.option("--channel", default=None, type=int, help="One channel for --view heatmap.")
+@click.option("--channel", default=None, type=int, help="One channel (maps, top_samples).")
+@click.option("--channels", default=None, help="Channels of the maps, e.g. 0,3,5 or 0-15.")
+@click.option("--samples", default=None, help="Sample positions for cam_grid / gallery, e.g. 0-8.")
+@click.option(
+    "--order",
+    default="index",
+    show_default=True,
+    type=click.Choice(["index", "energy"]),
+    help="Map order: channel index, or strongest (mean squared activation) first.",
+)
+@click.option(
+    "--filter",
+    "sample_filter",
+    default="all",
+    show_default=True,
+    type=click.Choice(["all", "correct", "misclassified"]),
+    help="Which samples the gallery shows.",
+)
+@click.option("--against", default=None, type=click.Path(), help="Second run for compare.")
 @click.option(
     "--method",
     default="gradcam",
@@ -143,6 +241,11 @@ def export(
     layer: str | None,
     sample: int,
     channel: int | None,
+    channels: str | None,
+    samples: str | None,
+    order: str,
+    sample_filter: str,
+    against: str | None,
     method: str,
     width: int | None,
     output: str | None,
@@ -158,6 +261,18 @@ def export(
     if view is None or output is None:
         raise click.UsageError("give --view and -o OUT.png|OUT.html, or --tensorboard DIR")
     path = export_command(
-        run, view, output, layer=layer, sample=sample, channel=channel, method=method, width=width
+        run,
+        view,
+        output,
+        layer=layer,
+        sample=sample,
+        channel=channel,
+        method=method,
+        width=width,
+        samples=samples,
+        channels=channels,
+        order=order,
+        filter=sample_filter,
+        against=against,
     )
     click.echo(f"wrote {path}")

@@ -8,7 +8,7 @@ import click
 
 from tensortap.cli._tensorflow import import_tensorflow_quietly
 
-__all__ = ["graph", "graph_command", "info", "info_text"]
+__all__ = ["MODEL_FORMATS", "graph", "graph_command", "info", "info_text"]
 
 
 def _size(n: float) -> str:
@@ -90,12 +90,62 @@ def unit_lines(run: Any) -> list[str]:
     return lines
 
 
-def graph_command(model_path: str) -> str:
-    """The capture graph of a model file, as a table."""
-    from tensortap.cli.capture import load_model
+#: What ``tensortap graph`` and ``capture`` load, for help texts and errors.
+MODEL_FORMATS = (
+    "a Keras .keras/.h5 file, a TensorFlow SavedModel folder, or a PyTorch .pt/.pth file "
+    "holding a whole nn.Module (torch.save(model, path))"
+)
 
-    backend, model = load_model(model_path)
-    return str(backend.graph(model))
+
+def _example_batch(input_shape: str | None, example: str | None) -> Any:
+    """The example batch a PyTorch graph is traced from: zeros of ``--input-shape``
+    (per sample, e.g. ``3,32,32``) or the first samples of ``--example`` (a data file)."""
+    import numpy as np
+
+    from tensortap.core.errors import DataError
+
+    if example is not None:
+        from tensortap.cli.datafiles import load_data
+
+        # .npy inputs are memory-mapped (read-only): copy the two samples traced
+        return np.array(load_data(example, None).x[:2])
+    assert input_shape is not None
+    try:
+        shape = tuple(int(n) for n in input_shape.replace("x", ",").split(",") if n.strip())
+    except ValueError:
+        shape = ()
+    if not shape or any(n <= 0 for n in shape):
+        raise DataError(
+            f"--input-shape {input_shape!r} is not a per-sample shape; give positive whole "
+            "numbers, e.g. --input-shape 3,32,32 for one image of 3 channels, 32×32"
+        )
+    return np.zeros((2, *shape), dtype=np.float32)
+
+
+def graph_command(
+    model_path: str, input_shape: str | None = None, example: str | None = None
+) -> str:
+    """The capture graph of a model file, as a table.
+
+    A PyTorch model has no graph until it runs: it is traced from ``input_shape`` zeros or
+    the ``example`` data file.
+    """
+    import warnings
+
+    from tensortap.cli.capture import load_model
+    from tensortap.core.errors import UnsupportedModelError
+
+    with warnings.catch_warnings():  # torch.load's "only load files you trust": said below
+        warnings.simplefilter("ignore", UserWarning)
+        backend, model = load_model(model_path)
+    if backend.name != "torch":
+        return str(backend.graph(model))
+    if input_shape is None and example is None:
+        raise UnsupportedModelError(
+            f"{model_path!r} is a PyTorch model, whose graph is traced from an example batch: "
+            "add --input-shape C,H,W (e.g. 3,32,32) or --example FILE (.npy/.npz/image folder)"
+        )
+    return str(backend.graph(model, _example_batch(input_shape, example)))
 
 
 @click.command()
@@ -105,9 +155,24 @@ def info(run: str) -> None:
     click.echo(info_text(run))
 
 
-@click.command()
+@click.command(
+    help="Print MODEL's capture graph: every key you can select with --layers. MODEL is "
+    + MODEL_FORMATS
+    + "; a PyTorch model is traced from --input-shape or --example. PyTorch files are "
+    "unpickled: load only files you trust."
+)
 @click.argument("model", type=click.Path())
-def graph(model: str) -> None:
-    """Print MODEL's capture graph: every key you can select with --layers."""
+@click.option(
+    "--input-shape",
+    default=None,
+    help="PyTorch: the shape of one sample, e.g. 3,32,32 (traced with zeros).",
+)
+@click.option(
+    "--example",
+    default=None,
+    type=click.Path(),
+    help="PyTorch: a data file whose first samples are traced (.npy, .npz, image folder).",
+)
+def graph(model: str, input_shape: str | None, example: str | None) -> None:
     import_tensorflow_quietly()
-    click.echo(graph_command(model))
+    click.echo(graph_command(model, input_shape, example))

@@ -23,7 +23,7 @@ def serve(path: str, address: str, port: int, show: bool) -> None:
     Only runs under PATH can be opened, whatever the URL asks for.  Live mode follows a
     capture that is still writing.  Stop with Ctrl-C.
     """
-    from tensortap.viz.server import serve as serve_runs
+    from tensortap.viz.app import serve as serve_runs
 
     # A missing PATH or one without runs raises RunNotFoundError: one line, exit 2.
     serve_runs(path, address=address, port=port, show=show)

@@ -260,7 +260,7 @@ def _capture_range(job: _RangeJob) -> tuple[int, int]:
     def count(samples: int, nbytes: int) -> None:
         written[0] += nbytes
 
-    # Dask re-runs a range whose worker died (DESIGN.md §6, issue 18): the blocks the dead
+    # Dask re-runs a range whose worker died (docs/design.md §6, issue 18): the blocks the dead
     # worker committed are whole and stay, so each sample is captured into the run once.
     counts = writer.committed_counts()
     b = job.settings.batch_size

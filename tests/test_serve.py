@@ -97,7 +97,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def test_catalog_lists_runs_recursively_and_skips_links(served: dict[str, Any]) -> None:
-    from tensortap.viz.server import RunCatalog
+    from tensortap.viz.app import RunCatalog
 
     catalog = RunCatalog(served["root"])
     assert [entry.id for entry in catalog.runs()] == ["exp/a.zarr", "exp/b.zarr"]
@@ -120,7 +120,7 @@ def test_catalog_lists_runs_recursively_and_skips_links(served: dict[str, Any]) 
     ],
 )
 def test_catalog_refuses_paths_outside(served: dict[str, Any], run_id: str) -> None:
-    from tensortap.viz.server import RunAccessError, RunCatalog
+    from tensortap.viz.app import RunAccessError, RunCatalog
 
     catalog = RunCatalog(served["root"])
     with pytest.raises(RunAccessError):
@@ -130,7 +130,7 @@ def test_catalog_refuses_paths_outside(served: dict[str, Any], run_id: str) -> N
 
 
 def test_catalog_unknown_run(served: dict[str, Any]) -> None:
-    from tensortap.viz.server import RunCatalog
+    from tensortap.viz.app import RunCatalog
 
     with pytest.raises(RunNotFoundError):
         RunCatalog(served["root"]).resolve("notes")
@@ -138,7 +138,7 @@ def test_catalog_unknown_run(served: dict[str, Any]) -> None:
 
 def test_app_shows_bad_run_as_message(served: dict[str, Any], tmp_path: Path) -> None:
     """A partial run (metadata says run, arrays missing) gives a message, not a crash."""
-    from tensortap.viz.server import RunCatalog, TensortapApp
+    from tensortap.viz.app import RunCatalog, TensortapApp
 
     broken = tmp_path / "broken.zarr"
     shutil.copytree(served["root"] / "exp" / "a.zarr", broken)
@@ -149,7 +149,7 @@ def test_app_shows_bad_run_as_message(served: dict[str, Any], tmp_path: Path) ->
 
 
 def test_app_builds_every_view_without_a_browser(served: dict[str, Any]) -> None:
-    from tensortap.viz.server import RunCatalog, TensortapApp
+    from tensortap.viz.app import RunCatalog, TensortapApp
 
     app = TensortapApp(RunCatalog(served["root"]), "exp/a.zarr", defer=False)
     assert app.run is not None and not app.notice.visible

@@ -6,7 +6,7 @@
 Views read runs (or objects with the same reader API, docs/contracts.md), find dimensions by
 name, and import no framework.  They style themselves for Bokeh (HTML, notebooks,
 ``tensortap serve``) and Matplotlib (PNG export without a browser).  The served app lives
-in :mod:`tensortap.viz.server`; its names are imported on first use (Panel is heavy).
+in :mod:`tensortap.viz.app`; its names are imported on first use (Panel is heavy).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from tensortap.viz.explanations import explanation_overlay
 from tensortap.viz.export import save
 from tensortap.viz.faithfulness import faithfulness_ranking
 from tensortap.viz.feature_maps import feature_map, feature_maps, feature_mosaic
+from tensortap.viz.gallery import gallery
 from tensortap.viz.notebook import auto_notebook, notebook
 from tensortap.viz.steps import (
     compare_steps,
@@ -55,6 +56,7 @@ __all__ = [
     "feature_map",
     "feature_maps",
     "feature_mosaic",
+    "gallery",
     "histogram_over_steps",
     "histogram_quantiles",
     "layer_summary",
@@ -68,7 +70,7 @@ __all__ = [
     "unit_health",
 ]
 
-#: Names of the served app, imported from viz/server.py on first use.
+#: Names of the served app, imported from viz/app/ on first use.
 _SERVER = ("serve", "make_server", "TensortapApp", "RunCatalog")
 
 load_backends()
@@ -77,7 +79,7 @@ auto_notebook()  # in Jupyter, views render as plots with no hv.extension() call
 
 def __getattr__(name: str) -> Any:
     if name in _SERVER:
-        value = getattr(import_module("tensortap.viz.server"), name)
+        value = getattr(import_module("tensortap.viz.app"), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'tensortap.viz' has no attribute {name!r}")

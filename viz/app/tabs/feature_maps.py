@@ -1,0 +1,137 @@
+"""The Feature maps tab: the chosen layer's channel maps for one sample, one channel
+zoomed, and the samples that excite that channel most."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+import panel as pn
+
+from tensortap.viz.app.tabs import Tab, side_by_side
+
+__all__ = ["FeatureMapsTab"]
+
+#: Channels tiled in the feature-map mosaic; the zoomed map reaches the others.
+GRID_CHANNELS = 64
+#: Screen pixels of the mosaic's longer side.
+GRID_PX = 560
+
+
+def _pixel_ticks(n: int, most: int = 12) -> list[int]:
+    """Tick positions on pixel centres (0, 1, … or every k-th) for an axis of ``n`` pixels."""
+    step = max(1, -(-n // most))
+    return list(range(0, n, step))
+
+
+class FeatureMapsTab(Tab):
+    """Channel mosaic (:func:`viz.feature_mosaic`), zoomed map, :func:`viz.top_samples`."""
+
+    TITLE = "Feature maps"
+    SLUG = "feature-maps"
+    FOLLOWS = {
+        "sample": ("feature_maps", "zoom"),
+        "channel": ("zoom", "top_samples"),
+        "layer": ("feature_maps", "zoom", "top_samples"),
+        "samples": ("top_samples",),
+    }
+
+    def __init__(self, app: Any) -> None:
+        super().__init__(app)
+        # The zoomed map's sample, all channels: (run, samples, layer, position), maps.
+        self._zoom_maps: tuple[tuple[Any, ...], np.ndarray] | None = None
+
+    def builders(self) -> dict[str, Callable[[], Any]]:
+        return {
+            "feature_maps": self.feature_maps,
+            "zoom": self.zoom,
+            "top_samples": self.top_samples,
+        }
+
+    def tile_positions(self) -> dict[str, Callable[[], list[int]]]:
+        return {"top_samples": self._top_positions}
+
+    def _top_positions(self) -> list[int]:
+        from tensortap.viz.top_samples import top_sample_positions
+
+        app = self.app
+        ranked, _ = top_sample_positions(app.run, app.key, int(app.channel_slider.value), 9)
+        return [int(p) for p in ranked]
+
+    def layout(self, views: Mapping[str, pn.Column]) -> pn.Column:
+        return pn.Column(
+            pn.pane.Markdown("### Channel maps of the layer for the chosen sample"),
+            views["feature_maps"],
+            side_by_side(
+                pn.Column(pn.pane.Markdown("### Chosen channel"), views["zoom"]),
+                pn.Column(
+                    pn.pane.Markdown("### Samples that excite it most"), views["top_samples"]
+                ),
+            ),
+            name=self.TITLE,
+            sizing_mode="stretch_width",
+        )
+
+    def on_run_opened(self) -> None:
+        self._zoom_maps = None
+
+    def feature_maps(self) -> Any:
+        # One mosaic image, not one figure per channel: 64 Bokeh figures took seconds to
+        # build per sample on a 256-channel layer; one image with its labels takes tens of
+        # milliseconds (benchmarks/RESULTS.md, Serve).
+        app = self.app
+        with warnings.catch_warnings():  # "showing 64 of 256": the title says so already
+            warnings.simplefilter("ignore", UserWarning)
+            return app.viz.feature_mosaic(
+                app.run,
+                app.key,
+                sample=app.sample(),
+                max_channels=GRID_CHANNELS,
+                labels=True,
+                frame_px=GRID_PX,
+            )
+
+    def zoom(self) -> Any:
+        """The chosen channel's map alone, with axes and its own colour range.
+
+        Drawn apart from the grid so that choosing a channel redraws this small plot only
+        (and reaches channels beyond the grid's first 64).
+        """
+        from tensortap.viz._run import check_channel, check_sample, layer_map, sample_caption
+        from tensortap.viz.feature_maps import map_image
+
+        app, run, key = self.app, self.app.run, self.app.key
+        activation = run.activation(key)
+        position = check_sample(int(activation.sizes["sample"]), app.sample())
+        one = layer_map(activation.isel(sample=position), key)
+        if "height" not in one.dims:
+            return pn.pane.Markdown(
+                f"Layer `{key}` has no channel maps: the grid above shows all of it."
+            )
+        channel = check_channel(key, int(one.sizes["channel"]), int(app.channel_slider.value))
+        # The whole sample is one chunk: read it once and keep it, so that choosing
+        # another channel of the same sample reads nothing.
+        cache_key = (str(run.path), id(run), run.samples, key, position)
+        if self._zoom_maps is None or self._zoom_maps[0] != cache_key:
+            self._zoom_maps = (cache_key, np.asarray(one.values))
+        values = np.asarray(self._zoom_maps[1][channel], dtype=np.float64)
+        title = f"channel {channel} · {sample_caption(run, position)}"
+        image = map_image(values, activation, (str(one.dims[1]), str(one.dims[2])), title=title)
+        # Whole-pixel ticks: on a map of a few pixels Bokeh put ticks at 0.5 steps.
+        rows, columns = values.shape
+        return image.opts(
+            width=400,
+            height=340,
+            xticks=_pixel_ticks(columns),
+            yticks=_pixel_ticks(rows),
+            backend="bokeh",
+        )
+
+    def top_samples(self) -> Any:
+        # One RGB mosaic with captions, not nine figures (see feature_maps).
+        app = self.app
+        return app.viz.top_samples(
+            app.run, app.key, int(app.channel_slider.value), k=9, layout="mosaic"
+        )
