@@ -191,8 +191,11 @@ class Recorder:
     def _sources(self, inputs: Any) -> list[tuple[tuple[int | None, ...], tuple[str, ...]]]:
         found = []
         for tensor in tf.nest.flatten(inputs):
-            if isinstance(tensor, tf.Tensor) and tensor.name in self.known:
-                found.append(self.known[tensor.name])
+            # An eager constant a layer feeds itself (keras_hub ViT's position ids) has no
+            # name and comes from no traced layer.
+            name = getattr(tensor, "name", None) if isinstance(tensor, tf.Tensor) else None
+            if name in self.known:
+                found.append(self.known[name])
         return found
 
     def dims_of(self, tensor: Any) -> tuple[str, ...] | None:
