@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from tensortap.core.backend import Backend
+from tensortap.core.block_size import BlockRule
 from tensortap.core.blocks import array_creator, capture_blocks, n_classes
 from tensortap.core.data import Batch, as_source
 from tensortap.core.errors import EmptyDataError, ResumeMismatchError, TensortapError
@@ -130,6 +131,8 @@ def capture(
     sharded: bool = False,
     depth: int = 1,
     threads: int | None = None,
+    block_size: int | None = None,
+    chunk_bytes: int | None = None,
 ) -> Run:
     """Capture activations (and gradients) of ``model`` on ``data`` into a run.
 
@@ -150,7 +153,7 @@ def capture(
     labels : array, optional
         One label per sample (or give ``(x, y)`` data).
     batch_size : int
-        Samples per batch, and per chunk of every stored array.
+        Samples per compute batch (what the model sees at once).
     dtype : str, optional
         Storage dtype of activations and gradients (``"float16"``); statistics always
         come from the full-precision values.
@@ -175,6 +178,13 @@ def capture(
         Computed blocks that may wait for the writer (memory: about ``depth + 2`` blocks).
     threads : int, optional
         Writer threads per block.
+    block_size : int, optional
+        Samples per storage block (one chunk of every array, one commit), a multiple of
+        ``batch_size``.  By default as many whole batches as fill ``chunk_bytes`` in the
+        largest array, bounded by memory and ~2 s of compute a block
+        (:mod:`tensortap.core.block_size`).  A resumed run keeps its own.
+    chunk_bytes : int, optional
+        Target bytes of the largest array's chunk when the block size is chosen (64 MiB).
 
     Returns
     -------
@@ -202,6 +212,7 @@ def capture(
     nodes = capture_graph.select(layers)
     if gradients and not backend_obj.supports_gradients:
         raise TensortapError(f"the {backend_obj.name} backend cannot capture gradients")
+    rule = BlockRule.from_options(block_size, chunk_bytes, int(batch_size))
     input_names = tuple(spec.name for spec in capture_graph.inputs)
     source = as_source(
         data, input_names=input_names, batch_size=batch_size, labels=labels, backend=backend_obj
@@ -224,6 +235,7 @@ def capture(
         total=source.length,
         inputs=input_names,
         outputs=tuple(spec.name for spec in capture_graph.outputs),
+        block_size=rule.block_size,
     )
     location = open_location(store, storage_options, read_only=False)
     writer: RunWriter | None = None
@@ -262,6 +274,7 @@ def capture(
         depth,
         threads,
         gradients,
+        rule,
     )
     return Run(location, lazy=True)
 
@@ -283,7 +296,7 @@ def _pending(
     position = start
     for batch in itertools.chain([first], rest):
         block = position // block_size
-        if block < len(committed) and committed[block] == len(batch):
+        if block < len(committed) and committed[block] >= position % block_size + len(batch):
             bar.update(len(batch), 0)
         else:
             yield position, batch
@@ -305,9 +318,10 @@ def _run_blocks(
     depth: int,
     threads: int | None,
     gradients: bool,
+    rule: BlockRule,
 ) -> None:
     bar = _Progress(total, start, progress)
-    blocks = _pending(first, rest, start, writer.committed_counts(), writer.batch_size, bar)
+    blocks = _pending(first, rest, start, writer.committed_counts(), writer.block_size, bar)
     try:
         capture_blocks(
             backend,
@@ -322,6 +336,8 @@ def _run_blocks(
             threads=threads,
             on_first=array_creator(writer, capture_graph, nodes, total),
             on_committed=bar.update,
+            rule=rule,
+            total=total,
         )
     except BaseException:
         bar.close()
