@@ -141,6 +141,8 @@ class _BlockSizer:
     def observe(self, parts: BlockParts, seconds: float) -> int | None:
         """The block size once it can be decided, else ``None`` (compute another batch)."""
         batch = self.writer.batch_size
+        if len(parts) % batch:  # a short batch: the data ended
+            return self.at_end(parts)
         if parts.batches == 1:
             size = self._choose(parts, None)
             return size if size <= batch else None
