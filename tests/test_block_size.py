@@ -270,3 +270,30 @@ def test_dask_capture_with_multi_batch_blocks_is_bit_equal(tmp_path: Path) -> No
         got, want = run.stats(key), single.stats(key)
         for name in got.data_vars:
             np.testing.assert_array_equal(got[name].values, want[name].values)
+
+
+# ----------------------------------------------------------------------------- the CLI
+def test_cli_block_size_and_its_error(tmp_path: Path) -> None:
+    keras = pytest.importorskip("keras")
+    from click.testing import CliRunner
+
+    from tensortap.cli import main
+
+    inputs = keras.Input((6,), name="x")
+    outputs = keras.layers.Dense(3, activation="softmax", name="dense")(inputs)
+    model_path = tmp_path / "m.keras"
+    keras.Model(inputs, outputs).save(model_path)
+    x = np.random.default_rng(0).random((40, 6)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    runner = CliRunner()
+    args = [str(model_path), str(tmp_path / "x.npy"), "--batch-size", "4", "--no-progress"]
+    ok = runner.invoke(main, ["capture", *args, "-o", str(tmp_path / "r"), "--block-size", "12"])
+    assert ok.exit_code == 0, ok.output
+    run = tt.open_run(tmp_path / "r")
+    assert run.block_size == 12 and run.samples == 40
+    bad = runner.invoke(main, ["capture", *args, "-o", str(tmp_path / "b"), "--block-size", "10"])
+    assert bad.exit_code == 2
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 1 and "block_size=10" in lines[0] and "Traceback" not in bad.stderr
+    assert "pass a multiple such as 8 or 12" in lines[0]
+    assert not (tmp_path / "b").exists()  # refused before anything was written
