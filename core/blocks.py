@@ -77,6 +77,8 @@ def array_creator(
     ) -> None:
         if session.info:
             writer.set_status("capturing", info=dict(session.info), score=session.info.get("score"))
+        elif not writer.has_arrays:
+            writer.set_status("capturing")  # stores the block size before any array exists
         if writer.has_arrays:  # a resumed run
             return
         keys = writer.settings.layers

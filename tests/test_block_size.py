@@ -192,6 +192,44 @@ def test_run_without_block_size_attr_still_opens(tmp_path: Path) -> None:
     np.testing.assert_array_equal(run.activation("dense").values, model.forward(x)["dense"])
 
 
+class _QuietBackend(FakeBackend):
+    """A backend whose session reports no info (nothing else writes the root attrs)."""
+
+    def session(self, model, nodes, *, gradients=False, target=None):  # type: ignore[no-untyped-def]
+        session = super().session(model, nodes, gradients=gradients, target=target)
+        session.info = {}
+        return session
+
+
+def test_live_reader_sees_the_block_size_before_the_first_commit(tmp_path: Path) -> None:
+    """The block size is in the root attrs before any block is committed, so a reader of a
+    live (or killed) run never counts committed samples with the batch size."""
+    model, x = FakeModel(), images(48)
+    path = tmp_path / "r.zarr"
+    seen: list[tuple[Any, int, str]] = []
+
+    def batches() -> Iterator[np.ndarray]:
+        for i in range(0, 48, 8):
+            if i == 32:  # block 0 (samples 0..23) was handed to the writer: wait for it
+                deadline = time.monotonic() + 30
+                while tt.open_run(path).samples == 0 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                run = tt.open_run(path)
+                seen.append((run.attrs["block_size"], run.samples, run.status))
+            yield x[i : i + 8]
+
+    tt.capture(
+        model,
+        batches(),
+        store=path,
+        backend=_QuietBackend(),
+        batch_size=8,
+        chunk_bytes=24 * 1024,  # 1 KiB a sample in the conv layer: blocks of 24
+        progress=False,
+    )
+    assert seen == [(24, 24, "capturing")]
+
+
 # ----------------------------------------------------------------------------- kill -9
 def test_kill_9_mid_block_then_resume(tmp_path: Path) -> None:
     """Blocks of 3 batches: a kill inside a block loses only that block; resume then stores
