@@ -59,6 +59,8 @@ def capture_command(
     image_size: tuple[int, int] | None,
     progress: bool,
     workers: int | None = None,
+    block_size: int | None = None,
+    chunk_bytes: int | None = None,
 ) -> str:
     """Run a capture (on ``workers`` local Dask processes when given); returns the summary."""
     from tensortap.cli.datafiles import load_data
@@ -74,6 +76,8 @@ def capture_command(
         "resume": resume,
         "overwrite": overwrite,
         "progress": progress,
+        "block_size": block_size,
+        "chunk_bytes": chunk_bytes,
     }
     if workers:
         return _capture_on_workers(model_path, data_path, data, output, workers, **options)
@@ -122,6 +126,19 @@ def _capture_on_workers(
     "--target", default="predicted", show_default=True, help="predicted, label, or a class index."
 )
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--block-size",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Samples per storage block (chunk and commit), a multiple of --batch-size "
+    "[default: sized by bytes].",
+)
+@click.option(
+    "--chunk-bytes",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Target bytes of the largest array's chunk when sizing blocks [default: 67108864].",
+)
 @click.option("--dtype", default=None, help="Storage dtype of activations, e.g. float16.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run.")
@@ -148,6 +165,8 @@ def capture(
     gradients: bool,
     target: str,
     batch_size: int,
+    block_size: int | None,
+    chunk_bytes: int | None,
     dtype: str | None,
     resume: bool,
     overwrite: bool,
@@ -174,5 +193,7 @@ def capture(
             image_size=tuple(image_size) if image_size else None,
             progress=not no_progress,
             workers=workers,
+            block_size=block_size,
+            chunk_bytes=chunk_bytes,
         )
     )

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from tensortap.core.backend import Backend
+from tensortap.core.block_size import BlockRule
 from tensortap.core.blocks import array_creator, capture_blocks, n_classes
 from tensortap.core.data import Batch, _as_inputs, _is_arraylike, as_source
 from tensortap.core.engine import _Progress, resolve_backend
@@ -324,6 +325,8 @@ def capture_distributed(
     sharded: bool = False,
     depth: int = 1,
     threads: int | None = None,
+    block_size: int | None = None,
+    chunk_bytes: int | None = None,
 ) -> Run:
     """Capture a run with Dask workers, each capturing disjoint block-aligned sample ranges.
 
@@ -344,8 +347,9 @@ def capture_distributed(
         The cluster's client; default: the current client, else a ``LocalCluster`` started
         for this call.
     layers, gradients, target, labels, batch_size, dtype, overwrite, resume, storage_options,
-    progress, keep_inputs, codec, sharded, depth, threads
-        As for :func:`tensortap.capture`.  ``progress`` advances per finished range.
+    progress, keep_inputs, codec, sharded, depth, threads, block_size, chunk_bytes
+        As for :func:`tensortap.capture`.  The coordinator captures block 0 itself, which
+        decides the block size by the same rule; the ranges are whole blocks.  ``progress`` advances per finished range.
     ranges_per_worker : int, optional
         Ranges per worker (default 2).  More ranges balance uneven workers and lose less
         work to a failure, at the cost of one task each.
@@ -386,6 +390,7 @@ def capture_distributed(
     nodes = graph.select(layers)
     if gradients and not backend.supports_gradients:
         raise TensortapError(f"the {backend.name} backend cannot capture gradients")
+    rule = BlockRule.from_options(block_size, chunk_bytes, int(batch_size))
     input_names = tuple(spec.name for spec in graph.inputs)
     source = as_source(x, input_names=input_names, batch_size=batch_size, labels=label_array)
     total = source.length
@@ -412,6 +417,7 @@ def capture_distributed(
         total=total,
         inputs=input_names,
         outputs=tuple(spec.name for spec in graph.outputs),
+        block_size=rule.block_size,
     )
     location = open_location(url, storage_options, read_only=False)
     if resume:
@@ -425,9 +431,6 @@ def capture_distributed(
             )
     else:
         writer = RunWriter.open(location, settings, overwrite=overwrite)
-    settings = writer.settings  # a resume keeps the run's block size
-    b = settings.batch_size
-    n_blocks = -(-total // b)
     bar = _Progress(total, int(writer.committed_counts().sum()), progress)
     try:
         if not writer.has_arrays:
@@ -444,7 +447,10 @@ def capture_distributed(
                 depth,
                 threads,
                 bar,
+                rule,
             )
+        settings = writer.settings  # block 0 decided the block size; a resume keeps the run's
+        n_blocks = -(-total // writer.block_size)
         # A run trimmed by an earlier failed capture is grown back here, by the coordinator
         # alone, before any worker writes.
         writer.ensure_capacity(total)
@@ -507,15 +513,24 @@ def _first_block(
     depth: int,
     threads: int | None,
     bar: _Progress,
+    rule: BlockRule,
 ) -> None:
-    """Capture block 0 here: it creates the arrays (pre-sized to ``total``) and fixes the
-    histogram edges from its values, exactly as the single-process engine does."""
+    """Capture block 0 here: it decides the block size, creates the arrays (pre-sized to
+    ``total``) and fixes the histogram edges from its values, exactly as the single-process
+    engine does."""
     b = writer.batch_size
-    stop = min(b, total)
-    batch = Batch(
-        {name: np.ascontiguousarray(c.array[:stop]) for name, c in columns.items()},
-        None if labels is None else np.asarray(labels[:stop]),
-    )
+
+    def batches() -> Iterator[tuple[int, Batch]]:  # computed only as far as block 0 needs
+        for start in range(0, total, b):
+            stop = min(start + b, total)
+            yield (
+                start,
+                Batch(
+                    {n: np.ascontiguousarray(c.array[start:stop]) for n, c in columns.items()},
+                    None if labels is None else np.asarray(labels[start:stop]),
+                ),
+            )
+
     capture_blocks(
         backend,
         model,
@@ -523,12 +538,15 @@ def _first_block(
         nodes,
         writer,
         target,
-        iter([(0, batch)]),
+        batches(),
         gradients=writer.settings.gradients,
         depth=depth,
         threads=threads,
         on_first=array_creator(writer, graph, nodes, total),
         on_committed=bar.update,
+        rule=rule,
+        total=total,
+        max_blocks=1,
     )
 
 
@@ -557,7 +575,7 @@ def _run_ranges(
     """
     from distributed import as_completed
 
-    b = settings.batch_size
+    b = settings.block_size or settings.batch_size
     n_workers = max(1, len(client.scheduler_info().get("workers", {})))
     per_worker = ranges_per_worker or DEFAULT_RANGES_PER_WORKER
     token = _token(factory)

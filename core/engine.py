@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from tensortap.core.backend import Backend
+from tensortap.core.block_size import BlockRule
 from tensortap.core.blocks import array_creator, capture_blocks, n_classes
 from tensortap.core.data import Batch, as_source
 from tensortap.core.errors import EmptyDataError, ResumeMismatchError, TensortapError
@@ -131,6 +132,8 @@ def capture(
     depth: int = 1,
     threads: int | None = None,
     dims: Mapping[str, Sequence[str]] | None = None,
+    block_size: int | None = None,
+    chunk_bytes: int | None = None,
 ) -> Run:
     """Capture activations (and gradients) of ``model`` on ``data`` into a run.
 
@@ -151,7 +154,7 @@ def capture(
     labels : array, optional
         One label per sample (or give ``(x, y)`` data).
     batch_size : int
-        Samples per batch, and per chunk of every stored array.
+        Samples per compute batch (what the model sees at once).
     dtype : str, optional
         Storage dtype of activations and gradients (``"float16"``); statistics always
         come from the full-precision values.
@@ -180,6 +183,13 @@ def capture(
         Dimension names by node key, for layers whose axes the backend cannot know
         (``{"block": ("height", "width", "channel")}`` declares a custom layer spatial);
         see :func:`tensortap.core.graph.override_dims`.
+    block_size : int, optional
+        Samples per storage block (one chunk of every array, one commit), a multiple of
+        ``batch_size``.  By default as many whole batches as fill ``chunk_bytes`` in the
+        largest array, bounded by memory and ~2 s of compute a block
+        (:mod:`tensortap.core.block_size`).  A resumed run keeps its own.
+    chunk_bytes : int, optional
+        Target bytes of the largest array's chunk when the block size is chosen (64 MiB).
 
     Returns
     -------
@@ -207,6 +217,7 @@ def capture(
     nodes = override_dims(capture_graph.select(layers), dims)
     if gradients and not backend_obj.supports_gradients:
         raise TensortapError(f"the {backend_obj.name} backend cannot capture gradients")
+    rule = BlockRule.from_options(block_size, chunk_bytes, int(batch_size))
     input_names = tuple(spec.name for spec in capture_graph.inputs)
     source = as_source(
         data, input_names=input_names, batch_size=batch_size, labels=labels, backend=backend_obj
@@ -229,6 +240,7 @@ def capture(
         total=source.length,
         inputs=input_names,
         outputs=tuple(spec.name for spec in capture_graph.outputs),
+        block_size=rule.block_size,
     )
     location = open_location(store, storage_options, read_only=False)
     writer: RunWriter | None = None
@@ -267,6 +279,7 @@ def capture(
         depth,
         threads,
         gradients,
+        rule,
     )
     return Run(location, lazy=True)
 
@@ -288,7 +301,7 @@ def _pending(
     position = start
     for batch in itertools.chain([first], rest):
         block = position // block_size
-        if block < len(committed) and committed[block] == len(batch):
+        if block < len(committed) and committed[block] >= position % block_size + len(batch):
             bar.update(len(batch), 0)
         else:
             yield position, batch
@@ -310,9 +323,10 @@ def _run_blocks(
     depth: int,
     threads: int | None,
     gradients: bool,
+    rule: BlockRule,
 ) -> None:
     bar = _Progress(total, start, progress)
-    blocks = _pending(first, rest, start, writer.committed_counts(), writer.batch_size, bar)
+    blocks = _pending(first, rest, start, writer.committed_counts(), writer.block_size, bar)
     try:
         capture_blocks(
             backend,
@@ -327,6 +341,8 @@ def _run_blocks(
             threads=threads,
             on_first=array_creator(writer, capture_graph, nodes, total),
             on_committed=bar.update,
+            rule=rule,
+            total=total,
         )
     except BaseException:
         bar.close()

@@ -108,7 +108,8 @@ class Run:
         if not np.array_equal(counts, self._counts):
             self._stats_cache = {}  # reductions are valid for one commit state only
         self._counts = counts
-        self.block_size = int(attrs.get("batch_size") or 1)
+        # Runs from before blocks held several batches have no block_size: one batch each.
+        self.block_size = int(attrs.get("block_size") or attrs.get("batch_size") or 1)
         indices: np.ndarray = commit.committed_samples(self._counts, self.block_size)
         self._indices = indices
         prefix = len(indices) and indices[-1] == len(indices) - 1

@@ -114,7 +114,7 @@ def test_resume_fills_gaps_and_never_rewrites_committed_blocks(cnn: object, tmp_
 
     x = _x(32)
     path = tmp_path / "gap.zarr"
-    tt.capture(cnn, x, store=path, layers="conv", batch_size=8, progress=False)
+    tt.capture(cnn, x, store=path, layers="conv", batch_size=8, block_size=8, progress=False)
     expected = tt.open_run(path).activation("conv").values
     group = zarr.open_group(path, mode="r+")
     group["committed"][1] = 0  # block 1 (samples 8..15) lost its commit: a gap

@@ -2,7 +2,8 @@
 
 :class:`RunWriter` owns the Zarr layout; it does not decide *when* to write (that is the
 engine's pipeline) nor compute statistics (:mod:`tensortap.core.stats`).  Every array with
-a sample axis is chunked (or sharded) by whole blocks of ``batch_size`` samples, so a block
+a sample axis is chunked (or sharded) by whole blocks of ``block_size`` samples (whole compute
+batches, :mod:`tensortap.core.block_size`), so a block
 is written to its own objects only; the block is committed in the commit record after all
 of them (:mod:`tensortap.core.store.commit`).
 """
@@ -13,7 +14,7 @@ import asyncio
 import datetime as _dt
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -69,6 +70,9 @@ class RunSettings:
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
     info: dict[str, Any] = field(default_factory=dict)
+    #: Samples per storage block (a multiple of ``batch_size``); ``None`` until the first
+    #: batches decide it (:func:`tensortap.core.block_size.choose_block_size`).
+    block_size: int | None = None
 
     def attrs(self, status: str) -> dict[str, Any]:
         """The root ``tensortap`` attribute block."""
@@ -87,6 +91,7 @@ class RunSettings:
             "outputs": list(self.outputs),
             "gradients": self.gradients,
             "batch_size": self.batch_size,
+            "block_size": self.block_size,
             "dtype": self.dtype,
             "codec": self.codec.describe(),
             "sharded": self.sharded,
@@ -205,6 +210,9 @@ class RunWriter:
             writer = cls(location, zarr.open_group(store, mode="r+"), settings)
             writer._check_resume(attrs)
             writer._reopen()
+            if not writer.has_arrays and not attrs.get("block_size"):
+                # Killed before its first block: nothing is chunked yet, decide it afresh.
+                writer.settings = replace(writer.settings, block_size=settings.block_size)
             writer.set_status("capturing")
             return writer
         if attrs is not None or not empty:
@@ -261,10 +269,17 @@ class RunWriter:
                 f"cannot resume {self.location.url!r}: schema {attrs.get('schema')} is not "
                 f"{layout.SCHEMA}; capture again with overwrite=True"
             )
-        # The block size is the run's chunking: a resume keeps it whatever was asked.
+        # The block size is the run's chunking: a resume keeps it (and the batch size that
+        # divides it) whatever was asked.  Runs written before blocks held several batches
+        # have no ``block_size``: their block is one batch.
         stored_batch = int(attrs.get("batch_size", wanted.batch_size))
-        if stored_batch != wanted.batch_size:
-            settings = asdict(wanted) | {"batch_size": stored_batch, "codec": wanted.codec}
+        stored_block = attrs.get("block_size") or stored_batch
+        if (stored_batch, stored_block) != (wanted.batch_size, wanted.block_size):
+            settings = asdict(wanted) | {
+                "batch_size": stored_batch,
+                "block_size": int(stored_block),
+                "codec": wanted.codec,
+            }
             self.settings = RunSettings(**settings)
 
     @classmethod
@@ -344,8 +359,26 @@ class RunWriter:
 
     @property
     def batch_size(self) -> int:
-        """Samples per block (= per chunk along the sample axis)."""
+        """Samples per compute batch."""
         return self.settings.batch_size
+
+    @property
+    def block_size(self) -> int:
+        """Samples per block (= per chunk along the sample axis); the batch size until
+        :meth:`set_block_size` decides it."""
+        return self.settings.block_size or self.settings.batch_size
+
+    @property
+    def block_size_decided(self) -> bool:
+        """Whether the block size is fixed (given, decided, or the run's own)."""
+        return self.settings.block_size is not None
+
+    def set_block_size(self, block_size: int) -> None:
+        """Fix a new run's block size, before its arrays exist (stored with the next
+        :meth:`set_status`)."""
+        if self.has_arrays and block_size != self.block_size:
+            raise ValueError("the block size of a run with arrays cannot change")
+        self.settings = replace(self.settings, block_size=int(block_size))
 
     def committed_counts(self) -> np.ndarray:
         """Samples committed per block."""
@@ -356,7 +389,7 @@ class RunWriter:
 
     def committed_prefix(self) -> int:
         """Samples committed from 0 without a gap: where a resume continues."""
-        return int(commit.committed_prefix(self.committed_counts(), self.batch_size))
+        return int(commit.committed_prefix(self.committed_counts(), self.block_size))
 
     # ------------------------------------------------------------------ creating
     def _array(
@@ -423,7 +456,7 @@ class RunWriter:
         """Create every array, sized for ``capacity`` samples, from the first block's shapes."""
         with _guard(self.location, "write a run to"):
             s = self.settings
-            b = s.batch_size
+            b = self.block_size
             capacity = max(b, math.ceil(capacity / b) * b)
             n_blocks = capacity // b
             self.capacity = capacity
@@ -533,7 +566,7 @@ class RunWriter:
         codec: Codec | None,
         dtype: Any = None,
     ) -> None:
-        b = self.settings.batch_size
+        b = self.block_size
         per_sample = tuple(first.shape[1:])
         dims = (
             tuple(dims)
@@ -612,7 +645,7 @@ class RunWriter:
                 "full precision; reduce over committed blocks (tensortap.open_run(...).stats)",
             },
         )
-        b = s.batch_size
+        b = self.block_size
         self._array(
             f"{stats}/{layout.BIN_EDGES}",
             edges.shape,
@@ -663,12 +696,12 @@ class RunWriter:
         """
         if stop <= self.capacity:
             return
-        b = self.batch_size
+        b = self.block_size
         capacity = max(stop, 2 * self.capacity)
         self._resize(math.ceil(capacity / b) * b)
 
     def _resize(self, capacity: int) -> None:
-        b = self.batch_size
+        b = self.block_size
         shapes = [(self.arrays[path], capacity) for path in self._sample_arrays] + [
             (self.arrays[path], math.ceil(capacity / b)) for path in self._block_arrays
         ]
@@ -729,7 +762,7 @@ class RunWriter:
         s = self.settings
         base = layout.layer_path(key)
         stop = start + len(activation)
-        block = start // s.batch_size
+        block = start // self.block_size
         stored = np.dtype(s.dtype) if s.dtype else None
         nbytes = 0
         rows = slice(start, stop)
@@ -762,7 +795,7 @@ class RunWriter:
     def commit(self, start: int, n_samples: int) -> None:
         """Mark the block starting at ``start`` committed — only after all its writes."""
         record = self.arrays[layout.COMMIT]
-        block = start // self.batch_size
+        block = start // self.block_size
         with _guard(self.location, "commit to"):
             if not self._whole_chunks.write(record, block, np.int64(n_samples)):
                 commit.mark_committed(record, block, n_samples)
@@ -772,7 +805,7 @@ class RunWriter:
         with _guard(self.location, "update"):
             stored = cast("Mapping[str, Any]", self.group.attrs.get(layout.ATTRS_KEY, {}))
             attrs = dict(stored)
-            attrs.update(status=status, **extra)
+            attrs.update(status=status, block_size=self.settings.block_size, **extra)
             self.group.attrs.update({layout.ATTRS_KEY: attrs})
 
     def finish(self, status: str) -> int:
@@ -780,7 +813,7 @@ class RunWriter:
         set ``status``.  Returns the number of committed samples."""
         counts = self.committed_counts()
         committed = int(counts.sum())
-        prefix = commit.committed_prefix(counts, self.batch_size)
+        prefix = commit.committed_prefix(counts, self.block_size)
         if self.has_arrays and prefix == committed and committed and committed != self.capacity:
             # Exact sizes let plain xarray open the run with no fill-value tail.
             self._resize(committed)
