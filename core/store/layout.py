@@ -35,6 +35,8 @@ LABEL = "label"
 PREDICTION = "prediction"
 #: The commit record: samples committed per block, one chunk per block (see commit.py).
 COMMIT = "committed"
+#: CRC-32C of each block's model inputs as fed, checked by a resume (issue 20).
+INPUT_DIGEST = "input_digest"
 
 # Groups.
 INPUTS = "inputs"
