@@ -59,6 +59,7 @@ def capture_command(
     image_size: tuple[int, int] | None,
     progress: bool,
     workers: int | None = None,
+    strict: bool = False,
 ) -> str:
     """Run a capture (on ``workers`` local Dask processes when given); returns the summary."""
     from tensortap.cli.datafiles import load_data
@@ -75,6 +76,8 @@ def capture_command(
         "overwrite": overwrite,
         "progress": progress,
     }
+    if strict:
+        options["strict"] = True
     if workers:
         return _capture_on_workers(model_path, data_path, data, output, workers, **options)
     backend, model = load_model(model_path)
@@ -122,7 +125,9 @@ def _capture_on_workers(
     "--target", default="predicted", show_default=True, help="predicted, label, or a class index."
 )
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
-@click.option("--dtype", default=None, help="Storage dtype of activations, e.g. float16.")
+@click.option(
+    "--dtype", default=None, help="Storage dtype of activations: float16, float32 or float64."
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run.")
 @click.option(
@@ -134,6 +139,7 @@ def _capture_on_workers(
     help="Resize images of a DATA folder.",
 )
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option("--strict", is_flag=True, help="Refuse data holding NaN or infinite values.")
 @click.option(
     "--workers",
     default=None,
@@ -153,12 +159,17 @@ def capture(
     overwrite: bool,
     image_size: tuple[int, int] | None,
     no_progress: bool,
+    strict: bool,
     workers: int | None,
 ) -> None:
     """Capture MODEL (.keras or SavedModel) on DATA (.npy, .npz or image folder) into a run."""
     import_tensorflow_quietly()
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other; choose one")
+    if strict and workers:
+        raise click.UsageError(
+            "--strict is not available with --workers yet; drop one of them"
+        )
     click.echo(
         capture_command(
             model,
@@ -174,5 +185,6 @@ def capture(
             image_size=tuple(image_size) if image_size else None,
             progress=not no_progress,
             workers=workers,
+            strict=strict,
         )
     )

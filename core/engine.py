@@ -11,6 +11,7 @@ import functools
 import itertools
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -247,7 +248,9 @@ def capture(
     nonfinite = NonFiniteInputs(strict=strict)
     resumed = _Resumed(source)
     writer: RunWriter | None = None
-    resuming = resume and RunWriter.holds_run(location)
+    # A local folder that does not exist yet is not touched (reading would create it).
+    absent = location.is_local and not Path(str(getattr(location.store, "root", ""))).exists()
+    resuming = resume and not absent and RunWriter.holds_run(location)
     if resuming:
         rebuild = functools.partial(
             as_source, data, input_names=input_names, labels=labels, backend=backend_obj
@@ -269,7 +272,8 @@ def capture(
             nonfinite.check(start, first.inputs)  # before the run exists (strict=True)
         placement = Placement.beside(location)
         if placement is not None:
-            RunWriter.check_replaceable(location, overwrite=overwrite)
+            if not absent:
+                RunWriter.check_replaceable(location, overwrite=overwrite)
             writer = RunWriter.open(placement.staging, settings)
         else:
             writer = RunWriter.open(location, settings, overwrite=overwrite)

@@ -116,9 +116,9 @@ class NonFiniteInputs:
         first = start + int(np.flatnonzero(bad)[0])
         if self.strict:
             raise DataError(
-                f"the input holds {count} NaN or infinite values in block at sample {start} "
-                f"(first: sample {first}); clean the data, or drop strict=True (--strict) to "
-                "capture it with a warning"
+                f"the input holds {count} NaN or infinite values in samples {start}-"
+                f"{start + len(bad) - 1} (first: sample {first}); clean the data, or drop "
+                "strict=True (--strict) to capture it with a warning"
             )
         self.values += count
         self.samples += int(bad.sum())
