@@ -167,9 +167,7 @@ def capture(
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other; choose one")
     if strict and workers:
-        raise click.UsageError(
-            "--strict is not available with --workers yet; drop one of them"
-        )
+        raise click.UsageError("--strict is not available with --workers yet; drop one of them")
     click.echo(
         capture_command(
             model,

@@ -20,7 +20,7 @@ import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import zarr
@@ -329,7 +329,7 @@ class _Checker:
                 sync(store.delete_dir(problem.array))
         if blocks or any(_repairable(p) for p in self.problems):
             group = zarr.open_group(store, mode="r+")
-            attrs = dict(group.attrs.get(layout.ATTRS_KEY, {}))  # type: ignore[call-overload]
+            attrs = dict(cast("dict[str, Any]", group.attrs.get(layout.ATTRS_KEY, {})))
             attrs.update(status="failed", samples=int(self.counts.sum()), repaired=blocks)
             group.attrs.update({layout.ATTRS_KEY: attrs})
         return tuple(blocks)
@@ -357,8 +357,10 @@ def _expected_blocks(attrs: dict[str, Any], block_size: int) -> int:
 
 def _sharded(meta: dict[str, Any]) -> bool:
     codecs = meta.get("codecs", [])
-    return bool(codecs) and isinstance(codecs[0], dict) and codecs[0].get("name") == (
-        "sharding_indexed"
+    return (
+        bool(codecs)
+        and isinstance(codecs[0], dict)
+        and codecs[0].get("name") == ("sharding_indexed")
     )
 
 
@@ -370,4 +372,3 @@ def _chunk_key(path: str, meta: dict[str, Any], index: int) -> str:
     coords = separator.join([str(index), *("0" * (ndim - 1))])
     name = f"c{separator}{coords}" if encoding.get("name", "default") == "default" else coords
     return f"{path}/{name}" if path else name
-

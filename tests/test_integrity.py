@@ -132,7 +132,9 @@ def test_strict_refuses_nonfinite_inputs_and_leaves_no_run(tmp_path: Path) -> No
     x, y = _data(20)
     x[3, 0, 0, 0] = np.nan
     path = tmp_path / "r.zarr"
-    with pytest.raises(DataError, match=r"1 NaN or infinite values in samples 0-15 \(first: sample 3\)"):
+    with pytest.raises(
+        DataError, match=r"1 NaN or infinite values in samples 0-15 \(first: sample 3\)"
+    ):
         _capture(FakeModel(), (x, y), path, strict=True)
     assert not list(tmp_path.iterdir())
 
@@ -324,9 +326,9 @@ def _damage(path: Path, chunk: str, how: str) -> None:
 
 def _read(run: tt.Run, what: str) -> None:
     if what == "activation":
-        run.activation("block.conv").values
+        run.activation("block.conv").load()
     elif what == "gradient":
-        run.gradient("dense").values
+        run.gradient("dense").load()
     elif what == "stats":
         run.stats("dense")
 
@@ -407,4 +409,4 @@ def test_a_run_of_the_previous_release_opens_and_verifies(tmp_path: Path) -> Non
     assert tt.verify(path).ok
     (path / "layers" / "dense" / "activation" / "c.1.0").unlink()
     with pytest.raises(CorruptRunError, match=r"block 1 \(samples 4-7\): chunk missing"):
-        tt.open_run(path).activation("dense").values
+        tt.open_run(path).activation("dense").load()

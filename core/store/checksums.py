@@ -247,7 +247,7 @@ class CheckedStore(WrapperStore[Any]):
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
     ) -> Buffer | None:
         """Read ``key``; a damaged chunk of a committed block raises CorruptRunError."""
-        buffer = await self._store.get(key, prototype, byte_range)
+        buffer: Buffer | None = await self._store.get(key, prototype, byte_range)
         located = split_chunk_key(key)
         if located is None:
             return buffer

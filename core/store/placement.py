@@ -72,8 +72,10 @@ class Placement:
     def __init__(self, final: Location, folder: Path) -> None:
         self.final = final
         self.path = folder
-        self.sibling = folder.with_name(f".{folder.name}{_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        store_type = type(final.store)
+        self.sibling = folder.with_name(
+            f".{folder.name}{_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        )
+        store_type = DirectLocalStore if isinstance(final.store, DirectLocalStore) else LocalStore
         self.staging = Location(store_type(self.sibling, read_only=False), final.url)
         self.published = False
 
@@ -86,6 +88,7 @@ class Placement:
         store = location.store
         if type(store) not in (LocalStore, DirectLocalStore) or store.read_only:
             return None
+        assert isinstance(store, LocalStore)
         folder = Path(store.root)
         placement = cls(location, folder)
         _remove_leftovers(folder)

@@ -263,7 +263,7 @@ class RunWriter:
         if array is None or block >= array.shape[0]:
             return None
         with _guard(self.location, "read"):
-            return int(array[block])
+            return int(np.asarray(array[block]))
 
     def stored_attr(self, name: str) -> Any:
         """A key of the stored root ``tensortap`` attrs."""
