@@ -64,7 +64,9 @@ def capture_command(
     """Run a capture (on ``workers`` local Dask processes when given); returns the summary."""
     from tensortap.cli.datafiles import load_data
     from tensortap.core.engine import capture
+    from tensortap.core.validation import check_storage_dtype
 
+    check_storage_dtype(dtype)  # before loading anything, also for --workers
     data = load_data(data_path, image_size)
     options = {
         "layers": list(layers) or "*",
