@@ -388,12 +388,27 @@ class _Finish:
         self.created = created
         self.resumed = placement is None and not created
         self.committed = False
+        #: A failure of :meth:`after_commit`, raised in the capturing thread (the committer
+        #: thread calls it outside the pipeline's own error handling).
+        self.error: BaseException | None = None
 
     def after_commit(self, writer: RunWriter) -> None:
         """In the committer thread, after each commit, before the next block is written."""
         self.committed = True
-        if self.placement is not None and not self.placement.published:
-            writer.relocate(self.placement.publish())
+        if self.placement is not None and not self.placement.published and self.error is None:
+            try:
+                writer.relocate(self.placement.publish())
+            except Exception as err:  # noqa: BLE001 - handed to the capturing thread
+                self.error = err
+
+    def check_block(self, start: int, inputs: Any) -> None:
+        """Before each block is computed: re-raise a failed publish, count non-finite inputs."""
+        self.raise_error()
+        self.nonfinite.check(start, inputs)
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
 
     def extra(self, writer: RunWriter) -> dict[str, Any]:
         record = self.nonfinite.record()
@@ -441,7 +456,7 @@ def _run_blocks(
         writer.committed_counts(),
         writer.batch_size,
         bar,
-        ending.nonfinite.check,
+        ending.check_block,
         checked_first=not ending.resumed,
     )
 
@@ -464,6 +479,7 @@ def _run_blocks(
             on_first=array_creator(writer, capture_graph, nodes, total),
             on_committed=on_committed,
         )
+        ending.raise_error()
     except BaseException:
         bar.close()
         try:

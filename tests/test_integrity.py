@@ -185,6 +185,34 @@ def test_overwrite_replaces_the_run_after_its_first_commit(tmp_path: Path) -> No
     assert failed.status == "failed" and failed.samples == 2 * B and failed.total == N
 
 
+def test_overwrite_without_renameat2_renames_the_old_run_aside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("tensortap.core.store.placement._exchange", lambda a, b: False)
+    path = tmp_path / "r.zarr"
+    _capture(FakeModel(), _data(), path)
+    run = _capture(FakeModel(), _data(20, seed=7), path, overwrite=True)
+    assert run.samples == 20 and sorted(p.name for p in tmp_path.iterdir()) == ["r.zarr"]
+
+
+def test_a_failed_publish_is_an_error_and_keeps_the_old_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tensortap.core.errors import StorageError
+
+    path = tmp_path / "r.zarr"
+    _capture(FakeModel(), _data(), path)
+    before = _hashes(path)
+
+    def refuse(self: object) -> None:
+        raise StorageError("cannot move the new run (test)")
+
+    monkeypatch.setattr("tensortap.core.store.placement.Placement.publish", refuse)
+    with pytest.raises(StorageError, match="cannot move the new run"):
+        _capture(FakeModel(), _data(), path, overwrite=True)
+    assert _hashes(path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["r.zarr"]
+
+
 def test_leftovers_of_a_killed_capture_are_removed(tmp_path: Path) -> None:
     dead = tmp_path / ".r.zarr.tensortap-999999999-deadbeef"  # no such process
     dead.mkdir()

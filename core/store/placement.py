@@ -97,22 +97,28 @@ class Placement:
     def publish(self) -> Location:
         """Move the run to its final path (replacing an old run there) and return it."""
         target = self.path
+        old: Path | None = None
         try:
             if not target.exists():
                 self.sibling.rename(target)
             elif _exchange(self.sibling, target):
-                shutil.rmtree(self.sibling)  # now the old run
+                old = self.sibling  # holds the old run now
             else:
-                aside = target.with_name(f".{target.name}{_MARK}{os.getpid()}-old")
-                target.rename(aside)
-                self.sibling.rename(target)
-                shutil.rmtree(aside)
+                old = target.with_name(f".{target.name}{_MARK}{os.getpid()}-old")
+                target.rename(old)
+                try:
+                    self.sibling.rename(target)
+                except OSError:
+                    old.rename(target)  # put the old run back
+                    raise
         except OSError as err:
             raise StorageError(
-                f"cannot move the new run into {str(target)!r}: {err.strerror or err}; "
-                f"it is kept in {str(self.sibling)!r}"
+                f"cannot move the new run into {str(target)!r}: {err.strerror or err}; the "
+                "run there is untouched — choose a location whose folder you can rename in"
             ) from err
         self.published = True
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)  # a leftover is removed by the next capture
         return self.final
 
     def discard(self) -> None:
