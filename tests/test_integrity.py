@@ -438,3 +438,18 @@ def test_a_run_of_the_previous_release_opens_and_verifies(tmp_path: Path) -> Non
     (path / "layers" / "dense" / "activation" / "c.1.0").unlink()
     with pytest.raises(CorruptRunError, match=r"block 1 \(samples 4-7\): chunk missing"):
         tt.open_run(path).activation("dense").load()
+
+
+@pytest.mark.parametrize("options", [{"sharded": True}, {"codec": "lz4"}])
+@pytest.mark.parametrize("how", ["truncate", "overwrite"])
+def test_damaged_sharded_or_compressed_chunks_are_reported(
+    tmp_path: Path, options: dict, how: str
+) -> None:
+    path = tmp_path / "r.zarr"
+    _capture(FakeModel(), _data(48), path, gradients=False, **options)
+    assert tt.verify(path).ok and tt.open_run(path).activation("block.conv").load() is not None
+    _damage(path, "layers/block.conv/activation/c.1.0.0.0", how)
+    with pytest.raises(CorruptRunError, match=r"activation, block 1 \(samples 16-31\)"):
+        tt.open_run(path).activation("block.conv").load()
+    report = tt.verify(path)
+    assert [(p.array, p.block) for p in report.problems] == [("layers/block.conv/activation", 1)]

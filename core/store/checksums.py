@@ -89,6 +89,10 @@ class ArrayLayout:
     checksum: bool
     #: Stored bytes of one chunk when the codecs are of fixed size (bytes [+ crc32c]).
     chunk_bytes: int | None
+    #: Sharded arrays whose inner chunks and index both end with a CRC-32C: the index's
+    #: size in bytes (``None`` otherwise).  Every part zarr reads of such a shard (the
+    #: index, or one inner chunk) then ends with its own checksum.
+    shard_index_bytes: int | None = None
 
 
 def describe_array(path: str, meta: Mapping[str, Any]) -> ArrayLayout | None:
@@ -105,20 +109,70 @@ def describe_array(path: str, meta: Mapping[str, Any]) -> ArrayLayout | None:
             itemsize = 0
         if itemsize:
             size = math.prod(chunks) * itemsize + (CHECKSUM_BYTES if len(codecs) == 2 else 0)
+    index_bytes = None
+    if codecs and codecs[0] == "sharding_indexed":
+        index_bytes = _shard_index_bytes(meta["codecs"][0].get("configuration", {}), chunks)
     return ArrayLayout(
         path=path,
         dims=tuple(meta.get("dimension_names") or ()),
         chunk_rows=int(chunks[0]) if chunks else 1,
-        checksum=bool(codecs) and codecs[-1] == "crc32c",
+        checksum=index_bytes is None and bool(codecs) and codecs[-1] == "crc32c",
         chunk_bytes=size,
+        shard_index_bytes=index_bytes,
     )
 
 
-def chunk_problem(array: ArrayLayout, data: bytes | None) -> str | None:
+def _shard_index_bytes(config: Mapping[str, Any], shard: tuple[int, ...]) -> int | None:
+    """Bytes of a shard's index (at its end) when the index and every inner chunk end with
+    a CRC-32C, else ``None``."""
+
+    def last(key: str) -> Any:
+        chain = config.get(key) or []
+        return chain[-1].get("name") if chain and isinstance(chain[-1], dict) else None
+
+    inner = tuple(config.get("chunk_shape", ()))
+    if last("codecs") != "crc32c" or last("index_codecs") != "crc32c" or len(inner) != len(shard):
+        return None
+    if config.get("index_location", "end") != "end":
+        return None
+    n_inner = math.prod(s // i for s, i in zip(shard, inner, strict=True))
+    return 16 * n_inner + CHECKSUM_BYTES
+
+
+def _ends_with_its_crc(data: bytes) -> bool:
+    return (
+        len(data) >= CHECKSUM_BYTES
+        and crc32c_trailer(data[:-CHECKSUM_BYTES]) == (data[-CHECKSUM_BYTES:])
+    )
+
+
+def _shard_problem(index_bytes: int, data: bytes, *, part: bool) -> str | None:
+    """A whole shard: its index and every inner chunk it lists must match their checksums;
+    a part of one (``part``): it must end with its own."""
+    if part:
+        return None if _ends_with_its_crc(data) else "shard part fails its CRC-32C checksum"
+    if len(data) < index_bytes or not _ends_with_its_crc(data[-index_bytes:]):
+        return "shard index truncated or failing its CRC-32C checksum"
+    entries = np.frombuffer(data[-index_bytes:-CHECKSUM_BYTES], "<u8").reshape(-1, 2)
+    for offset, nbytes in entries:
+        if offset == np.iinfo(np.uint64).max:
+            continue  # an empty inner chunk
+        if offset + nbytes > len(data) - index_bytes or not _ends_with_its_crc(
+            data[int(offset) : int(offset + nbytes)]
+        ):
+            return "shard's inner chunk truncated or failing its CRC-32C checksum"
+    return None
+
+
+def chunk_problem(array: ArrayLayout, data: bytes | None, *, part: bool = False) -> str | None:
     """What is wrong with a stored chunk (``None`` when it is sound); ``data`` is
-    ``None`` for a missing chunk."""
+    ``None`` for a missing chunk, ``part`` says it is a byte range of a shard."""
     if data is None:
         return "chunk missing"
+    if array.shard_index_bytes is not None:
+        return _shard_problem(array.shard_index_bytes, data, part=part)
+    if part:
+        return None
     if array.chunk_bytes is not None and len(data) != array.chunk_bytes:
         return f"chunk truncated or overwritten ({len(data)} bytes, expected {array.chunk_bytes})"
     if array.checksum:
@@ -257,9 +311,8 @@ class CheckedStore(WrapperStore[Any]):
         block, required = self.expected(array, located[1])
         if buffer is None and not required:
             return None
-        if buffer is not None and byte_range is not None:
-            return buffer  # a part of a shard: its inner chunks carry the checksums
-        problem = chunk_problem(array, None if buffer is None else buffer.to_bytes())
+        data = None if buffer is None else buffer.to_bytes()
+        problem = chunk_problem(array, data, part=byte_range is not None)
         if problem is None:
             return buffer
         samples = None
