@@ -146,5 +146,5 @@ class NonFiniteInputs:
                 "and recorded in the run's attrs (nonfinite_inputs); pass strict=True "
                 "(--strict) to refuse such data",
                 NonFiniteInputWarning,
-                stacklevel=3,
+                stacklevel=4,  # the caller of tensortap.capture
             )

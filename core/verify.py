@@ -161,6 +161,13 @@ class _Checker:
         count = int(self.counts[block]) if block < len(self.counts) else 0
         return first, first + (count or self.block_size)
 
+    def _span(self, block: int) -> tuple[int, int]:
+        """The samples block ``block`` holds when full (its commit entry is unreadable)."""
+        first = block * self.block_size
+        total = self.attrs.get("total") or self.attrs.get("samples")
+        stop = first + self.block_size
+        return first, min(stop, int(total)) if isinstance(total, int) and total > first else stop
+
     def _documents(self) -> dict[str, dict[str, Any]]:
         """Every node's document by path; damaged ones become problems."""
 
@@ -208,12 +215,14 @@ class _Checker:
             if data is None:
                 if block < expected:  # a completed run committed every block up to here
                     self.problems.append(
-                        ChunkProblem(layout.COMMIT, block, None, "commit entry missing")
+                        ChunkProblem(
+                            layout.COMMIT, block, self._span(block), "commit entry missing"
+                        )
                     )
                 continue
             problem = chunk_problem(record, data)
             if problem is not None:
-                self.problems.append(ChunkProblem(layout.COMMIT, block, None, problem))
+                self.problems.append(ChunkProblem(layout.COMMIT, block, self._span(block), problem))
                 continue
             body = data[:-CHECKSUM_BYTES] if record.checksum else data
             counts[block] = int(np.frombuffer(body[:8], "<i8")[0])
