@@ -144,12 +144,15 @@ class Run:
         """The commit record must agree with the attrs of a run that ended: a deleted
         record, or a deleted entry, would otherwise hide committed samples silently."""
         stored = self._attrs.get("samples")
-        if self._attrs.get("status") != "complete" or not isinstance(stored, int):
+        if not isinstance(stored, int):
             return
+        if self._attrs.get("status") != "complete" and (counts.size or not stored):
+            return  # a failed run may still be resumed; only a vanished record is damage
         if int(counts.sum()) != stored:
             raise CorruptRunError(
                 f"the run at {self.path!r} is damaged: its commit record counts "
-                f"{int(counts.sum())} committed samples but the run completed with {stored}; "
+                f"{int(counts.sum())} committed samples but the run's attrs record {stored} "
+                f"({self._attrs.get('status')}); "
                 f"run `tensortap verify {self.path} --repair`, then capture again with "
                 "--resume (resume=True)"
             )

@@ -375,7 +375,7 @@ def test_damaged_chunk_is_reported_then_repaired_and_resumed(
         _read(tt.open_run(path), what)
     message = str(caught.value)
     if what == "commit record" and how == "delete":
-        assert "commit record counts 64 committed samples but the run completed with 80" in (
+        assert "commit record counts 64 committed samples but the run's attrs record 80" in (
             message
         )
     else:
@@ -417,7 +417,7 @@ def test_verify_finds_missing_arrays_and_attrs_disagreements(tmp_path: Path) -> 
     shutil.rmtree(path / "committed")
     problems = {p.problem for p in tt.verify(path).problems}
     assert "the commit record is missing" in problems
-    with pytest.raises(CorruptRunError, match="counts 0 committed samples but the run completed"):
+    with pytest.raises(CorruptRunError, match="counts 0 committed samples but the run's attrs"):
         tt.open_run(path)
 
 
@@ -453,3 +453,14 @@ def test_damaged_sharded_or_compressed_chunks_are_reported(
         tt.open_run(path).activation("block.conv").load()
     report = tt.verify(path)
     assert [(p.array, p.block) for p in report.problems] == [("layers/block.conv/activation", 1)]
+
+
+def test_a_failed_run_whose_commit_record_vanished_is_corrupt(tmp_path: Path) -> None:
+    import shutil
+
+    path = tmp_path / "r.zarr"
+    _failed_run(path)
+    assert tt.open_run(path).samples == 2 * B
+    shutil.rmtree(path / "committed")
+    with pytest.raises(CorruptRunError, match=r"counts 0 .* attrs record 32 \(failed\)"):
+        tt.open_run(path)
