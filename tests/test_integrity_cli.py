@@ -77,16 +77,44 @@ def test_verify_exit_codes_table_and_repair(fake_run: Path) -> None:
     assert tt.open_run(fake_run).samples == 32
 
 
-def test_export_of_a_damaged_block_is_one_line(fake_run: Path, tmp_path: Path) -> None:
+EXPORTS = {  # damaged chunk (block 2: samples 32-47), the view that reads it, where
+    "activation": (
+        "layers/block.conv/activation/c.2.0.0.0",
+        ["--view", "heatmap", "--layer", "block.conv", "--sample", "40"],
+        "layer 'block.conv' activation, block 2 (samples 32-47)",
+    ),
+    "gradient": (
+        "layers/block.conv/gradient/c.2.0.0.0",
+        ["--view", "cam", "--layer", "block.conv", "--sample", "40"],
+        "layer 'block.conv' gradient, block 2 (samples 32-47)",
+    ),
+    "stats": (
+        "layers/dense/stats/block_histogram/c.2.0",
+        ["--view", "distribution", "--layer", "dense"],
+        "layer 'dense' stats block_histogram, block 2 (samples 32-47)",
+    ),
+    "commit record": ("committed/c.2", ["--view", "distribution"], "commit record"),
+}
+
+
+@pytest.mark.parametrize("how", ["delete", "truncate", "overwrite"])
+@pytest.mark.parametrize("what", list(EXPORTS))
+def test_export_of_a_damaged_block_is_one_line(
+    fake_run: Path, tmp_path: Path, what: str, how: str
+) -> None:
     pytest.importorskip("holoviews")
-    (fake_run / "layers" / "block.conv" / "activation" / "c.2.0.0.0").unlink()
-    out = tmp_path / "map.png"
-    result = _cli(
-        "export", fake_run, "--view", "heatmap", "--layer", "block.conv", "--sample", 40, "-o", out
-    )
-    line = _one_line_error(result, "layer 'block.conv' activation, block 2 (samples 32-47)")
-    assert "chunk missing" in line and "tensortap verify" in line
-    assert not out.exists()
+    chunk, view, where = EXPORTS[what]
+    f = fake_run / chunk
+    data = f.read_bytes()
+    if how == "delete":
+        f.unlink()
+    elif how == "truncate":
+        f.write_bytes(data[: len(data) // 2])
+    else:
+        f.write_bytes(bytes([data[0] ^ 0xFF]) + data[1:])
+    out = tmp_path / "view.png"
+    line = _one_line_error(_cli("export", fake_run, *view, "-o", out), where)
+    assert "tensortap verify" in line and not out.exists()
 
 
 def test_verify_of_a_missing_run_is_one_line(tmp_path: Path) -> None:
