@@ -135,7 +135,7 @@ def _shard_index_bytes(config: Mapping[str, Any], shard: tuple[int, ...]) -> int
         return None
     if config.get("index_location", "end") != "end":
         return None
-    n_inner = math.prod(s // i for s, i in zip(shard, inner, strict=True))
+    n_inner = int(math.prod(int(s) // int(i) for s, i in zip(shard, inner, strict=True)))
     return 16 * n_inner + CHECKSUM_BYTES
 
 
