@@ -101,7 +101,8 @@ class Run:
         if attrs.get("schema") != layout.SCHEMA:
             raise CorruptRunError(
                 f"the run at {self.path!r} has schema {attrs.get('schema')!r}; this tensortap "
-                f"reads schema {layout.SCHEMA}"
+                f"reads schema {layout.SCHEMA} — open it with the tensortap that wrote it "
+                f"(version {attrs.get('version')!r}) or capture it again"
             )
         self._attrs = attrs
         self.block_size = int(attrs.get("batch_size") or 1)

@@ -464,3 +464,16 @@ def test_a_failed_run_whose_commit_record_vanished_is_corrupt(tmp_path: Path) ->
     shutil.rmtree(path / "committed")
     with pytest.raises(CorruptRunError, match=r"counts 0 .* attrs record 32 \(failed\)"):
         tt.open_run(path)
+
+
+def test_a_run_of_another_schema_is_refused_with_the_fix(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    path = tmp_path / "future.zarr"
+    shutil.copytree(PREVIOUS_RELEASE_RUN, path)
+    root = json.loads((path / "zarr.json").read_text())
+    root["attributes"]["tensortap"]["schema"] = 2
+    (path / "zarr.json").write_text(json.dumps(root))
+    with pytest.raises(CorruptRunError, match="has schema 2; this tensortap reads schema 1 — open"):
+        tt.open_run(path)

@@ -369,13 +369,15 @@ class RunWriter:
             group = zarr.open_group(location.store, mode="r+")
         except FileNotFoundError as err:
             raise CorruptRunError(
-                f"the run at {location.url!r} vanished during the capture"
+                f"the run at {location.url!r} vanished during the capture; capture it again "
+                "(overwrite=True)"
             ) from err
         writer = cls(location, group, settings)
         writer._reopen()
         if not writer.has_arrays:
             raise CorruptRunError(
-                f"the run at {location.url!r} has no arrays; its coordinator failed"
+                f"the run at {location.url!r} has no arrays; its coordinator failed — capture "
+                "it again with overwrite=True"
             )
         return writer
 
