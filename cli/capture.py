@@ -61,11 +61,14 @@ def capture_command(
     workers: int | None = None,
     block_size: int | None = None,
     chunk_bytes: int | None = None,
+    strict: bool = False,
 ) -> str:
     """Run a capture (on ``workers`` local Dask processes when given); returns the summary."""
     from tensortap.cli.datafiles import load_data
     from tensortap.core.engine import capture
+    from tensortap.core.validation import check_storage_dtype
 
+    check_storage_dtype(dtype)  # before loading anything, also for --workers
     data = load_data(data_path, image_size)
     options = {
         "layers": list(layers) or "*",
@@ -79,6 +82,8 @@ def capture_command(
         "block_size": block_size,
         "chunk_bytes": chunk_bytes,
     }
+    if strict:
+        options["strict"] = True
     if workers:
         return _capture_on_workers(model_path, data_path, data, output, workers, **options)
     backend, model = load_model(model_path)
@@ -139,7 +144,9 @@ def _capture_on_workers(
     type=click.IntRange(min=1),
     help="Target bytes of the largest array's chunk when sizing blocks [default: 67108864].",
 )
-@click.option("--dtype", default=None, help="Storage dtype of activations, e.g. float16.")
+@click.option(
+    "--dtype", default=None, help="Storage dtype of activations: float16, float32 or float64."
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run.")
 @click.option(
@@ -151,6 +158,7 @@ def _capture_on_workers(
     help="Resize images of a DATA folder.",
 )
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option("--strict", is_flag=True, help="Refuse data holding NaN or infinite values.")
 @click.option(
     "--workers",
     default=None,
@@ -172,12 +180,15 @@ def capture(
     overwrite: bool,
     image_size: tuple[int, int] | None,
     no_progress: bool,
+    strict: bool,
     workers: int | None,
 ) -> None:
     """Capture MODEL (.keras or SavedModel) on DATA (.npy, .npz or image folder) into a run."""
     import_tensorflow_quietly()
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other; choose one")
+    if strict and workers:
+        raise click.UsageError("--strict is not available with --workers yet; drop one of them")
     click.echo(
         capture_command(
             model,
@@ -195,5 +206,6 @@ def capture(
             workers=workers,
             block_size=block_size,
             chunk_bytes=chunk_bytes,
+            strict=strict,
         )
     )

@@ -23,6 +23,7 @@ import zarr
 import tensortap as tt
 from tensortap.core.block_size import BlockRule, choose_block_size
 from tensortap.core.errors import DataError
+from tensortap.core.store.checksums import CHECKSUM_BYTES
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_backend import FakeBackend, FakeModel, images  # noqa: E402
@@ -146,7 +147,8 @@ def test_stream_of_unknown_length(tmp_path: Path) -> None:
     run = _capture(stream(13), short, model=model, chunk_bytes=2**30)
     assert run.samples == 13 and run.block_size == 16  # 2 batches, not 2**30 bytes' worth
     chunk = next((short / "layers/block.conv/activation").glob("c.*"))
-    assert chunk.stat().st_size == 16 * 16 * 16 * 8 * 4
+    # 16 samples of float32 (no padding to the 2**30 bytes), then the chunk's CRC-32C.
+    assert chunk.stat().st_size == 16 * 16 * 16 * 8 * 4 + CHECKSUM_BYTES
 
 
 class _Failing:

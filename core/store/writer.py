@@ -13,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import zarr
 from zarr.core.sync import sync
+from zarr.storage import StorePath
 
 from tensortap.core.errors import (
     CorruptRunError,
@@ -30,6 +31,7 @@ from tensortap.core.errors import (
 from tensortap.core.graph import CaptureNode, TensorSpec
 from tensortap.core.stats import MOMENTS, BlockStats, merge_blocks
 from tensortap.core.store import commit, layout
+from tensortap.core.store.checksums import input_digest, with_checksum
 from tensortap.core.store.layout import Codec
 from tensortap.core.store.staging import Staging
 from tensortap.core.store.storage import Location, read_json
@@ -114,6 +116,26 @@ def _root_attrs(location: Location) -> dict[str, Any] | None:
     return attrs if isinstance(attrs, dict) else {}
 
 
+def _refuse_to_replace(
+    location: Location, attrs: dict[str, Any] | None, empty: bool, *, overwrite: bool
+) -> None:
+    """Raise :class:`RunExistsError` unless ``location`` is empty or holds a run that
+    ``overwrite`` replaces."""
+    if attrs is None and empty:
+        return
+    is_run = bool(attrs)
+    if not is_run:
+        raise RunExistsError(
+            f"{location.url!r} already holds data that is not a tensortap run; "
+            "choose another output path (it is never deleted)"
+        )
+    if not overwrite:
+        raise RunExistsError(
+            f"a run already exists at {location.url!r}; pass resume=True (--resume) "
+            "to finish it or overwrite=True (--overwrite) to replace it"
+        )
+
+
 def _guard(location: Location, action: str) -> Any:
     """Context manager mapping storage failures to :class:`StorageError`."""
     return _StorageGuard(location, action)
@@ -189,8 +211,12 @@ class RunWriter:
         *,
         resume: bool = False,
         overwrite: bool = False,
+        check_data: Callable[[RunWriter], None] | None = None,
     ) -> RunWriter:
         """Create a new run at ``location``, or reopen it to resume.
+
+        ``check_data(writer)`` is called on a resumed run after its arrays are bound and
+        before anything is written (the engine compares the data with the run's there).
 
         Raises
         ------
@@ -213,20 +239,11 @@ class RunWriter:
             if not writer.has_arrays and not attrs.get("block_size"):
                 # Killed before its first block: nothing is chunked yet, decide it afresh.
                 writer.settings = replace(writer.settings, block_size=settings.block_size)
+            if check_data is not None:
+                check_data(writer)
             writer.set_status("capturing")
             return writer
-        if attrs is not None or not empty:
-            is_run = bool(attrs)
-            if not overwrite or not is_run:
-                if not is_run:
-                    raise RunExistsError(
-                        f"{location.url!r} already holds data that is not a tensortap run; "
-                        "choose another output path (it is never deleted)"
-                    )
-                raise RunExistsError(
-                    f"a run already exists at {location.url!r}; pass resume=True (--resume) "
-                    "to finish it or overwrite=True (--overwrite) to replace it"
-                )
+        _refuse_to_replace(location, attrs, empty, overwrite=overwrite)
         with _guard(location, "write a run to"):
             if not empty:
                 sync(store.clear())
@@ -241,6 +258,67 @@ class RunWriter:
                 },
             )
         return cls(location, group, settings)
+
+    @staticmethod
+    def holds_run(location: Location) -> bool:
+        """Whether ``location`` holds a tensortap run (a root group with its attrs)."""
+        with _guard(location, "read"):
+            return bool(_root_attrs(location))
+
+    def input_digest(self, block: int) -> int | None:
+        """The stored CRC-32C of ``block``'s inputs (``None`` for runs without them)."""
+        array = self.arrays.get(layout.INPUT_DIGEST)
+        if array is None or block >= array.shape[0]:
+            return None
+        with _guard(self.location, "read"):
+            return int(np.asarray(array[block]))
+
+    def stored_attr(self, name: str) -> Any:
+        """A key of the stored root ``tensortap`` attrs."""
+        with _guard(self.location, "read"):
+            stored = cast("Mapping[str, Any]", self.group.attrs.get(layout.ATTRS_KEY, {}))
+        return stored.get(name)
+
+    def remove(self) -> None:
+        """Delete the run (a capture refused before its first commit leaves nothing)."""
+        with _guard(self.location, "clean up"):
+            sync(self.location.store.clear())
+
+    @staticmethod
+    def check_replaceable(location: Location, *, overwrite: bool) -> bool:
+        """Whether ``location`` holds a run that ``overwrite`` may replace (``False``: it
+        is empty), checked without writing anything.
+
+        Raises
+        ------
+        RunExistsError
+            As :meth:`open` does: a run without ``overwrite``, or data that is not a run.
+        """
+        with _guard(location, "write a run to"):
+            attrs = _root_attrs(location)
+            empty = attrs is None and sync(location.store.is_empty(""))
+        _refuse_to_replace(location, attrs, empty, overwrite=overwrite)
+        return not empty
+
+    def relocate(self, location: Location) -> None:
+        """Bind this writer to the same run moved to ``location`` (an atomic overwrite
+        publishes a run written beside the old one, core/store/placement.py).  Call it
+        between blocks, with no write in flight."""
+        store = location.store
+        with _guard(location, "write to"):
+            self.group = zarr.open_group(store, mode="r+")
+        self.arrays = {
+            path: zarr.Array(
+                zarr.AsyncArray(
+                    array.metadata,
+                    store_path=StorePath(store, path),
+                    config=array.async_array.config,
+                )
+            )
+            for path, array in self.arrays.items()
+        }
+        self.location = location
+        self._whole_chunks = WholeChunks(store)
 
     def _check_resume(self, attrs: Mapping[str, Any]) -> None:
         wanted = self.settings
@@ -264,6 +342,13 @@ class RunWriter:
                     f"{shown_stored}, now {shown_now}; resume with the same model and settings, "
                     "or pass overwrite=True (--overwrite) to start again"
                 )
+        stored_total, total = attrs.get("total"), wanted.total
+        if stored_total is not None and total is not None and stored_total != total:
+            raise ResumeMismatchError(
+                f"cannot resume {self.location.url!r}: it was captured on {stored_total} "
+                f"samples, the data now holds {total}; resume with the same data, or pass "
+                "overwrite=True (--overwrite) to capture the new data"
+            )
         if attrs.get("schema") != layout.SCHEMA:
             raise ResumeMismatchError(
                 f"cannot resume {self.location.url!r}: schema {attrs.get('schema')} is not "
@@ -299,13 +384,15 @@ class RunWriter:
             group = zarr.open_group(location.store, mode="r+")
         except FileNotFoundError as err:
             raise CorruptRunError(
-                f"the run at {location.url!r} vanished during the capture"
+                f"the run at {location.url!r} vanished during the capture; capture it again "
+                "(overwrite=True)"
             ) from err
         writer = cls(location, group, settings)
         writer._reopen()
         if not writer.has_arrays:
             raise CorruptRunError(
-                f"the run at {location.url!r} has no arrays; its coordinator failed"
+                f"the run at {location.url!r} has no arrays; its coordinator failed — capture "
+                "it again with overwrite=True"
             )
         return writer
 
@@ -345,6 +432,8 @@ class RunWriter:
             self._bind(f"{stats}/{layout.BLOCK_HISTOGRAM}", sample=False)
             edges = cast("zarr.Array[Any]", self.group[f"{stats}/{layout.BIN_EDGES}"])
             self.edges[key] = np.asarray(edges[:])
+        if layout.INPUT_DIGEST in self.group:  # runs before issue 20 have none
+            self._bind(layout.INPUT_DIGEST, sample=False)
         self._block_arrays.append(layout.COMMIT)
         self.capacity = min(self.arrays[p].shape[0] for p in self._sample_arrays)
 
@@ -412,7 +501,8 @@ class RunWriter:
         dtype = np.dtype(dtype)
         # Arrays without a codec (statistics, outputs, the sample coordinates) are small:
         # stored uncompressed, so that their chunks take the direct path (WholeChunks).
-        compressors: CompressorsLike = (
+        # Every chunk ends with its CRC-32C (core/store/checksums.py), compressed or not.
+        compressors: CompressorsLike = with_checksum(
             layout.compressors_for(codec, dtype.itemsize) if codec else None
         )
         if fill_value is None:
@@ -460,7 +550,6 @@ class RunWriter:
             capacity = max(b, math.ceil(capacity / b) * b)
             n_blocks = capacity // b
             self.capacity = capacity
-            self._declared_arrays.append((layout.COMMIT, commit.record_spec(n_blocks)))
             self._array(
                 layout.SAMPLE,
                 (capacity,),
@@ -517,6 +606,21 @@ class RunWriter:
             by_key = {node.key: node for node in nodes}
             for key in s.layers:
                 self._layer(by_key[key], activations[key], edges[key], n_blocks)
+            self._array(
+                layout.INPUT_DIGEST,
+                (n_blocks,),
+                "uint32",
+                (layout.BLOCK_DIM,),
+                chunks=(1,),
+                sample=False,
+                attrs={"long_name": "CRC-32C of the block's model inputs as fed"},
+                fill_value=0,
+            )
+            self._create_declared()
+            # The commit record is published last, in a write of its own: a run killed
+            # while it was being created has either no record (a resume creates the arrays
+            # again) or every array (a resume binds them) — never a record without arrays.
+            self._declared_arrays.append((layout.COMMIT, commit.record_spec(n_blocks)))
             self._create_declared()
             self._block_arrays.append(layout.COMMIT)  # has_arrays from now on
 
@@ -737,6 +841,9 @@ class RunWriter:
             items.append((self.arrays[layout.LABEL], rows, labels))
         if predictions is not None and layout.PREDICTION in self.arrays:
             items.append((self.arrays[layout.PREDICTION], rows, predictions))
+        if layout.INPUT_DIGEST in self.arrays:
+            digest = np.uint32(input_digest(inputs))
+            items.append((self.arrays[layout.INPUT_DIGEST], start // self.block_size, digest))
         if self.settings.keep_inputs:
             for name, value in inputs.items():
                 items.append((self.arrays[layout.input_path(name)], rows, value))
@@ -808,9 +915,9 @@ class RunWriter:
             attrs.update(status=status, block_size=self.settings.block_size, **extra)
             self.group.attrs.update({layout.ATTRS_KEY: attrs})
 
-    def finish(self, status: str) -> int:
+    def finish(self, status: str, **extra: Any) -> int:
         """End the run: trim arrays to the committed samples when they form a prefix, and
-        set ``status``.  Returns the number of committed samples."""
+        set ``status`` (and the ``extra`` root attrs).  Returns the committed samples."""
         counts = self.committed_counts()
         committed = int(counts.sum())
         prefix = commit.committed_prefix(counts, self.block_size)
@@ -819,7 +926,7 @@ class RunWriter:
             self._resize(committed)
         if self.has_arrays and np.count_nonzero(counts) >= self.SUMMARY_MIN_BLOCKS:
             self._write_summaries(counts, committed)
-        self.set_status(status, samples=committed)
+        self.set_status(status, samples=committed, **extra)
         return committed
 
     def _write_summaries(self, counts: np.ndarray, committed: int) -> None:
@@ -861,6 +968,7 @@ class RunWriter:
                         chunks=value.shape,
                         dimension_names=dims,
                         fill_value=0,
+                        compressors=with_checksum(None),
                         attributes={
                             "long_name": "committed block partials merged",
                             "committed": committed,
