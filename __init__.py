@@ -38,6 +38,7 @@ _LAZY = {
     "get_backend": "tensortap.core.registry",
     "list_backends": "tensortap.core.registry",
     "register_backend": "tensortap.core.registry",
+    "verify": "tensortap.core.verify",
     "viz": "tensortap.viz",
 }
 

@@ -240,6 +240,7 @@ def run(batches: int, repeats: int = 3) -> dict[str, Any]:
             _warm_page_cache(folder, nbytes)
             captured = time_capture(model, x, folder)
             stored = sum(f.stat().st_size for f in (folder / "w1.zarr").rglob("*") if f.is_file())
+            files = sum(1 for f in (folder / "w1.zarr").rglob("*") if f.is_file())
             shutil.rmtree(folder / "w1.zarr")
             pairs.append((plain, captured))
         plain, captured = sorted(pairs, key=lambda p: p[1] / p[0])[(len(pairs) - 1) // 2]
@@ -259,6 +260,7 @@ def run(batches: int, repeats: int = 3) -> dict[str, Any]:
         "pairs_s": pairs,
         "tfdbg_s": tfdbg,
         "stored_gb": stored / 1e9,
+        "files": files,
         "tfdbg_gb": tfdbg_bytes / 1e9,
         "rss_1_gb": rss_1 / 1e6,
         "rss_4_gb": rss_4 / 1e6,
@@ -300,7 +302,9 @@ def _write_results(r: dict[str, Any]) -> None:
         f"{r['rss_1_gb']:.2f} GB = **{c:.2f}** | ≤ 1.15 | {verdict(c <= 1.15)} |",
         "",
         f"Stored: {r['stored_gb']:.2f} GB for {r['gb_per_batch'] * r['batches']:.2f} GB of "
-        f"activations (plus stats); tfdbg wrote {r['tfdbg_gb']:.2f} GB.",
+        f"activations (plus stats) in {r['files']:,} files "
+        f"({r['files'] / r['samples'] * 1000:,.0f} per 1,000 samples); tfdbg wrote "
+        f"{r['tfdbg_gb']:.2f} GB.",
         "",
         "Codecs on one batch of W1 activations (one chunk per layer; written with zarr, "
         "except the row written as captures write):",

@@ -60,12 +60,17 @@ def capture_command(
     progress: bool,
     workers: int | None = None,
     class_names: str | None = None,
+    block_size: int | None = None,
+    chunk_bytes: int | None = None,
+    strict: bool = False,
 ) -> str:
     """Run a capture (on ``workers`` local Dask processes when given); returns the summary."""
     from tensortap.cli.datafiles import load_data
     from tensortap.core.class_names import parse_class_names, record_class_names
     from tensortap.core.engine import capture
+    from tensortap.core.validation import check_storage_dtype
 
+    check_storage_dtype(dtype)  # before loading anything, also for --workers
     data = load_data(data_path, image_size)
     options = {
         "layers": list(layers) or "*",
@@ -77,8 +82,12 @@ def capture_command(
         "resume": resume,
         "overwrite": overwrite,
         "progress": progress,
+        "block_size": block_size,
+        "chunk_bytes": chunk_bytes,
     }
     names = parse_class_names(class_names) if class_names else None
+    if strict:
+        options["strict"] = True
     if workers:
         summary = _capture_on_workers(model_path, data_path, data, output, workers, **options)
         if names:
@@ -135,7 +144,22 @@ def _capture_on_workers(
     "(predicted,label): one gradient per target.",
 )
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
-@click.option("--dtype", default=None, help="Storage dtype of activations, e.g. float16.")
+@click.option(
+    "--block-size",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Samples per storage block (chunk and commit), a multiple of --batch-size "
+    "[default: sized by bytes].",
+)
+@click.option(
+    "--chunk-bytes",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Target bytes of the largest array's chunk when sizing blocks [default: 67108864].",
+)
+@click.option(
+    "--dtype", default=None, help="Storage dtype of activations: float16, float32 or float64."
+)
 @click.option("--resume", is_flag=True, help="Continue an interrupted run.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run.")
 @click.option(
@@ -153,6 +177,7 @@ def _capture_on_workers(
     help="Class names in index order: 'cat,dog,...' or a text file with one name a line.",
 )
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option("--strict", is_flag=True, help="Refuse data holding NaN or infinite values.")
 @click.option(
     "--workers",
     default=None,
@@ -167,12 +192,15 @@ def capture(
     gradients: bool,
     target: str,
     batch_size: int,
+    block_size: int | None,
+    chunk_bytes: int | None,
     dtype: str | None,
     resume: bool,
     overwrite: bool,
     image_size: tuple[int, int] | None,
     class_names: str | None,
     no_progress: bool,
+    strict: bool,
     workers: int | None,
 ) -> None:
     """Capture MODEL (.keras/.h5, SavedModel folder, or .pt/.pth of a whole nn.Module) on
@@ -180,6 +208,8 @@ def capture(
     import_tensorflow_quietly()
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other; choose one")
+    if strict and workers:
+        raise click.UsageError("--strict is not available with --workers yet; drop one of them")
     click.echo(
         capture_command(
             model,
@@ -196,5 +226,8 @@ def capture(
             progress=not no_progress,
             workers=workers,
             class_names=class_names,
+            block_size=block_size,
+            chunk_bytes=chunk_bytes,
+            strict=strict,
         )
     )

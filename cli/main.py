@@ -20,13 +20,32 @@ from tensortap.cli.explain import explain
 from tensortap.cli.export import export
 from tensortap.cli.info import graph, info
 from tensortap.cli.serve import serve
+from tensortap.cli.verify import verify
 from tensortap.core.errors import TensortapError
 
 __all__ = ["main"]
 
 
 class _Group(click.Group):
-    """Turns tensortap's own errors into one line and exit status 2."""
+    """Turns tensortap's own errors and Click's usage errors into one line (exit status 2:
+    no ``Usage:`` or ``Try ...`` lines around it)."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            result = super().main(*args, standalone_mode=False, **kwargs)
+        except click.ClickException as err:  # UsageError, BadParameter...
+            message = err.format_message().rstrip(".")
+            ctx = getattr(err, "ctx", None)
+            if isinstance(err, click.UsageError) and ctx is not None:
+                message += f"; see `{ctx.command_path} --help`"
+            click.echo(f"error: {message}", err=True)
+            sys.exit(err.exit_code)
+        except click.exceptions.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -42,7 +61,7 @@ def main() -> None:
     """Capture, store and look at what every layer of a neural network computes."""
 
 
-for _command in (demo, serve, capture, info, graph, export, explain):
+for _command in (demo, serve, capture, info, graph, export, explain, verify):
     main.add_command(_command)
 
 

@@ -8,8 +8,8 @@ the run.
 
 from __future__ import annotations
 
-import functools
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from tensortap.core.backend import Backend, BatchResult, CaptureSession
+from tensortap.core.block_parts import BlockParts
+from tensortap.core.block_size import BlockRule, choose_block_size
 from tensortap.core.data import Batch
 from tensortap.core.graph import CaptureGraph, CaptureNode
 from tensortap.core.pipeline import Block, WritePipeline
@@ -78,6 +80,8 @@ def array_creator(
             if writer.settings.target.startswith("callable"):  # not a class score
                 score = f"the value of the target {writer.settings.target} (outputs, labels)"
             writer.set_status("capturing", info=dict(session.info), score=score)
+        elif not writer.has_arrays:
+            writer.set_status("capturing")  # stores the block size before any array exists
         if writer.has_arrays:  # a resumed run
             return
         keys = writer.settings.layers
@@ -108,6 +112,61 @@ def array_creator(
     return create
 
 
+def _sample_bytes(
+    writer: RunWriter, result: BatchResult, inputs: dict[str, np.ndarray]
+) -> tuple[int, int]:
+    """Bytes one sample takes in the largest stored array, and over all of a block's arrays."""
+    stored = np.dtype(writer.settings.dtype).itemsize if writer.settings.dtype else None
+    n = max(1, len(next(iter(result.outputs.values()))))
+    largest = total = 0
+    tensors = [*result.activations.values(), *result.gradients.values()]
+    for value in tensors:
+        value = np.asarray(value)
+        per_sample = value.nbytes // n
+        largest = max(largest, per_sample // value.itemsize * (stored or value.itemsize))
+        total += per_sample
+    for value in [*result.outputs.values(), *inputs.values()]:
+        per_sample = np.asarray(value).nbytes // n
+        largest = max(largest, per_sample)
+        total += per_sample
+    return largest, total
+
+
+class _BlockSizer:
+    """Decides a new run's block size from its first batches (:func:`choose_block_size`):
+    the first batch gives the bytes, the second (tracing done) the time a batch takes."""
+
+    def __init__(self, writer: RunWriter, rule: BlockRule, total: int | None) -> None:
+        self.writer, self.rule, self.total = writer, rule, total
+
+    def _choose(self, parts: BlockParts, seconds: float | None) -> int:
+        largest, per_sample = _sample_bytes(self.writer, parts.first_result, parts.first_inputs)
+        return choose_block_size(
+            self.rule,
+            batch_size=self.writer.batch_size,
+            largest_sample_bytes=largest,
+            block_sample_bytes=per_sample,
+            seconds_per_batch=seconds,
+            total=self.total,
+        )
+
+    def observe(self, parts: BlockParts, seconds: float) -> int | None:
+        """The block size once it can be decided, else ``None`` (compute another batch)."""
+        batch = self.writer.batch_size
+        if len(parts) % batch:  # a short batch: the data ended
+            return self.at_end(parts)
+        if parts.batches == 1:
+            size = self._choose(parts, None)
+            return size if size <= batch else None
+        # Never fewer batches than the first block already holds.
+        return max(self._choose(parts, seconds), parts.batches * batch)
+
+    def at_end(self, parts: BlockParts) -> int:
+        """The data ended before a decision: the block is what was seen (no padding)."""
+        batch = self.writer.batch_size
+        return min(self._choose(parts, None), -(-len(parts) // batch) * batch)
+
+
 def capture_blocks(
     backend: Backend,
     model: Any,
@@ -122,41 +181,62 @@ def capture_blocks(
     threads: int | None,
     on_first: OnFirst | None = None,
     on_committed: Callable[[int, int], None] | None = None,
+    rule: BlockRule | None = None,
+    total: int | None = None,
+    max_blocks: int | None = None,
 ) -> None:
-    """Compute ``(start, batch)`` blocks and write them; neither creates nor ends the run.
+    """Compute ``(start, batch)`` batches, gather them into blocks and write those; neither
+    creates nor ends the run.
+
+    Consecutive batches are gathered into the block they belong to (block *b* holds samples
+    ``[b·S, (b+1)·S)`` for the run's block size *S*); a gap in the starts (blocks skipped)
+    ends a block.  A new run's block size is decided here from its first batches by
+    ``rule`` (and ``total``, the samples the run will hold) and stored in the writer before
+    the first block is written.  ``max_blocks`` stops after that many blocks (the batches
+    after them are not computed).
 
     Blocks computed before an error are still written and committed (they are good data);
     then the error propagates.  With ``supports_partial_stats`` the session reduces the
     statistics in its compiled step once the run's histogram edges are known.
     """
     pipeline: WritePipeline | None = None
+    sizer = None if writer.block_size_decided else _BlockSizer(writer, rule or BlockRule(), total)
+    block_size = writer.block_size if sizer is None else None
+    emitted = 0
     try:
         with backend.session(model, nodes, gradients=gradients, target=target) as session:
             partial = bool(getattr(backend, "supports_partial_stats", False))
             if partial and writer.has_arrays:
                 session.set_histogram_edges(writer.edges)
-            for start, batch in batches:
-                n = len(batch)
-                classes = target.batch_classes(start, start + n, batch.labels)
-                result = session.run(batch.inputs, classes=classes, labels=batch.labels)
-                labels = labels_for_store(batch.labels)
-                predictions = (
-                    result.predictions  # the backend's own argmax: the gradients' classes
-                    if result.predictions is not None
-                    else predictions_of(graph, result.outputs)
-                )
+
+            def emit(parts: BlockParts) -> None:
+                nonlocal pipeline
                 if pipeline is None:
-                    prepare: Callable[[], None] | None = None
+                    prepare: Callable[[Block], None] | None = None
                     if on_first is not None:
                         if partial:  # the session needs the edges the first block fixes
-                            on_first(session, result, batch, labels, predictions)
+                            first = parts.assemble()
+                            on_first(
+                                session,
+                                first.result,
+                                Batch(first.inputs, first.labels),
+                                first.labels,
+                                first.predictions,
+                            )
                             session.set_histogram_edges(writer.edges)
+                            parts = first  # type: ignore[assignment]
                         else:
                             # Created by the writer thread, before it writes this block,
                             # while this thread computes the next one.
-                            prepare = functools.partial(
-                                on_first, session, result, batch, labels, predictions
-                            )
+                            def prepare(block: Block) -> None:
+                                on_first(
+                                    session,
+                                    block.result,
+                                    Batch(block.inputs, block.labels),
+                                    block.labels,
+                                    block.predictions,
+                                )
+
                     pipeline = WritePipeline(
                         writer,
                         nodes,
@@ -165,9 +245,51 @@ def capture_blocks(
                         on_committed=on_committed,
                         prepare=prepare,
                     )
-                    prepare = None  # the pipeline alone keeps block 0 alive until written
-                pipeline.submit(Block(start, result, batch.inputs, labels, predictions))
-                del result  # the pipeline owns the block's memory now
+                pipeline.submit(parts)
+
+            parts: BlockParts | None = None
+            for start, batch in batches:
+                if parts is not None and start != parts.stop:  # blocks were skipped
+                    emit(parts)
+                    emitted += 1
+                    parts = None
+                    if max_blocks is not None and emitted >= max_blocks:
+                        break
+                n = len(batch)
+                classes = target.batch_classes(start, start + n, batch.labels)
+                began = time.perf_counter()
+                result = session.run(batch.inputs, classes=classes, labels=batch.labels)
+                seconds = time.perf_counter() - began
+                if parts is None:
+                    parts = BlockParts(start)
+                parts.add(
+                    result,
+                    batch.inputs,
+                    labels_for_store(batch.labels),
+                    (
+                        result.predictions  # the backend's own argmax: the gradients' classes
+                        if result.predictions is not None
+                        else predictions_of(graph, result.outputs)
+                    ),
+                )
+                del result  # the block's parts own the memory now
+                if sizer is not None and block_size is None:
+                    block_size = sizer.observe(parts, seconds)
+                    if block_size is not None:
+                        writer.set_block_size(block_size)
+                if block_size is not None and (
+                    parts.stop % block_size == 0 or len(parts) >= block_size
+                ):
+                    emit(parts)
+                    emitted += 1
+                    parts = None
+                    if max_blocks is not None and emitted >= max_blocks:
+                        break
+            if parts is not None:
+                if sizer is not None and block_size is None:
+                    writer.set_block_size(sizer.at_end(parts))
+                emit(parts)
+            parts = None
             if pipeline is not None:
                 pipeline.close()
     except BaseException:

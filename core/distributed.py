@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from tensortap.core.backend import Backend
+from tensortap.core.block_size import BlockRule
 from tensortap.core.blocks import array_creator, capture_blocks, n_classes
 from tensortap.core.data import Batch, _as_inputs, _is_arraylike, as_source
 from tensortap.core.distributed_checks import WorkerCheck, check_client, check_workers
@@ -228,12 +229,13 @@ def _job_batches(
 ) -> Iterator[tuple[int, Batch]]:
     """The range's batches, without those of ``committed`` blocks (a retried range)."""
     b = job.settings.batch_size
+    block = job.settings.block_size or b  # ranges are whole blocks of the run's block size
     columns = {
         name: np.load(value, mmap_mode="r") if isinstance(value, str) else value
         for name, value in job.inputs.items()
     }
     for i in range(job.start, job.stop, b):
-        if i // b in committed:
+        if i // block in committed:
             continue
         j = min(i + b, job.stop)
         inputs = {}
@@ -263,7 +265,7 @@ def _capture_range(job: _RangeJob) -> tuple[int, int]:
     # Dask re-runs a range whose worker died (docs/design.md §6, issue 18): the blocks the dead
     # worker committed are whole and stay, so each sample is captured into the run once.
     counts = writer.committed_counts()
-    b = job.settings.batch_size
+    b = writer.block_size
     done = frozenset(
         k for k in range(job.start // b, -(-job.stop // b)) if k < len(counts) and counts[k]
     )
@@ -347,6 +349,8 @@ def capture_distributed(
     sharded: bool = False,
     depth: int = 1,
     threads: int | None = None,
+    block_size: int | None = None,
+    chunk_bytes: int | None = None,
 ) -> Run:
     """Capture a run with Dask workers, each capturing disjoint block-aligned sample ranges.
 
@@ -367,8 +371,9 @@ def capture_distributed(
         The cluster's client; default: the current client, else a ``LocalCluster`` started
         for this call.
     layers, gradients, target, labels, batch_size, dtype, overwrite, resume, storage_options,
-    progress, keep_inputs, codec, sharded, depth, threads
-        As for :func:`tensortap.capture`.  ``progress`` advances per finished range.
+    progress, keep_inputs, codec, sharded, depth, threads, block_size, chunk_bytes
+        As for :func:`tensortap.capture`.  The coordinator captures block 0 itself, which
+        decides the block size by the same rule; the ranges are whole blocks.  ``progress`` advances per finished range.
     ranges_per_worker : int, optional
         Ranges per worker (default 2).  More ranges balance uneven workers and lose less
         work to a failure, at the cost of one task each.
@@ -409,6 +414,7 @@ def capture_distributed(
     nodes = graph.select(layers)
     if gradients and not backend.supports_gradients:
         raise TensortapError(f"the {backend.name} backend cannot capture gradients")
+    rule = BlockRule.from_options(block_size, chunk_bytes, int(batch_size))
     input_names = tuple(spec.name for spec in graph.inputs)
     source = as_source(x, input_names=input_names, batch_size=batch_size, labels=label_array)
     total = source.length
@@ -435,6 +441,7 @@ def capture_distributed(
         total=total,
         inputs=input_names,
         outputs=tuple(spec.name for spec in graph.outputs),
+        block_size=rule.block_size,
     )
     dask_client, close = _client(client)
     try:
@@ -468,6 +475,7 @@ def capture_distributed(
             ranges_per_worker=ranges_per_worker,
             depth=depth,
             threads=threads,
+            rule=rule,
         )
     finally:
         close()
@@ -514,6 +522,7 @@ def _capture_on(
     ranges_per_worker: int | None,
     depth: int,
     threads: int | None,
+    rule: BlockRule,
 ) -> Run:
     """Create (or reopen) the run, write block 0, hand the other blocks to the workers."""
     total = settings.total
@@ -530,9 +539,6 @@ def _capture_on(
             )
     else:
         writer = RunWriter.open(location, settings, overwrite=overwrite)
-    settings = writer.settings  # a resume keeps the run's block size
-    b = settings.batch_size
-    n_blocks = -(-total // b)
     bar = _Progress(total, int(writer.committed_counts().sum()), progress)
     try:
         if not writer.has_arrays:
@@ -549,7 +555,10 @@ def _capture_on(
                 depth,
                 threads,
                 bar,
+                rule,
             )
+        settings = writer.settings  # block 0 decided the block size; a resume keeps the run's
+        n_blocks = -(-total // writer.block_size)
         # A run trimmed by an earlier failed capture is grown back here, by the coordinator
         # alone, before any worker writes.
         writer.ensure_capacity(total)
@@ -608,15 +617,24 @@ def _first_block(
     depth: int,
     threads: int | None,
     bar: _Progress,
+    rule: BlockRule,
 ) -> None:
-    """Capture block 0 here: it creates the arrays (pre-sized to ``total``) and fixes the
-    histogram edges from its values, exactly as the single-process engine does."""
+    """Capture block 0 here: it decides the block size, creates the arrays (pre-sized to
+    ``total``) and fixes the histogram edges from its values, exactly as the single-process
+    engine does."""
     b = writer.batch_size
-    stop = min(b, total)
-    batch = Batch(
-        {name: np.ascontiguousarray(c.array[:stop]) for name, c in columns.items()},
-        None if labels is None else np.asarray(labels[:stop]),
-    )
+
+    def batches() -> Iterator[tuple[int, Batch]]:  # computed only as far as block 0 needs
+        for start in range(0, total, b):
+            stop = min(start + b, total)
+            yield (
+                start,
+                Batch(
+                    {n: np.ascontiguousarray(c.array[start:stop]) for n, c in columns.items()},
+                    None if labels is None else np.asarray(labels[start:stop]),
+                ),
+            )
+
     capture_blocks(
         backend,
         model,
@@ -624,12 +642,15 @@ def _first_block(
         nodes,
         writer,
         target,
-        iter([(0, batch)]),
+        batches(),
         gradients=writer.settings.gradients,
         depth=depth,
         threads=threads,
         on_first=array_creator(writer, graph, nodes, total),
         on_committed=bar.update,
+        rule=rule,
+        total=total,
+        max_blocks=1,
     )
 
 
@@ -658,7 +679,7 @@ def _run_ranges(
     """
     from distributed import as_completed
 
-    b = settings.batch_size
+    b = settings.block_size or settings.batch_size
     n_workers = max(1, len(client.scheduler_info().get("workers", {})))
     per_worker = ranges_per_worker or DEFAULT_RANGES_PER_WORKER
     token = _token(factory)

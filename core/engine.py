@@ -7,17 +7,20 @@ open the run writer, and loop over blocks of samples, computing block *k+1* whil
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
 from tensortap.core.backend import Backend
+from tensortap.core.block_size import BlockRule
 from tensortap.core.blocks import array_creator, capture_blocks, n_classes
 from tensortap.core.class_names import check_class_names
-from tensortap.core.data import Batch, as_source
+from tensortap.core.data import Batch, DataSource, as_source
 from tensortap.core.errors import (
     EmptyDataError,
     ResumeMismatchError,
@@ -28,10 +31,14 @@ from tensortap.core.graph import CaptureGraph, override_dims
 from tensortap.core.multi_target import MultiTarget, MultiTargetBackend, parse_targets
 from tensortap.core.registry import backend_for, get_backend
 from tensortap.core.run import Run
+from tensortap.core.store import commit
+from tensortap.core.store.checksums import input_digest
 from tensortap.core.store.layout import parse_codec
+from tensortap.core.store.placement import Placement
 from tensortap.core.store.storage import open_location
 from tensortap.core.store.writer import RunSettings, RunWriter
 from tensortap.core.targets import resolve_target
+from tensortap.core.validation import NonFiniteInputs, check_int, check_storage_dtype
 
 __all__ = ["capture", "graph", "resolve_backend"]
 
@@ -139,6 +146,9 @@ def capture(
     threads: int | None = None,
     dims: Mapping[str, Sequence[str]] | None = None,
     class_names: Any = None,
+    block_size: int | None = None,
+    chunk_bytes: int | None = None,
+    strict: bool = False,
 ) -> Run:
     """Capture activations (and gradients) of ``model`` on ``data`` into a run.
 
@@ -162,7 +172,7 @@ def capture(
     labels : array, optional
         One label per sample (or give ``(x, y)`` data).
     batch_size : int
-        Samples per batch, and per chunk of every stored array.
+        Samples per compute batch (what the model sees at once).
     dtype : str, optional
         Storage dtype of activations and gradients (``"float16"``); statistics always
         come from the full-precision values.
@@ -194,6 +204,17 @@ def capture(
     class_names : sequence of str, optional
         One name per class of the model's first output, in index order; stored in the
         run's attrs and shown by the views wherever a label or prediction is.
+    block_size : int, optional
+        Samples per storage block (one chunk of every array, one commit), a multiple of
+        ``batch_size``.  By default as many whole batches as fill ``chunk_bytes`` in the
+        largest array, bounded by memory and ~2 s of compute a block
+        (:mod:`tensortap.core.block_size`).  A resumed run keeps its own.
+    chunk_bytes : int, optional
+        Target bytes of the largest array's chunk when the block size is chosen (64 MiB).
+    strict : bool
+        Refuse input data holding NaN or infinite values (by default they are captured, with
+        a :class:`~tensortap.core.errors.NonFiniteInputWarning` and a ``nonfinite_inputs``
+        record in the run's attrs).
 
     Returns
     -------
@@ -202,14 +223,22 @@ def capture(
 
     Raises
     ------
-    EmptyDataError, DataError, LayerNotFoundError, TargetError, RunExistsError,
-    ResumeMismatchError, StorageError
+    EmptyDataError, DataError, OptionError, LayerNotFoundError, TargetError,
+    RunExistsError, ResumeMismatchError, StorageError
         One line each, naming the problem and the fix.
     """
     if resume and overwrite:
         raise ResumeMismatchError(
             "resume=True and overwrite=True contradict each other; choose one"
         )
+    # Arguments first: a refused capture must leave nothing behind (issue 20).
+    batch_size = cast(int, check_int("batch_size", batch_size, minimum=1))
+    depth = cast(int, check_int("depth", depth, minimum=1))
+    threads = check_int("threads", threads, minimum=1, optional=True)
+    block_size = check_int("block_size", block_size, minimum=1, optional=True)
+    chunk_bytes = check_int("chunk_bytes", chunk_bytes, minimum=1, optional=True)
+    rule = BlockRule.from_options(block_size, chunk_bytes, batch_size)
+    storage_dtype = check_storage_dtype(dtype)
     backend_obj = resolve_backend(model, backend)
     if backend_obj.needs_example_inputs:
         example, data = _example_inputs(data, backend_obj, batch_size)
@@ -220,7 +249,10 @@ def capture(
         capture_graph = backend_obj.graph(model)
     nodes = override_dims(capture_graph.select(layers), dims)
     if gradients and not backend_obj.supports_gradients:
-        raise TensortapError(f"the {backend_obj.name} backend cannot capture gradients")
+        raise TensortapError(
+            f"the {backend_obj.name} backend cannot capture gradients; pass gradients=False "
+            "or use a backend that supports them"
+        )
     input_names = tuple(spec.name for spec in capture_graph.inputs)
     source = as_source(
         data, input_names=input_names, batch_size=batch_size, labels=labels, backend=backend_obj
@@ -246,8 +278,8 @@ def capture(
         fingerprint="" if store is None else backend_obj.fingerprint(model),
         layers=tuple(n.key for n in nodes),
         gradients=bool(gradients),
-        dtype=None if dtype is None else str(np.dtype(dtype)),
-        batch_size=int(batch_size),
+        dtype=storage_dtype,
+        batch_size=batch_size,
         target=resolved_target.describe(),
         codec=parse_codec(codec),
         sharded=sharded,
@@ -255,26 +287,41 @@ def capture(
         total=source.length,
         inputs=input_names,
         outputs=tuple(spec.name for spec in capture_graph.outputs),
+        block_size=rule.block_size,
     )
     location = open_location(store, storage_options, read_only=False)
+    nonfinite = NonFiniteInputs(strict=strict)
+    resumed = _Resumed(source)
     writer: RunWriter | None = None
-    if resume:
-        writer = RunWriter.open(location, settings, resume=True)
-        if writer.settings.batch_size != batch_size:  # the run's chunking wins
-            source = as_source(
-                data,
-                input_names=input_names,
-                batch_size=writer.settings.batch_size,
-                labels=labels,
-                backend=backend_obj,
-            )
-    start = writer.committed_prefix() if writer is not None else 0
-    batches = source.batches(start)
-    first = next(batches, None)
+    # A local folder that does not exist yet is not touched (reading would create it).
+    absent = location.is_local and not Path(str(getattr(location.store, "root", ""))).exists()
+    resuming = resume and not absent and RunWriter.holds_run(location)
+    if resuming:
+        rebuild = functools.partial(
+            as_source, data, input_names=input_names, labels=labels, backend=backend_obj
+        )
+        writer = RunWriter.open(
+            location,
+            settings,
+            resume=True,
+            check_data=functools.partial(resumed.check, rebuild=rebuild),
+        )
+    if not resumed.fetched:
+        resumed.start_from(0)
+    first, batches, start = resumed.first, resumed.batches, resumed.start
     if first is None and start == 0:
         raise EmptyDataError("the data holds no sample; nothing to capture")
+    placement: Placement | None = None
     if writer is None:
-        writer = RunWriter.open(location, settings, overwrite=overwrite)
+        if first is not None:
+            nonfinite.check(start, first.inputs)  # before the run exists (strict=True)
+        placement = Placement.beside(location)
+        if placement is not None:
+            if not absent:
+                RunWriter.check_replaceable(location, overwrite=overwrite)
+            writer = RunWriter.open(placement.staging, settings)
+        else:
+            writer = RunWriter.open(location, settings, overwrite=overwrite)
     if names is not None:
         writer.set_status("capturing", class_names=names)
     if several is not None:
@@ -292,13 +339,81 @@ def capture(
         first,
         batches,
         start,
-        source.length,
+        resumed.source.length,
         progress,
         depth,
         threads,
         gradients,
+        rule,
+        _Finish(placement, nonfinite, created=not resuming or resumed.created),
     )
-    return Run(location, lazy=True)
+    return Run(writer.location, lazy=True)
+
+
+class _Resumed:
+    """Where the capture starts, and the resume's check that it was given the same data.
+
+    A resume continues after the committed prefix.  Before anything is written it reads
+    the data's last committed block again and compares its CRC-32C with the run's
+    ``input_digest`` entry (the length was compared with ``total`` already): data of the
+    same length but other content is :class:`ResumeMismatchError` (issue 20).
+    """
+
+    def __init__(self, source: DataSource) -> None:
+        self.source = source
+        self.first: Batch | None = None
+        self.batches: Iterator[Batch] = iter(())
+        self.start = 0
+        self.created = False
+        self.fetched = False
+
+    def start_from(self, start: int) -> None:
+        """Take the data from sample ``start`` on (once: an iterator is read only once)."""
+        self.fetched = True
+        self.start = start
+        self.batches = self.source.batches(start)
+        self.first = next(self.batches, None)
+
+    def check(self, writer: RunWriter, *, rebuild: Any) -> None:
+        if writer.settings.batch_size != getattr(self.source, "batch_size", None):
+            # The run's chunking wins over the batch size asked for.
+            self.source = rebuild(batch_size=writer.settings.batch_size)
+        self.created = not writer.has_arrays
+        counts = writer.committed_counts()
+        # Blocks are the run's block size (several batches each since issue 12).
+        size = writer.block_size
+        prefix = commit.committed_prefix(counts, size)
+        if not prefix:
+            self.start_from(0)
+            return
+        block = (prefix - 1) // size
+        self.start_from(block * size)
+        stored = writer.input_digest(block)
+        if stored is None or self.first is None:
+            return
+        # The digest covers the whole block as fed: read its batches, then hand them on
+        # (they are committed, so the capture skips them).
+        read = [self.first]
+        expected = int(counts[block])
+        seen = len(self.first)
+        while seen < expected:
+            more = next(self.batches, None)
+            if more is None:
+                break
+            read.append(more)
+            seen += len(more)
+        inputs = {
+            name: np.concatenate([np.asarray(b.inputs[name]) for b in read], axis=0)
+            for name in self.first.inputs
+        }
+        self.batches = itertools.chain(read[1:], self.batches)
+        if input_digest(inputs) != stored or seen != expected:
+            first, stop = self.start, self.start + expected
+            raise ResumeMismatchError(
+                f"cannot resume {writer.location.url!r}: the data's samples {first}-{stop - 1} "
+                f"differ from those the run committed (input digest of block {block}); resume "
+                "with the data the run was captured on, or pass overwrite=True (--overwrite)"
+            )
 
 
 def _pending(
@@ -308,6 +423,9 @@ def _pending(
     committed: np.ndarray,
     block_size: int,
     bar: _Progress,
+    check: Any = None,
+    *,
+    checked_first: bool = False,
 ) -> Iterator[tuple[int, Batch]]:
     """``(start, batch)`` of the blocks still to capture.
 
@@ -316,13 +434,69 @@ def _pending(
     chunk would put committed samples at risk if the process died mid-write.
     """
     position = start
-    for batch in itertools.chain([first], rest):
+    for index, batch in enumerate(itertools.chain([first], rest)):
         block = position // block_size
-        if block < len(committed) and committed[block] == len(batch):
+        if block < len(committed) and committed[block] >= position % block_size + len(batch):
             bar.update(len(batch), 0)
         else:
+            if check is not None and (index or not checked_first):
+                check(position, batch.inputs)  # a new run's first block was checked already
             yield position, batch
         position += len(batch)
+
+
+class _Finish:
+    """How a capture ends: publish a run written beside its path after the first commit
+    (:class:`~tensortap.core.store.placement.Placement`), record non-finite inputs, and
+    leave no run behind when nothing was committed."""
+
+    def __init__(self, placement: Placement | None, nonfinite: NonFiniteInputs, *, created: bool):
+        self.placement = placement
+        self.nonfinite = nonfinite
+        self.created = created
+        self.resumed = placement is None and not created
+        self.committed = False
+        #: A failure of :meth:`after_commit`, raised in the capturing thread (the committer
+        #: thread calls it outside the pipeline's own error handling).
+        self.error: BaseException | None = None
+
+    def after_commit(self, writer: RunWriter) -> None:
+        """In the committer thread, after each commit, before the next block is written."""
+        self.committed = True
+        if self.placement is not None and not self.placement.published and self.error is None:
+            try:
+                writer.relocate(self.placement.publish())
+            except Exception as err:  # noqa: BLE001 - handed to the capturing thread
+                self.error = err
+
+    def check_block(self, start: int, inputs: Any) -> None:
+        """Before each block is computed: re-raise a failed publish, count non-finite inputs."""
+        self.raise_error()
+        self.nonfinite.check(start, inputs)
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def extra(self, writer: RunWriter) -> dict[str, Any]:
+        record = self.nonfinite.record()
+        if record and not self.created:  # a resume adds to what the run recorded
+            before = writer.stored_attr("nonfinite_inputs") or {}
+            counts = record["nonfinite_inputs"]
+            for name in ("values", "samples"):
+                counts[name] += int(before.get(name, 0))
+            if before.get("first_sample") is not None:
+                counts["first_sample"] = before["first_sample"]
+        return record
+
+    def failed(self, writer: RunWriter) -> None:
+        if self.placement is not None and not self.placement.published:
+            self.placement.discard()  # the old run (if any) is untouched
+            return
+        if self.created and not self.committed and not writer.committed_counts().any():
+            writer.remove()  # a refused capture leaves no run behind
+            return
+        writer.finish("failed", **self.extra(writer))
 
 
 def _run_blocks(
@@ -340,9 +514,25 @@ def _run_blocks(
     depth: int,
     threads: int | None,
     gradients: bool,
+    rule: BlockRule,
+    ending: _Finish,
 ) -> None:
     bar = _Progress(total, start, progress)
-    blocks = _pending(first, rest, start, writer.committed_counts(), writer.batch_size, bar)
+    blocks = _pending(
+        first,
+        rest,
+        start,
+        writer.committed_counts(),
+        writer.block_size,
+        bar,
+        ending.check_block,
+        checked_first=not ending.resumed,
+    )
+
+    def on_committed(samples: int, nbytes: int) -> None:
+        ending.after_commit(writer)
+        bar.update(samples, nbytes)
+
     try:
         capture_blocks(
             backend,
@@ -356,14 +546,18 @@ def _run_blocks(
             depth=depth,
             threads=threads,
             on_first=array_creator(writer, capture_graph, nodes, total),
-            on_committed=bar.update,
+            on_committed=on_committed,
+            rule=rule,
+            total=total,
         )
+        ending.raise_error()
     except BaseException:
         bar.close()
         try:
-            writer.finish("failed")
+            ending.failed(writer)
         except Exception:  # noqa: BLE001 - the original error matters more
             pass
         raise
     bar.close()
-    writer.finish("complete")
+    writer.finish("complete", **ending.extra(writer))
+    ending.nonfinite.warn()

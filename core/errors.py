@@ -19,6 +19,8 @@ __all__ = [
     "LayerNotFoundError",
     "ModelNotBuiltError",
     "NoGradientsError",
+    "NonFiniteInputWarning",
+    "OptionError",
     "ResumeMismatchError",
     "RunExistsError",
     "RunNotFoundError",
@@ -83,6 +85,15 @@ class RunNotFoundError(TensortapError, FileNotFoundError):
 
 class CorruptRunError(TensortapError, ValueError):
     """The run's metadata or arrays are damaged or truncated."""
+
+
+class OptionError(TensortapError, ValueError, TypeError):
+    """An argument of the wrong type or out of its allowed values (``batch_size=2.5``,
+    ``dtype="int8"``).  Also a ``TypeError``, which Python raises for wrong types."""
+
+
+class NonFiniteInputWarning(UserWarning):
+    """The input data held NaN or infinite values (captured as given; see ``strict``)."""
 
 
 class ResumeMismatchError(TensortapError, ValueError):

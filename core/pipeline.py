@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -64,8 +65,8 @@ class WritePipeline:
     on_committed : callable, optional
         ``(n_samples, n_bytes)`` after each commit (progress bar).
     prepare : callable, optional
-        Called in the writer thread before the first block is written (creating the run's
-        arrays there lets the caller compute the next block meanwhile).
+        Called with the first block in the writer thread before it is written (creating the
+        run's arrays there lets the caller compute the next block meanwhile).
     """
 
     def __init__(
@@ -76,7 +77,7 @@ class WritePipeline:
         depth: int = 1,
         threads: int | None = None,
         on_committed: Callable[[int, int], None] | None = None,
-        prepare: Callable[[], None] | None = None,
+        prepare: Callable[[Block], None] | None = None,
     ) -> None:
         self.writer = writer
         self._prepare = prepare
@@ -92,8 +93,9 @@ class WritePipeline:
         self._thread = threading.Thread(target=self._loop, name="tt-commit", daemon=True)
         self._thread.start()
 
-    def submit(self, block: Block) -> None:
-        """Queue a block, waiting while the queue is full; re-raises a writer failure."""
+    def submit(self, block: Block | Any) -> None:
+        """Queue a block (or an object whose ``assemble()`` returns one, joined in the writer
+        thread), waiting while the queue is full; re-raises a writer failure."""
         while True:
             self._raise_if_failed()
             try:
@@ -144,10 +146,12 @@ class WritePipeline:
             item = self._queue.get()
             if item is _STOP or self._error is not None:
                 return
-            assert isinstance(item, Block)
             try:
+                if not isinstance(item, Block):  # batches of one block, joined here
+                    item = item.assemble()  # type: ignore[attr-defined]
+                assert isinstance(item, Block)
                 if self._prepare is not None:
-                    self._prepare()
+                    self._prepare(item)
                     self._prepare = None
                 # Resizing here, between blocks, means no write is ever in flight meanwhile.
                 self.writer.ensure_capacity(item.start + len(item))

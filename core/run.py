@@ -28,6 +28,7 @@ from tensortap.core.errors import (
 from tensortap.core.selection import resolve_layer_key
 from tensortap.core.stats import reduce_blocks
 from tensortap.core.store import commit, layout
+from tensortap.core.store.checksums import CheckedStore
 from tensortap.core.store.storage import Location, open_location, read_json, total_size
 
 __all__ = ["Run", "open_run"]
@@ -114,15 +115,20 @@ class Run:
         if attrs.get("schema") != layout.SCHEMA:
             raise CorruptRunError(
                 f"the run at {self.path!r} has schema {attrs.get('schema')!r}; this tensortap "
-                f"reads schema {layout.SCHEMA}"
+                f"reads schema {layout.SCHEMA} — open it with the tensortap that wrote it "
+                f"(version {attrs.get('version')!r}) or capture it again"
             )
         self._attrs = attrs
+        # Runs from before blocks held several batches have no block_size: one batch each.
+        self.block_size = int(attrs.get("block_size") or attrs.get("batch_size") or 1)
         # The commit record first, the arrays after: arrays are never smaller than it says.
-        counts = self._read_commit(store)
+        counts = self._read_commit(CheckedStore(store, None, self.block_size, self.path))
+        self._check_record(counts)
         if not np.array_equal(counts, self._counts):
             self._stats_cache = {}  # reductions are valid for one commit state only
         self._counts = counts
-        self.block_size = int(attrs.get("batch_size") or 1)
+        # Reads of committed blocks refuse missing, truncated or damaged chunks (issue 20).
+        self._store = CheckedStore(store, counts, self.block_size, self.path)
         indices: np.ndarray = commit.committed_samples(self._counts, self.block_size)
         self._indices = indices
         prefix = len(indices) and indices[-1] == len(indices) - 1
@@ -137,7 +143,7 @@ class Run:
 
     def _load_trees(self) -> tuple[xr.DataTree | None, xr.DataTree]:
         if self._trees is None:
-            raw = self._open_tree(self._location.store) if len(self._indices) else None
+            raw = self._open_tree(self._store) if len(self._indices) else None
             self._trees = (raw, self._committed_tree(raw))
         return self._trees
 
@@ -150,6 +156,23 @@ class Run:
         """The run as an ``xr.DataTree``, sliced to the committed samples."""
         return self._load_trees()[1]
 
+    def _check_record(self, counts: np.ndarray) -> None:
+        """The commit record must agree with the attrs of a run that ended: a deleted
+        record, or a deleted entry, would otherwise hide committed samples silently."""
+        stored = self._attrs.get("samples")
+        if not isinstance(stored, int):
+            return
+        if self._attrs.get("status") != "complete" and (counts.size or not stored):
+            return  # a failed run may still be resumed; only a vanished record is damage
+        if int(counts.sum()) != stored:
+            raise CorruptRunError(
+                f"the run at {self.path!r} is damaged: its commit record counts "
+                f"{int(counts.sum())} committed samples but the run's attrs record {stored} "
+                f"({self._attrs.get('status')}); "
+                f"run `tensortap verify {self.path} --repair`, then capture again with "
+                "--resume (resume=True)"
+            )
+
     def _read_commit(self, store: Any) -> np.ndarray:
         meta = read_json(store, f"{layout.COMMIT}/zarr.json")
         if meta is None:
@@ -158,6 +181,8 @@ class Run:
             record = zarr.open_array(store, path=layout.COMMIT, mode="r")
             counts: np.ndarray = commit.committed_blocks(record)
             return counts
+        except CorruptRunError:
+            raise
         except (ValueError, TypeError, KeyError) as err:
             raise CorruptRunError(
                 f"the commit record of {self.path!r} is damaged ({err}); capture the run again"
@@ -172,7 +197,8 @@ class Run:
         # Dask names its chunks after a hash of the store; an in-memory store hashes by
         # pickling all its data, which costs more than capturing a small batch.  Its arrays
         # stay lazy without Dask (xarray's lazy indexing): they are in memory already.
-        chunks: dict[str, int] | None = None if isinstance(store, zarr.storage.MemoryStore) else {}
+        inner = store._store if isinstance(store, CheckedStore) else store
+        chunks: dict[str, int] | None = None if isinstance(inner, zarr.storage.MemoryStore) else {}
         last: Exception | None = None
         for _attempt in range(3):  # a capture growing its arrays may be caught mid-resize
             try:
@@ -186,6 +212,8 @@ class Run:
                         decode_timedelta=False,
                         **kwargs,
                     )
+            except CorruptRunError:
+                raise
             except OSError as err:
                 raise StorageError(f"cannot read the run at {self.path!r}: {err}") from err
             except Exception as err:  # noqa: BLE001 - reported as a corrupt run below
@@ -208,7 +236,7 @@ class Run:
             node = self.tree[path] if path else self.tree
             return node.dataset
         if path not in self._groups:
-            dataset = self._open(xr.open_dataset, self._location.store, group=path or None)
+            dataset = self._open(xr.open_dataset, self._store, group=path or None)
             if layout.SAMPLE in dataset.dims:
                 dataset = dataset.isel({layout.SAMPLE: self._selection})
             self._groups[path] = dataset
@@ -433,7 +461,7 @@ class Run:
         """Read the small stats arrays with zarr directly: one concurrent read per array,
         no Dask graph (a Dask read of one chunk per block cost ~1 ms a block).  A finished
         run's summary is used when it covers exactly the committed samples."""
-        group = zarr.open_group(self._location.store, path=layout.stats_path(key), mode="r")
+        group = zarr.open_group(self._store, path=layout.stats_path(key), mode="r")
         edges = np.asarray(cast("zarr.Array[Any]", group[layout.BIN_EDGES])[...])
         committed = int(self._counts.sum())
         try:
@@ -450,7 +478,7 @@ class Run:
     def _reduce_stats_partials(self, key: str, group: Any = None) -> Any:
         """Reduce the committed blocks' partials (a run still capturing, or resumed)."""
         if group is None:
-            group = zarr.open_group(self._location.store, path=layout.stats_path(key), mode="r")
+            group = zarr.open_group(self._store, path=layout.stats_path(key), mode="r")
         blocks = np.flatnonzero(self._counts)
         upto = int(blocks[-1]) + 1 if len(blocks) else 0
         moments = np.asarray(group[layout.BLOCK_MOMENTS][:upto])[blocks]

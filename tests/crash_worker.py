@@ -1,6 +1,8 @@
 """Subprocess for tests/test_crash.py: capture a fake model slowly until killed.
 
-usage: python crash_worker.py RUN_PATH N_SAMPLES DELAY_S [--resume]
+usage: python crash_worker.py RUN_PATH N_SAMPLES DELAY_S [--resume] [--block-size=N]
+
+Batches of 8; blocks of one batch unless ``--block-size`` (tests/test_block_size.py) says.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class SlowBackend(FakeBackend):
 def main() -> None:
     path, n, delay = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
     SlowSession.delay = delay
+    sizes = [int(a.split("=", 1)[1]) for a in sys.argv if a.startswith("--block-size=")]
     model = FakeModel(size=16, channels=8)
     x = images(n, size=16)
     y = np.arange(n) % 3
@@ -42,6 +45,7 @@ def main() -> None:
         store=path,
         backend=SlowBackend(),
         batch_size=8,
+        block_size=sizes[-1] if sizes else 8,
         gradients=True,
         progress=False,
         resume="--resume" in sys.argv,

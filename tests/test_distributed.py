@@ -61,6 +61,7 @@ def reference(data: dict[str, Any]) -> Any:
         gradients=True,
         target="label",
         batch_size=B,
+        block_size=B,  # one batch a block, as these tests pin it
         progress=False,
     )
 
@@ -96,6 +97,7 @@ def test_matches_single_process_capture(
         gradients=True,
         target="label",
         batch_size=B,
+        block_size=B,  # one batch a block, as these tests pin it
         progress=False,
     )
     assert run.status == "complete" and run.samples == N
@@ -130,6 +132,7 @@ def test_failed_range_then_resume(
         gradients=True,
         target="label",
         batch_size=B,
+        block_size=B,  # one batch a block, as these tests pin it
         progress=False,
         ranges_per_worker=2,
     )
@@ -160,7 +163,14 @@ def test_analysis_runs_on_the_cluster(
 
     path = tmp_path / "analysis.zarr"
     tt.capture_distributed(
-        tiny_cnn, data["x_path"], path, client=client, layers="conv", batch_size=B, progress=False
+        tiny_cnn,
+        data["x_path"],
+        path,
+        client=client,
+        layers="conv",
+        batch_size=B,
+        block_size=B,
+        progress=False,
     )
     activation = tt.open_run(path).activation("conv")
     assert isinstance(activation.data, da.Array) and activation.data.npartitions == N // B
@@ -208,6 +218,7 @@ def test_capture_to_s3(
         gradients=True,
         target="label",
         batch_size=B,
+        block_size=B,  # one batch a block, as these tests pin it
         progress=False,
         storage_options=s3,
     )

@@ -30,6 +30,7 @@ def test_capture_resume_open_on_s3(s3: dict[str, object]) -> None:
             storage_options=s3,
             backend=FakeBackend(),
             batch_size=16,
+            block_size=16,  # one batch a block: the first batch is committed alone
             progress=False,
             gradients=True,
         )
@@ -42,6 +43,7 @@ def test_capture_resume_open_on_s3(s3: dict[str, object]) -> None:
         storage_options=s3,
         backend=FakeBackend(),
         batch_size=16,
+        block_size=16,
         progress=False,
         gradients=True,
         resume=True,

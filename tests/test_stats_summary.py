@@ -32,7 +32,14 @@ KEYS = (
 
 def _capture(model, data, store, **kw):
     return tt.capture(
-        model, data, store=store, backend=BACKEND, progress=False, batch_size=16, **kw
+        model,
+        data,
+        store=store,
+        backend=BACKEND,
+        progress=False,
+        batch_size=16,
+        block_size=16,
+        **kw,
     )
 
 

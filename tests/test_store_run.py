@@ -34,6 +34,9 @@ BACKEND = FakeBackend()
 def _capture(model, data, store, **kw):
     kw.setdefault("progress", False)
     kw.setdefault("batch_size", 16)
+    # One batch a block, as these layout tests pin it (blocks of several batches:
+    # tests/test_block_size.py).
+    kw.setdefault("block_size", kw["batch_size"])
     return tt.capture(model, data, store=store, backend=BACKEND, **kw)
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import zarr
 
 from tensortap.core.store import layout
+from tensortap.core.store.checksums import with_checksum
 
 __all__ = ["committed_blocks", "committed_samples", "mark_committed", "record_spec"]
 
@@ -32,7 +33,7 @@ def record_spec(n_blocks: int) -> dict[str, Any]:
         chunks=(1,),
         dtype="int64",
         fill_value=0,
-        compressors=None,
+        compressors=with_checksum(None),
         chunk_key_encoding={"name": "default", "separator": "."},  # no folder per block
         dimension_names=(layout.BLOCK_DIM,),
         attributes={

@@ -78,9 +78,9 @@ def _atomic_write(path: Path, fill: Callable[[int], None], *, direct: bool) -> b
     return True
 
 
-def _fill_direct(fd: int, data: memoryview) -> None:
-    """Write ``data`` to a file opened with ``O_DIRECT`` through this thread's aligned
-    buffer; an unaligned tail is written normally."""
+def _fill_direct(fd: int, data: memoryview, trailer: bytes = b"") -> None:
+    """Write ``data`` then ``trailer`` to a file opened with ``O_DIRECT`` through this
+    thread's aligned buffer; an unaligned tail (and the trailer) is written normally."""
     aligned = len(data) - len(data) % _ALIGN
     view = memoryview(_bounce())
     # NumPy copies without the GIL (a memoryview copy holds it: ~0.1 s a W1 batch during
@@ -98,12 +98,13 @@ def _fill_direct(fd: int, data: memoryview) -> None:
     finally:
         del target
         view.release()
-    if offset < len(data):
+    if offset < len(data) or trailer:
         import fcntl
 
         flags = fcntl.fcntl(fd, fcntl.F_GETFL)
         fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
         _write_all(fd, data[offset:])
+        _write_all(fd, memoryview(trailer))
 
 
 def _write_all(fd: int, data: memoryview) -> None:
@@ -111,31 +112,37 @@ def _write_all(fd: int, data: memoryview) -> None:
         data = data[os.write(fd, data) :]
 
 
-def _write_direct(path: Path, data: memoryview) -> bool:
-    """Write ``data`` to ``path`` with ``O_DIRECT``; ``False`` (nothing written) when the
-    file system refuses it."""
+def _write_direct(path: Path, data: memoryview, trailer: bytes = b"") -> bool:
+    """Write ``data`` + ``trailer`` to ``path`` with ``O_DIRECT``; ``False`` (nothing
+    written) when the file system refuses it."""
     data = data.cast("B")
-    return _atomic_write(path, lambda fd: _fill_direct(fd, data), direct=True)
+    return _atomic_write(path, lambda fd: _fill_direct(fd, data, trailer), direct=True)
 
 
-def _write_buffered(path: Path, data: memoryview) -> None:
-    """Write ``data`` to ``path`` through the page cache."""
+def _write_buffered(path: Path, data: memoryview, trailer: bytes = b"") -> None:
+    """Write ``data`` + ``trailer`` to ``path`` through the page cache."""
     data = data.cast("B")
-    _atomic_write(path, lambda fd: _write_all(fd, data), direct=False)
+
+    def fill(fd: int) -> None:
+        _write_all(fd, data)
+        _write_all(fd, memoryview(trailer))
+
+    _atomic_write(path, fill, direct=False)
 
 
-def write_file(path: Path, data: memoryview, *, direct: bool) -> bool:
-    """Write ``data`` to ``path`` atomically (whole or absent), in the calling thread.
+def write_file(path: Path, data: memoryview, *, direct: bool, trailer: bytes = b"") -> bool:
+    """Write ``data`` followed by ``trailer`` (a chunk's checksum) to ``path`` atomically
+    (whole or absent), in the calling thread.
 
     With ``direct``, values of :data:`DIRECT_MIN_BYTES` or more go around the page cache.
     The parent folder must exist.  Returns whether ``O_DIRECT`` is still usable here
     (``False`` once the file system refused it; the value was then written buffered).
     """
     if direct and data.nbytes >= DIRECT_MIN_BYTES:
-        if _write_direct(path, data):
+        if _write_direct(path, data, trailer):
             return True
         direct = False
-    _write_buffered(path, data)
+    _write_buffered(path, data, trailer)
     return direct
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from tensortap.core.errors import OptionError
+
 if TYPE_CHECKING:
     from zarr.abc.codec import BytesBytesCodec
 
@@ -39,6 +41,8 @@ TARGET_CLASS = "target_class"
 TARGET_DIM = "target"
 #: The commit record: samples committed per block, one chunk per block (see commit.py).
 COMMIT = "committed"
+#: CRC-32C of each block's model inputs as fed, checked by a resume (issue 20).
+INPUT_DIGEST = "input_digest"
 
 # Groups.
 INPUTS = "inputs"
@@ -120,7 +124,7 @@ def parse_codec(codec: Codec | str | None) -> Codec:
         return codec
     name, _, level = str(codec).partition(":")
     if name not in _CODEC_NAMES or (level and not level.isdigit()):
-        raise ValueError(
+        raise OptionError(
             f"unknown codec {codec!r}; use one of {list(_CODEC_NAMES)}, optionally with ':<level>'"
         )
     return Codec(name, int(level) if level else DEFAULT_CODEC.level)

@@ -83,7 +83,10 @@ def open_location(
     path = Path(text.removeprefix("file://")).expanduser()
     if read_only:
         if not path.exists():
-            raise RunNotFoundError(f"no run at {str(path)!r}: the path does not exist")
+            raise RunNotFoundError(
+                f"no run at {str(path)!r}: the path does not exist; give the folder a capture "
+                "wrote (tensortap capture -o PATH)"
+            )
         return Location(LocalStore(path, read_only=True), str(path))
     writer = DirectLocalStore if direct_io_enabled() else LocalStore
     return Location(writer(path, read_only=False), str(path))

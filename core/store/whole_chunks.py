@@ -5,9 +5,10 @@ A capture writes every block of every array exactly once, as whole chunks.  Thro
 codec pipeline and the hand-offs to its event loop and thread pool: W1's 208 small
 statistics chunks a block cost 0.26 CPU-s that way, 0.07 s written directly (2-CPU VM of
 benchmarks/RESULTS.md).  For an array whose only codec is zarr's ``bytes`` codec (no
-compression, no sharding, no transpose) the stored chunk *is* the chunk's values in C order,
-little-endian, with a partial last chunk padded by the fill value; :class:`WholeChunks`
-writes exactly those bytes to the chunk's file, atomically (a temporary file renamed,
+compression, no sharding, no transpose), optionally followed by the ``crc32c`` codec, the
+stored chunk *is* the chunk's values in C order, little-endian, with a partial last chunk
+padded by the fill value, then their 4-byte CRC-32C (:mod:`~tensortap.core.store.checksums`);
+:class:`WholeChunks` writes exactly those bytes to the chunk's file, atomically (a temporary file renamed,
 ``O_DIRECT`` for large chunks as :class:`~tensortap.core.store.direct_io.DirectLocalStore`
 does), in the calling thread.  Any other array, selection or store goes through zarr.
 tests/test_store_io.py checks the files are byte-identical to zarr's own.
@@ -22,11 +23,12 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BytesCodec
+from zarr.codecs import BytesCodec, Crc32cCodec
 from zarr.core.chunk_grids import RegularChunkGrid
 from zarr.storage import LocalStore
 
 from tensortap.core.errors import StorageError
+from tensortap.core.store.checksums import crc32c_trailer
 from tensortap.core.store.direct_io import DirectLocalStore, write_file
 
 __all__ = ["WholeChunks"]
@@ -41,6 +43,7 @@ class _Plan:
     dtype: np.dtype[Any]
     fill_value: Any
     encode_key: Any
+    checksum: bool = False
 
 
 class WholeChunks:
@@ -82,10 +85,11 @@ class WholeChunks:
         key = plan.encode_key((index, *(0,) * (len(plan.chunks) - 1)))
         if "/" in key:  # zarr's default separator: a folder per chunk coordinate
             (plan.folder / key).parent.mkdir(parents=True, exist_ok=True)
-        data = values.reshape(-1).view(np.uint8).data
+        raw = values.reshape(-1).view(np.uint8)
+        trailer = crc32c_trailer(raw) if plan.checksum else b""
         direct = isinstance(self._store, DirectLocalStore) and self._store._direct
         try:
-            still_direct = write_file(plan.folder / key, data, direct=direct)
+            still_direct = write_file(plan.folder / key, raw.data, direct=direct, trailer=trailer)
         except FileNotFoundError as err:  # zarr would quietly recreate a partial run
             raise StorageError(
                 f"cannot write {str(plan.folder)!r}: the run's folder vanished during the "
@@ -106,7 +110,8 @@ class WholeChunks:
             return None
         meta = array.metadata
         codecs: tuple[Any, ...] = tuple(getattr(meta, "codecs", ()))
-        if len(codecs) != 1 or type(codecs[0]) is not BytesCodec:
+        checksum = len(codecs) == 2 and type(codecs[1]) is Crc32cCodec
+        if len(codecs) != 1 + checksum or type(codecs[0]) is not BytesCodec:
             return None
         endian = codecs[0].endian
         if endian is not None and endian.value != "little":
@@ -125,6 +130,7 @@ class WholeChunks:
             dtype=dtype,
             fill_value=np.asarray(meta.fill_value, dtype=dtype),
             encode_key=meta.encode_chunk_key,
+            checksum=checksum,
         )
 
 

@@ -2,7 +2,8 @@
 
 :class:`RunWriter` owns the Zarr layout; it does not decide *when* to write (that is the
 engine's pipeline) nor compute statistics (:mod:`tensortap.core.stats`).  Every array with
-a sample axis is chunked (or sharded) by whole blocks of ``batch_size`` samples, so a block
+a sample axis is chunked (or sharded) by whole blocks of ``block_size`` samples (whole compute
+batches, :mod:`tensortap.core.block_size`), so a block
 is written to its own objects only; the block is committed in the commit record after all
 of them (:mod:`tensortap.core.store.commit`).
 """
@@ -12,13 +13,14 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import zarr
 from zarr.core.sync import sync
+from zarr.storage import StorePath
 
 from tensortap.core.errors import (
     CorruptRunError,
@@ -29,6 +31,7 @@ from tensortap.core.errors import (
 from tensortap.core.graph import CaptureNode, TensorSpec
 from tensortap.core.stats import MOMENTS, BlockStats, merge_blocks
 from tensortap.core.store import commit, layout
+from tensortap.core.store.checksums import input_digest, with_checksum
 from tensortap.core.store.layout import Codec
 from tensortap.core.store.staging import Staging
 from tensortap.core.store.storage import Location, read_json
@@ -69,6 +72,9 @@ class RunSettings:
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
     info: dict[str, Any] = field(default_factory=dict)
+    #: Samples per storage block (a multiple of ``batch_size``); ``None`` until the first
+    #: batches decide it (:func:`tensortap.core.block_size.choose_block_size`).
+    block_size: int | None = None
 
     def attrs(self, status: str) -> dict[str, Any]:
         """The root ``tensortap`` attribute block."""
@@ -87,6 +93,7 @@ class RunSettings:
             "outputs": list(self.outputs),
             "gradients": self.gradients,
             "batch_size": self.batch_size,
+            "block_size": self.block_size,
             "dtype": self.dtype,
             "codec": self.codec.describe(),
             "sharded": self.sharded,
@@ -107,6 +114,26 @@ def _root_attrs(location: Location) -> dict[str, Any] | None:
         )
     attrs = meta.get("attributes", {}).get(layout.ATTRS_KEY)
     return attrs if isinstance(attrs, dict) else {}
+
+
+def _refuse_to_replace(
+    location: Location, attrs: dict[str, Any] | None, empty: bool, *, overwrite: bool
+) -> None:
+    """Raise :class:`RunExistsError` unless ``location`` is empty or holds a run that
+    ``overwrite`` replaces."""
+    if attrs is None and empty:
+        return
+    is_run = bool(attrs)
+    if not is_run:
+        raise RunExistsError(
+            f"{location.url!r} already holds data that is not a tensortap run; "
+            "choose another output path (it is never deleted)"
+        )
+    if not overwrite:
+        raise RunExistsError(
+            f"a run already exists at {location.url!r}; pass resume=True (--resume) "
+            "to finish it or overwrite=True (--overwrite) to replace it"
+        )
 
 
 def _guard(location: Location, action: str) -> Any:
@@ -186,8 +213,12 @@ class RunWriter:
         *,
         resume: bool = False,
         overwrite: bool = False,
+        check_data: Callable[[RunWriter], None] | None = None,
     ) -> RunWriter:
         """Create a new run at ``location``, or reopen it to resume.
+
+        ``check_data(writer)`` is called on a resumed run after its arrays are bound and
+        before anything is written (the engine compares the data with the run's there).
 
         Raises
         ------
@@ -207,20 +238,14 @@ class RunWriter:
             writer = cls(location, zarr.open_group(store, mode="r+"), settings)
             writer._check_resume(attrs)
             writer._reopen()
+            if not writer.has_arrays and not attrs.get("block_size"):
+                # Killed before its first block: nothing is chunked yet, decide it afresh.
+                writer.settings = replace(writer.settings, block_size=settings.block_size)
+            if check_data is not None:
+                check_data(writer)
             writer.set_status("capturing")
             return writer
-        if attrs is not None or not empty:
-            is_run = bool(attrs)
-            if not overwrite or not is_run:
-                if not is_run:
-                    raise RunExistsError(
-                        f"{location.url!r} already holds data that is not a tensortap run; "
-                        "choose another output path (it is never deleted)"
-                    )
-                raise RunExistsError(
-                    f"a run already exists at {location.url!r}; pass resume=True (--resume) "
-                    "to finish it or overwrite=True (--overwrite) to replace it"
-                )
+        _refuse_to_replace(location, attrs, empty, overwrite=overwrite)
         with _guard(location, "write a run to"):
             if not empty:
                 sync(store.clear())
@@ -235,6 +260,67 @@ class RunWriter:
                 },
             )
         return cls(location, group, settings)
+
+    @staticmethod
+    def holds_run(location: Location) -> bool:
+        """Whether ``location`` holds a tensortap run (a root group with its attrs)."""
+        with _guard(location, "read"):
+            return bool(_root_attrs(location))
+
+    def input_digest(self, block: int) -> int | None:
+        """The stored CRC-32C of ``block``'s inputs (``None`` for runs without them)."""
+        array = self.arrays.get(layout.INPUT_DIGEST)
+        if array is None or block >= array.shape[0]:
+            return None
+        with _guard(self.location, "read"):
+            return int(np.asarray(array[block]))
+
+    def stored_attr(self, name: str) -> Any:
+        """A key of the stored root ``tensortap`` attrs."""
+        with _guard(self.location, "read"):
+            stored = cast("Mapping[str, Any]", self.group.attrs.get(layout.ATTRS_KEY, {}))
+        return stored.get(name)
+
+    def remove(self) -> None:
+        """Delete the run (a capture refused before its first commit leaves nothing)."""
+        with _guard(self.location, "clean up"):
+            sync(self.location.store.clear())
+
+    @staticmethod
+    def check_replaceable(location: Location, *, overwrite: bool) -> bool:
+        """Whether ``location`` holds a run that ``overwrite`` may replace (``False``: it
+        is empty), checked without writing anything.
+
+        Raises
+        ------
+        RunExistsError
+            As :meth:`open` does: a run without ``overwrite``, or data that is not a run.
+        """
+        with _guard(location, "write a run to"):
+            attrs = _root_attrs(location)
+            empty = attrs is None and sync(location.store.is_empty(""))
+        _refuse_to_replace(location, attrs, empty, overwrite=overwrite)
+        return not empty
+
+    def relocate(self, location: Location) -> None:
+        """Bind this writer to the same run moved to ``location`` (an atomic overwrite
+        publishes a run written beside the old one, core/store/placement.py).  Call it
+        between blocks, with no write in flight."""
+        store = location.store
+        with _guard(location, "write to"):
+            self.group = zarr.open_group(store, mode="r+")
+        self.arrays = {
+            path: zarr.Array(
+                zarr.AsyncArray(
+                    array.metadata,
+                    store_path=StorePath(store, path),
+                    config=array.async_array.config,
+                )
+            )
+            for path, array in self.arrays.items()
+        }
+        self.location = location
+        self._whole_chunks = WholeChunks(store)
 
     def _check_resume(self, attrs: Mapping[str, Any]) -> None:
         wanted = self.settings
@@ -258,15 +344,29 @@ class RunWriter:
                     f"{shown_stored}, now {shown_now}; resume with the same model and settings, "
                     "or pass overwrite=True (--overwrite) to start again"
                 )
+        stored_total, total = attrs.get("total"), wanted.total
+        if stored_total is not None and total is not None and stored_total != total:
+            raise ResumeMismatchError(
+                f"cannot resume {self.location.url!r}: it was captured on {stored_total} "
+                f"samples, the data now holds {total}; resume with the same data, or pass "
+                "overwrite=True (--overwrite) to capture the new data"
+            )
         if attrs.get("schema") != layout.SCHEMA:
             raise ResumeMismatchError(
                 f"cannot resume {self.location.url!r}: schema {attrs.get('schema')} is not "
                 f"{layout.SCHEMA}; capture again with overwrite=True"
             )
-        # The block size is the run's chunking: a resume keeps it whatever was asked.
+        # The block size is the run's chunking: a resume keeps it (and the batch size that
+        # divides it) whatever was asked.  Runs written before blocks held several batches
+        # have no ``block_size``: their block is one batch.
         stored_batch = int(attrs.get("batch_size", wanted.batch_size))
-        if stored_batch != wanted.batch_size:
-            settings = asdict(wanted) | {"batch_size": stored_batch, "codec": wanted.codec}
+        stored_block = attrs.get("block_size") or stored_batch
+        if (stored_batch, stored_block) != (wanted.batch_size, wanted.block_size):
+            settings = asdict(wanted) | {
+                "batch_size": stored_batch,
+                "block_size": int(stored_block),
+                "codec": wanted.codec,
+            }
             self.settings = RunSettings(**settings)
 
     @classmethod
@@ -286,13 +386,15 @@ class RunWriter:
             group = zarr.open_group(location.store, mode="r+")
         except FileNotFoundError as err:
             raise CorruptRunError(
-                f"the run at {location.url!r} vanished during the capture"
+                f"the run at {location.url!r} vanished during the capture; capture it again "
+                "(overwrite=True)"
             ) from err
         writer = cls(location, group, settings)
         writer._reopen()
         if not writer.has_arrays:
             raise CorruptRunError(
-                f"the run at {location.url!r} has no arrays; its coordinator failed"
+                f"the run at {location.url!r} has no arrays; its coordinator failed — capture "
+                "it again with overwrite=True"
             )
         return writer
 
@@ -332,6 +434,8 @@ class RunWriter:
             self._bind(f"{stats}/{layout.BLOCK_HISTOGRAM}", sample=False)
             edges = cast("zarr.Array[Any]", self.group[f"{stats}/{layout.BIN_EDGES}"])
             self.edges[key] = np.asarray(edges[:])
+        if layout.INPUT_DIGEST in self.group:  # runs before issue 20 have none
+            self._bind(layout.INPUT_DIGEST, sample=False)
         self._block_arrays.append(layout.COMMIT)
         self.capacity = min(self.arrays[p].shape[0] for p in self._sample_arrays)
 
@@ -346,8 +450,26 @@ class RunWriter:
 
     @property
     def batch_size(self) -> int:
-        """Samples per block (= per chunk along the sample axis)."""
+        """Samples per compute batch."""
         return self.settings.batch_size
+
+    @property
+    def block_size(self) -> int:
+        """Samples per block (= per chunk along the sample axis); the batch size until
+        :meth:`set_block_size` decides it."""
+        return self.settings.block_size or self.settings.batch_size
+
+    @property
+    def block_size_decided(self) -> bool:
+        """Whether the block size is fixed (given, decided, or the run's own)."""
+        return self.settings.block_size is not None
+
+    def set_block_size(self, block_size: int) -> None:
+        """Fix a new run's block size, before its arrays exist (stored with the next
+        :meth:`set_status`)."""
+        if self.has_arrays and block_size != self.block_size:
+            raise ValueError("the block size of a run with arrays cannot change")
+        self.settings = replace(self.settings, block_size=int(block_size))
 
     def committed_counts(self) -> np.ndarray:
         """Samples committed per block."""
@@ -358,7 +480,7 @@ class RunWriter:
 
     def committed_prefix(self) -> int:
         """Samples committed from 0 without a gap: where a resume continues."""
-        return int(commit.committed_prefix(self.committed_counts(), self.batch_size))
+        return int(commit.committed_prefix(self.committed_counts(), self.block_size))
 
     # ------------------------------------------------------------------ creating
     def _array(
@@ -381,7 +503,8 @@ class RunWriter:
         dtype = np.dtype(dtype)
         # Arrays without a codec (statistics, outputs, the sample coordinates) are small:
         # stored uncompressed, so that their chunks take the direct path (WholeChunks).
-        compressors: CompressorsLike = (
+        # Every chunk ends with its CRC-32C (core/store/checksums.py), compressed or not.
+        compressors: CompressorsLike = with_checksum(
             layout.compressors_for(codec, dtype.itemsize) if codec else None
         )
         if fill_value is None:
@@ -427,11 +550,10 @@ class RunWriter:
         """Create every array, sized for ``capacity`` samples, from the first block's shapes."""
         with _guard(self.location, "write a run to"):
             s = self.settings
-            b = s.batch_size
+            b = self.block_size
             capacity = max(b, math.ceil(capacity / b) * b)
             n_blocks = capacity // b
             self.capacity = capacity
-            self._declared_arrays.append((layout.COMMIT, commit.record_spec(n_blocks)))
             self._array(
                 layout.SAMPLE,
                 (capacity,),
@@ -501,6 +623,21 @@ class RunWriter:
             by_key = {node.key: node for node in nodes}
             for key in s.layers:
                 self._layer(by_key[key], activations[key], edges[key], n_blocks)
+            self._array(
+                layout.INPUT_DIGEST,
+                (n_blocks,),
+                "uint32",
+                (layout.BLOCK_DIM,),
+                chunks=(1,),
+                sample=False,
+                attrs={"long_name": "CRC-32C of the block's model inputs as fed"},
+                fill_value=0,
+            )
+            self._create_declared()
+            # The commit record is published last, in a write of its own: a run killed
+            # while it was being created has either no record (a resume creates the arrays
+            # again) or every array (a resume binds them) — never a record without arrays.
+            self._declared_arrays.append((layout.COMMIT, commit.record_spec(n_blocks)))
             self._create_declared()
             self._block_arrays.append(layout.COMMIT)  # has_arrays from now on
 
@@ -550,7 +687,7 @@ class RunWriter:
         codec: Codec | None,
         dtype: Any = None,
     ) -> None:
-        b = self.settings.batch_size
+        b = self.block_size
         per_sample = tuple(first.shape[1:])
         dims = (
             tuple(dims)
@@ -633,7 +770,7 @@ class RunWriter:
                 "full precision; reduce over committed blocks (tensortap.open_run(...).stats)",
             },
         )
-        b = s.batch_size
+        b = self.block_size
         self._array(
             f"{stats}/{layout.BIN_EDGES}",
             edges.shape,
@@ -684,12 +821,12 @@ class RunWriter:
         """
         if stop <= self.capacity:
             return
-        b = self.batch_size
+        b = self.block_size
         capacity = max(stop, 2 * self.capacity)
         self._resize(math.ceil(capacity / b) * b)
 
     def _resize(self, capacity: int) -> None:
-        b = self.batch_size
+        b = self.block_size
         shapes = [(self.arrays[path], capacity) for path in self._sample_arrays] + [
             (self.arrays[path], math.ceil(capacity / b)) for path in self._block_arrays
         ]
@@ -730,6 +867,9 @@ class RunWriter:
             items.append(
                 (self.arrays[layout.TARGET_CLASS], rows, np.asarray(target_classes, np.int64))
             )
+        if layout.INPUT_DIGEST in self.arrays:
+            digest = np.uint32(input_digest(inputs))
+            items.append((self.arrays[layout.INPUT_DIGEST], start // self.block_size, digest))
         if self.settings.keep_inputs:
             for name, value in inputs.items():
                 items.append((self.arrays[layout.input_path(name)], rows, value))
@@ -755,7 +895,7 @@ class RunWriter:
         s = self.settings
         base = layout.layer_path(key)
         stop = start + len(activation)
-        block = start // s.batch_size
+        block = start // self.block_size
         stored = np.dtype(s.dtype) if s.dtype else None
         nbytes = 0
         rows = slice(start, stop)
@@ -788,7 +928,7 @@ class RunWriter:
     def commit(self, start: int, n_samples: int) -> None:
         """Mark the block starting at ``start`` committed — only after all its writes."""
         record = self.arrays[layout.COMMIT]
-        block = start // self.batch_size
+        block = start // self.block_size
         with _guard(self.location, "commit to"):
             if not self._whole_chunks.write(record, block, np.int64(n_samples)):
                 commit.mark_committed(record, block, n_samples)
@@ -798,21 +938,21 @@ class RunWriter:
         with _guard(self.location, "update"):
             stored = cast("Mapping[str, Any]", self.group.attrs.get(layout.ATTRS_KEY, {}))
             attrs = dict(stored)
-            attrs.update(status=status, **extra)
+            attrs.update(status=status, block_size=self.settings.block_size, **extra)
             self.group.attrs.update({layout.ATTRS_KEY: attrs})
 
-    def finish(self, status: str) -> int:
+    def finish(self, status: str, **extra: Any) -> int:
         """End the run: trim arrays to the committed samples when they form a prefix, and
-        set ``status``.  Returns the number of committed samples."""
+        set ``status`` (and the ``extra`` root attrs).  Returns the committed samples."""
         counts = self.committed_counts()
         committed = int(counts.sum())
-        prefix = commit.committed_prefix(counts, self.batch_size)
+        prefix = commit.committed_prefix(counts, self.block_size)
         if self.has_arrays and prefix == committed and committed and committed != self.capacity:
             # Exact sizes let plain xarray open the run with no fill-value tail.
             self._resize(committed)
         if self.has_arrays and np.count_nonzero(counts) >= self.SUMMARY_MIN_BLOCKS:
             self._write_summaries(counts, committed)
-        self.set_status(status, samples=committed)
+        self.set_status(status, samples=committed, **extra)
         return committed
 
     def _write_summaries(self, counts: np.ndarray, committed: int) -> None:
@@ -854,6 +994,7 @@ class RunWriter:
                         chunks=value.shape,
                         dimension_names=dims,
                         fill_value=0,
+                        compressors=with_checksum(None),
                         attributes={
                             "long_name": "committed block partials merged",
                             "committed": committed,

@@ -1,0 +1,165 @@
+"""What the CRC-32C on every chunk costs a capture (issue 20).
+
+Two captures, each run with checksums and without (the codec left out of every array, as
+before issue 20), alternating so that the load of a shared machine falls on both alike:
+
+- **W1**: MobileNetV2 (``weights=None``) at 224×224, batch 32, every Conv2D and
+  DepthwiseConv2D output (~855 MB of float32 a batch): the large-chunk, ``O_DIRECT`` path.
+- **small layers**: a 48-layer MLP (Dense 32 units), batch 32: ~250 small chunks a block,
+  where a per-chunk cost would show.
+
+Reported: wall time and the process's CPU time (all threads) per capture, medians over
+``--repeats``, and the CRC-32C throughput on one core.
+
+Run: ``python -m benchmarks.bench_checksums [--batches N] [--repeats R]``; it rewrites its own
+``## Checksums`` section of ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks._results import write_section
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+SECTION = "## Checksums"
+BATCH = 32
+TYPES = ("Conv2D", "DepthwiseConv2D")
+
+
+@contextlib.contextmanager
+def checksums_off() -> Iterator[None]:
+    """Create arrays without the ``crc32c`` codec, as runs were written before issue 20."""
+    from tensortap.core.store import commit, writer
+
+    def without(compressors: Any) -> Any:
+        return compressors
+
+    saved = writer.with_checksum, commit.with_checksum
+    writer.with_checksum = commit.with_checksum = without  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        writer.with_checksum, commit.with_checksum = saved
+
+
+def _w1() -> tuple[Any, Any]:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3))
+    return model, lambda node: node.layer_type in TYPES
+
+
+def _mlp() -> tuple[Any, Any]:
+    import keras
+
+    keras.utils.set_random_seed(0)
+    layers = [keras.Input((64,))] + [
+        keras.layers.Dense(32, activation="relu", name=f"d{i}") for i in range(48)
+    ]
+    return keras.Sequential([*layers, keras.layers.Dense(10)]), "d*"
+
+
+def _timed(model: Any, x: np.ndarray, layers: Any, folder: Path, *, checksum: bool) -> tuple:
+    import tensortap as tt
+
+    context = contextlib.nullcontext() if checksum else checksums_off()
+    wall, cpu = time.perf_counter(), time.process_time()
+    with context:
+        tt.capture(
+            model,
+            x,
+            store=folder / "run.zarr",
+            layers=layers,
+            batch_size=BATCH,
+            progress=False,
+            overwrite=True,
+        )
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def crc_throughput() -> float:
+    """GB/s of CRC-32C on one core over 256 MB (the speed the writer threads see)."""
+    import google_crc32c
+
+    data = np.random.default_rng(0).integers(0, 255, 256 << 20, np.uint8)
+    google_crc32c.value(data[: 1 << 20])
+    start = time.perf_counter()
+    google_crc32c.value(data)
+    return data.nbytes / (time.perf_counter() - start) / 1e9
+
+
+def measure(name: str, build: Any, n_samples: int, repeats: int) -> dict[str, Any]:
+    model, layers = build()
+    shape = (n_samples, *model.inputs[0].shape[1:])
+    x = np.random.default_rng(1).random(shape, dtype=np.float32)
+    rows: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+    with tempfile.TemporaryDirectory(prefix="tt-bench-crc-") as tmp:
+        folder = Path(tmp)
+        _timed(model, x[:BATCH], layers, folder, checksum=True)  # tracing, first calls
+        for _ in range(repeats):
+            for checksum in (False, True):
+                rows[checksum].append(_timed(model, x, layers, folder, checksum=checksum))
+    result: dict[str, Any] = {"name": name, "samples": n_samples}
+    for checksum, label in ((True, "on"), (False, "off")):
+        result[f"wall_{label}"] = statistics.median(r[0] for r in rows[checksum])
+        result[f"cpu_{label}"] = statistics.median(r[1] for r in rows[checksum])
+        result[f"all_{label}"] = [round(r[0], 2) for r in rows[checksum]]
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=4, help="W1 batches per capture")
+    parser.add_argument("--small-batches", type=int, default=64, help="MLP batches per capture")
+    parser.add_argument("--repeats", type=int, default=3, help="(off, on) pairs per case")
+    parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
+    args = parser.parse_args(argv)
+    speed = crc_throughput()
+    cases = [
+        measure("W1 (MobileNetV2, 224², batch 32)", _w1, args.batches * BATCH, args.repeats),
+        measure("small layers (48× Dense 32)", _mlp, args.small_batches * BATCH, args.repeats),
+    ]
+    lines = [
+        SECTION,
+        "",
+        f"Command: `python -m benchmarks.bench_checksums --batches {args.batches} "
+        f"--small-batches {args.small_batches} --repeats {args.repeats}` "
+        f"({platform.machine()}, {os.cpu_count()} CPUs; measured on a machine shared with other "
+        "work, so single runs swing: compare the medians, and the CPU time above all).",
+        "",
+        f"CRC-32C (`google-crc32c`) on one core: {speed:.1f} GB/s.",
+        "",
+        "| capture | samples | wall, checksums off | wall, on | CPU-s off | CPU-s on | CPU cost |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in cases:
+        cost = (c["cpu_on"] / c["cpu_off"] - 1) * 100
+        lines.append(
+            f"| {c['name']} | {c['samples']} | {c['wall_off']:.2f} s {c['all_off']} | "
+            f"{c['wall_on']:.2f} s {c['all_on']} | {c['cpu_off']:.2f} | {c['cpu_on']:.2f} | "
+            f"{cost:+.1f} % |"
+        )
+    lines.append("")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.no_write:
+        write_section(SECTION, text)
+
+
+if __name__ == "__main__":
+    main()
