@@ -47,7 +47,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     x = images_with_ids(N, seed=3)
     x[:, 0, 0, 0] = np.random.default_rng(4).normal(size=N)  # no id here: plain data
     y = np.random.default_rng(5).integers(0, 3, N)
-    common = dict(layers=[CONV, DENSE], gradients=True, target="label", batch_size=B)
+    common = dict(layers=[CONV, DENSE], gradients=True, target="label", batch_size=B, block_size=B)
     tt.capture(scale_net(), (x, y), store=folder / "a.zarr", progress=False, **common)
     tt.capture(
         scale_net(), (x, y), store=folder / "b.zarr", dtype="float16", progress=False, **common

@@ -48,6 +48,7 @@ def big_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         backend=FakeBackend(),
         layers=[KEY],
         batch_size=B,
+        block_size=B,  # one batch a block: the ranges and blocks below count batches
         keep_inputs=False,
         progress=False,
     )

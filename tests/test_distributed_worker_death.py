@@ -75,6 +75,7 @@ def reference(data: dict[str, Any]) -> Any:
         gradients=True,
         target="label",
         batch_size=B,
+        block_size=B,  # one batch a block: the ranges and blocks below count batches
         progress=False,
     )
 
@@ -121,6 +122,7 @@ def _capture_with_a_kill(
             gradients=True,
             target="label",
             batch_size=B,
+            block_size=B,  # one batch a block: the ranges and blocks below count batches
             progress=False,
             ranges_per_worker=2,
             **options,
@@ -220,6 +222,7 @@ def test_a_range_that_kills_every_worker_fails_the_run(
                 client=crashing,
                 layers=LAYERS,
                 batch_size=B,
+                block_size=B,  # one batch a block: the ranges and blocks below count batches
                 progress=False,
                 ranges_per_worker=2,
             )
