@@ -87,9 +87,13 @@ def _committed(store: Any) -> np.ndarray:
         return np.zeros(0, np.int64)
 
 
-def _kill_a_busy_worker(client: Any, store: Any, capture: Any) -> tuple[int, set[int]]:
-    """SIGKILL a worker that runs a range after at least one worker block was committed.
+def _kill_a_busy_worker(
+    client: Any, store: Any, capture: Any, log_dir: Path
+) -> tuple[int, set[int]]:
+    """SIGKILL a worker in the middle of a batch, after at least one worker block committed.
 
+    "In the middle": the worker has logged a batch of a block that is not committed yet (it
+    sleeps ``DELAY`` inside that forward), so the re-run must compute that block again.
     Returns the killed pid and the blocks committed just before the kill.
     """
     pids = client.run(os.getpid)
@@ -98,10 +102,14 @@ def _kill_a_busy_worker(client: Any, store: Any, capture: Any) -> tuple[int, set
         counts = _committed(store)
         if counts[1:].any():  # a worker committed a block: ranges are running
             busy = [w for w, keys in client.processing().items() if keys]
-            if busy:
-                before = {int(k) for k in np.flatnonzero(counts)}
-                os.kill(pids[busy[0]], signal.SIGKILL)
-                return pids[busy[0]], before
+            for worker in busy:
+                # The log first, the commit record after: a logged block still uncommitted
+                # then is one the worker is sleeping in (a commit follows a DELAY later).
+                logged = samples_by_process(log_dir).get(str(pids[worker]), set())
+                before = {int(k) for k in np.flatnonzero(_committed(store))}
+                if {i // B for i in logged} - before:  # mid-block: its batch is uncommitted
+                    os.kill(pids[worker], signal.SIGKILL)
+                    return pids[worker], before
         time.sleep(0.02)
     raise AssertionError("the capture ended before a worker could be killed")
 
@@ -128,7 +136,7 @@ def _capture_with_a_kill(
             **options,
         )
         opened = store if isinstance(store, str) and "://" not in store else store
-        killed, before = _kill_a_busy_worker(client, _zarr_store(opened, options), capture)
+        killed, before = _kill_a_busy_worker(client, _zarr_store(opened, options), capture, log_dir)
         run = capture.result(timeout=300)
     return run, killed, before
 

@@ -452,7 +452,8 @@ def test_live_mode_picks_up_new_samples(
 
     def capture() -> None:
         try:
-            _capture(_tiny_cnn("tiny_cnn"), batches(), store)
+            # One batch a block: a block sized by bytes would wait for the gated batches.
+            _capture(_tiny_cnn("tiny_cnn"), batches(), store, block_size=4)
         except BaseException as err:  # reported by the test thread
             failure.append(err)
 
