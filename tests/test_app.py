@@ -212,8 +212,13 @@ def test_cam_class_picks_the_samples_whose_maps_explain_it(runs: Path) -> None:
 
 def test_many_page_loads_are_fast_and_idle_sessions_go(runs: Path) -> None:
     """100 concurrent page loads answer without errors; unused sessions are dropped."""
+    import asyncio
+
     from tensortap.viz.app import make_server
 
+    # A fresh event loop for the server: an earlier test's Dask client can leave the main
+    # thread's loop behind, and the server's periodic session clean-up would be bound to it.
+    asyncio.set_event_loop(asyncio.new_event_loop())
     server = make_server(runs, port=0, unused_session_lifetime_ms=1000)
     server.start()
     thread = threading.Thread(target=server.io_loop.start, daemon=True)
@@ -252,3 +257,4 @@ def test_many_page_loads_are_fast_and_idle_sessions_go(runs: Path) -> None:
         server.io_loop.add_callback(server.stop)
         server.io_loop.add_callback(server.io_loop.stop)
         thread.join(10)
+        asyncio.set_event_loop(None)  # later tests get a loop of their own
