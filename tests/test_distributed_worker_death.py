@@ -172,7 +172,8 @@ def _assert_rerun_skipped_committed_blocks(log_dir: Path, before: set[int]) -> N
     # Block 0 is also traced on every process (torch builds its graph from 2 samples).
     twice = {i // B for i, n in seen.items() if n > 1 and i >= B}
     assert set(range(N)) <= set(seen)
-    assert twice, "no block was computed again: the killed worker's range was not re-run"
+    # Whether a block is computed twice depends on where the kill lands: a worker killed just
+    # as its block commits leaves nothing to redo (seen on CI), so only the rule is asserted.
     assert not twice & before, f"blocks {sorted(twice & before)} were committed, then redone"
 
 
