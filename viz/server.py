@@ -1,32 +1,7 @@
 """Former home of the served app, kept so ``tensortap.viz.server`` imports keep working;
-the app lives in :mod:`tensortap.viz.app`."""
+the app lives in :mod:`tensortap.viz.app`, whose public names this module re-exports."""
 
 from __future__ import annotations
 
-from tensortap.viz.app import (
-    CAM_METHODS,
-    RunAccessError,
-    RunCatalog,
-    RunEntry,
-    TensortapApp,
-    ViewState,
-    input_thumbnail,
-    is_run_dir,
-    layer_table,
-    make_server,
-    serve,
-)
-
-__all__ = [
-    "CAM_METHODS",
-    "RunAccessError",
-    "RunCatalog",
-    "RunEntry",
-    "TensortapApp",
-    "ViewState",
-    "input_thumbnail",
-    "is_run_dir",
-    "layer_table",
-    "make_server",
-    "serve",
-]
+from tensortap.viz.app import *  # noqa: F403  (the same public names, one list to keep)
+from tensortap.viz.app import __all__ as __all__
