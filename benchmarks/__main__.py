@@ -1,36 +1,177 @@
-"""Run every ``benchmarks/bench_*.py`` in turn (``python -m benchmarks`` / ``make bench``).
+"""Run every ``benchmarks/bench_*.py`` and rewrite ``benchmarks/RESULTS.md`` (``make bench``).
 
-Each benchmark rewrites its own section of ``benchmarks/RESULTS.md``; one that fails is
-reported and the others still run.  Pass names to run a subset:
-``python -m benchmarks capture torch``.
+Each benchmark runs in its own process (``python -m benchmarks.bench_<name>`` with its
+defaults), so peak-RSS figures and thread settings of one never leak into the next.  Each
+rewrites its own ``## `` section; a full run (no names given) then puts a header on top: the
+machine, the versions, when it ran, how long each benchmark took, and every target the
+sections report, met or missed, in one table.  Pass names to run a subset without touching
+the header: ``python -m benchmarks capture torch``.
 """
 
 from __future__ import annotations
 
-import importlib
+import argparse
+import datetime
+import importlib.metadata
+import os
+import platform
+import re
+import subprocess
 import sys
 import time
-import traceback
 from pathlib import Path
+
+from benchmarks._results import RESULTS
+
+HERE = Path(__file__).resolve().parent
+HEADER_END = "<!-- end of make bench header -->"
+#: The packages whose versions decide the figures.
+VERSIONS = (
+    "tensorflow",
+    "keras",
+    "torch",
+    "numpy",
+    "zarr",
+    "xarray",
+    "holoviews",
+    "bokeh",
+    "panel",
+)
+
+
+def benchmark_names() -> list[str]:
+    return sorted(p.stem.removeprefix("bench_") for p in HERE.glob("bench_*.py"))
+
+
+def run_one(name: str) -> tuple[float, int]:
+    """Run one benchmark in a fresh interpreter; its wall time and exit status."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.bench_{name}"],
+        cwd=HERE.parent,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    return time.perf_counter() - start, done.returncode
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    model = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        found = re.search(r"model name\s*:\s*(.+)", cpuinfo.read_text())
+        model = found.group(1).strip() if found else ""
+    memory = ""
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        found = re.search(r"MemTotal:\s*(\d+) kB", meminfo.read_text())
+        memory = f", {int(found.group(1)) / 2**20:.0f} GiB memory" if found else ""
+    return (
+        f"{platform.machine()}, {cpus} CPUs ({model}){memory}, Python {platform.python_version()}"
+    )
+
+
+def versions() -> str:
+    found = []
+    for package in VERSIONS:
+        try:
+            found.append(f"{package} {importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return ", ".join(found)
+
+
+def target_rows(text: str) -> list[tuple[str, str, str]]:
+    """Every table row of the sections whose last cell says met or missed.
+
+    Returns ``(section, measure, verdict)`` triples in the file's order, so the header can
+    list each target once without the benchmarks knowing about each other.
+    """
+    rows, section = [], ""
+    for line in text.splitlines():
+        if line.startswith("## "):
+            section = line[3:].strip()
+            continue
+        cells = (
+            [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else []
+        )
+        if len(cells) < 3:
+            continue
+        verdict = cells[-1].strip("* ").lower()
+        if verdict.startswith(("met", "missed")):
+            value = next(
+                (
+                    c
+                    for c in reversed(cells[1:-1])
+                    if c and not c.startswith("≤") and not c.startswith("≥")
+                ),
+                "",
+            )
+            target = next((c for c in cells[1:-1] if c.startswith(("≤", "≥"))), "")
+            rows.append((section, f"{cells[0]} | {value} | {target}", cells[-1]))
+    return rows
+
+
+def header(times: dict[str, tuple[float, int]], total: float, body: str) -> str:
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `make bench` (`python -m benchmarks`) in one run on {when}: {machine()}; "
+        f"{versions()}. Every ratio below was measured within this run, each benchmark in its "
+        "own process, one after the other on an otherwise idle machine; each section names the "
+        "command that reproduces it alone.",
+        "",
+        f"Total: **{total / 60:.1f} min**.",
+        "",
+        "| benchmark | command | wall time | status |",
+        "|---|---|---|---|",
+    ]
+    for name, (seconds, code) in times.items():
+        status = "ok" if code == 0 else f"**failed** (exit {code})"
+        lines.append(
+            f"| {name} | `python -m benchmarks.bench_{name}` | {seconds:.0f} s | {status} |"
+        )
+    targets = target_rows(body)
+    if targets:
+        lines += [
+            "",
+            "### Targets at a glance",
+            "",
+            "| section | measure | value | target | |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [f"| {section} | {measure} | {verdict} |" for section, measure, verdict in targets]
+    return "\n".join(lines) + "\n\n" + HEADER_END + "\n"
 
 
 def main(argv: list[str]) -> int:
-    names = sorted(p.stem for p in Path(__file__).parent.glob("bench_*.py"))
-    if argv:
-        names = [n for n in names if n.removeprefix("bench_") in argv or n in argv]
-    failed = []
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help=f"a subset of: {', '.join(benchmark_names())}")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.names) - set(benchmark_names()))
+    if unknown:
+        parser.error(
+            f"no benchmark named {', '.join(unknown)}; choose from {', '.join(benchmark_names())}"
+        )
+    names = args.names or benchmark_names()
+    if not args.names:
+        # A full run rewrites the whole file, so no figure from an earlier run survives.
+        RESULTS.write_text("# Benchmark results\n")
+    times: dict[str, tuple[float, int]] = {}
+    start = time.perf_counter()
     for name in names:
-        print(f"== {name}", flush=True)
-        start = time.perf_counter()
-        try:
-            module = importlib.import_module(f"benchmarks.{name}")
-            module.main()  # each benchmark's defaults
-        except Exception:  # noqa: BLE001 - report and go on with the next benchmark
-            traceback.print_exc()
-            failed.append(name)
-        print(f"== {name}: {time.perf_counter() - start:.0f} s", flush=True)
+        print(f"== bench_{name}", flush=True)
+        times[name] = run_one(name)
+        print(f"== bench_{name}: {times[name][0]:.0f} s, exit {times[name][1]}", flush=True)
+    total = time.perf_counter() - start
+    if not args.names:
+        body = RESULTS.read_text().removeprefix("# Benchmark results\n").lstrip("\n")
+        RESULTS.write_text(header(times, total, body) + "\n" + body)
+    failed = [name for name, (_, code) in times.items() if code != 0]
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    print(f"total {total / 60:.1f} min", flush=True)
     return 1 if failed else 0
 
 
