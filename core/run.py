@@ -204,7 +204,14 @@ class Run:
         # pickling all its data, which costs more than capturing a small batch.  Its arrays
         # stay lazy without Dask (xarray's lazy indexing): they are in memory already.
         inner = store._store if isinstance(store, CheckedStore) else store
-        chunks: dict[str, int] | None = None if isinstance(inner, zarr.storage.MemoryStore) else {}
+        # Dask chunks of one block along ``sample``: a sharded array's inner chunks are a
+        # block's parts, and a Dask task per inner chunk would multiply the tasks of every
+        # read; reading one sample still reads only its inner chunk (zarr's byte ranges).
+        chunks: dict[str, int] | None = (
+            None
+            if isinstance(inner, zarr.storage.MemoryStore)
+            else {layout.SAMPLE: self.block_size}
+        )
         last: Exception | None = None
         for _attempt in range(3):  # a capture growing its arrays may be caught mid-resize
             try:

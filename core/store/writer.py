@@ -45,7 +45,24 @@ if TYPE_CHECKING:
     from zarr.core.array import CompressorsLike
     from zarr.core.array_spec import ArrayConfigParams
 
-__all__ = ["RunSettings", "RunWriter"]
+__all__ = ["INNER_CHUNK_BYTES", "SHARD_ABOVE_BYTES", "RunSettings", "RunWriter", "inner_chunk_rows"]
+
+#: An uncompressed block chunk larger than this is stored as a shard of inner chunks, so a
+#: reader of one sample reads ~1 MiB, not the whole block (docs/store-format.md).
+SHARD_ABOVE_BYTES = 4 << 20
+#: Target bytes of a shard's inner chunk (at least one sample).
+INNER_CHUNK_BYTES = 1 << 20
+
+
+def inner_chunk_rows(block_size: int, sample_bytes: int) -> int:
+    """Samples per inner chunk of a block: ``block_size`` (not sharded) when the block's
+    chunk is at most :data:`SHARD_ABOVE_BYTES`, else the largest divisor of ``block_size``
+    whose inner chunk holds at most :data:`INNER_CHUNK_BYTES` (at least one sample)."""
+    if block_size * sample_bytes <= SHARD_ABOVE_BYTES:
+        return block_size
+    fits = max(1, INNER_CHUNK_BYTES // max(1, sample_bytes))
+    return max(r for r in range(1, min(fits, block_size) + 1) if block_size % r == 0)
+
 
 # zarr skips writing chunks equal to the fill value only after scanning them; activations are
 # rarely all zero and the scan costs a full pass over every batch, so write every chunk.
@@ -706,6 +723,11 @@ class RunWriter:
         chunks = (b, *per_sample)
         if self.settings.sharded:  # one shard per block, one inner chunk per sample
             shards, chunks = chunks, (1, *per_sample)
+        elif codec is None or codec.name == "none":
+            sample_bytes = math.prod(per_sample) * np.dtype(dtype or first.dtype).itemsize
+            rows = inner_chunk_rows(b, sample_bytes)
+            if rows < b:  # a large block: a shard of small inner chunks, read one by one
+                shards, chunks = chunks, (rows, *per_sample)
         self._array(
             path,
             (self.capacity, *per_sample),
