@@ -437,6 +437,11 @@ def test_a_run_of_the_previous_release_opens_and_verifies(tmp_path: Path) -> Non
     model = FakeModel(size=4, channels=2, units=3)
     x = images(12, size=4)
     np.testing.assert_allclose(run.activation("dense").values, model.forward(x)["dense"])
+    # Schema 1 kept statistics in each layer's group: they still read, against NumPy.
+    dense = model.forward(x)["dense"].astype(np.float64)
+    stats = run.stats("dense")
+    np.testing.assert_allclose(stats["mean"].values, dense.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(stats["sample_max"].values, dense, rtol=1e-6)
     assert tt.verify(path).ok
     (path / "layers" / "dense" / "activation" / "c.1.0").unlink()
     with pytest.raises(CorruptRunError, match=r"block 1 \(samples 4-7\): chunk missing"):
