@@ -4,7 +4,8 @@ The engine computes block *k+1* while this pipeline writes block *k*: one commit
 takes blocks from a queue of ``depth`` slots, fans the block's layers out to a small thread
 pool for their statistics and dtype narrowing (both release the GIL), which hands each
 layer's writes to a second pool of I/O threads and goes on with the next layer, so
-computing statistics never waits on the disk; the committer waits for every write, then
+computing statistics never waits on the disk; the committer writes every layer's statistics
+together (four objects a block, core/store/run_stats.py), waits for every write, then
 commits the block.  Memory is bounded by
 ``depth + 2`` blocks (one computing, ``depth`` queued, one writing) whatever the run
 length.  Blocks are committed in order, so committed samples always form a prefix.
@@ -24,7 +25,12 @@ import numpy as np
 
 from tensortap.core.backend import BatchResult
 from tensortap.core.graph import CaptureNode
-from tensortap.core.stats import block_stats, block_stats_from_partials, to_channels_last
+from tensortap.core.stats import (
+    BlockStats,
+    block_stats,
+    block_stats_from_partials,
+    to_channels_last,
+)
 from tensortap.core.store.writer import RunWriter
 
 __all__ = ["Block", "WritePipeline"]
@@ -184,13 +190,24 @@ class WritePipeline:
             # Every layer's writes end before the block is committed or an error reported,
             # also when another layer failed: none may still run afterwards.
             wait(futures)
-            writes = [f.result() for f in futures if f.exception() is None]
-            wait(writes)
+            done = [f.result() for f in futures if f.exception() is None]
+            writes = [write for _stats, write in done]
+            try:
+                if len(done) == len(futures):
+                    keys = self.writer.settings.layers
+                    self.writer.write_stats(
+                        block.start,
+                        {key: stats for key, (stats, _w) in zip(keys, done, strict=True)},
+                    )
+            finally:
+                wait(writes)
         for future in futures + writes:
             future.result()  # re-raises the first failure
         return nbytes + sum(write.result() for write in writes)
 
-    def _write_layer(self, key: str, start: int, result: BatchResult) -> Future[int]:
+    def _write_layer(
+        self, key: str, start: int, result: BatchResult
+    ) -> tuple[BlockStats, Future[int]]:
         node = self.nodes[key]
         activation = np.asarray(result.activations[key])
         gradient = result.gradients.get(key) if self.writer.settings.gradients else None
@@ -204,11 +221,11 @@ class WritePipeline:
             stats = block_stats_from_partials(partials, edges, x3.shape)
         else:
             stats = block_stats(x3, edges)
-        return self._io.submit(
+        write = self._io.submit(
             self.writer.write_layer,
             key,
             start,
             activation,
             None if gradient is None else np.asarray(gradient),
-            stats,
         )
+        return stats, write

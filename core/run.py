@@ -29,6 +29,7 @@ from tensortap.core.selection import resolve_layer_key
 from tensortap.core.stats import reduce_blocks
 from tensortap.core.store import commit, layout
 from tensortap.core.store.checksums import CheckedStore
+from tensortap.core.store.run_stats import StatsIndex
 from tensortap.core.store.storage import Location, open_location, read_json, total_size
 
 __all__ = ["Run", "open_run"]
@@ -83,6 +84,9 @@ class Run:
         self.path = location.url
         self._counts = np.zeros(0, np.int64)
         self._stats_cache: dict[str, tuple[Any, np.ndarray]] = {}
+        #: Schema 2: every layer's edges and committed partials, read once per commit state.
+        self._flat_cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._stats_index_cache: StatsIndex | None = None
         # ``lazy``: open the arrays' metadata on first use, not now.  The engine returns
         # runs it has just written this way (opening every group costs more than
         # capturing a small batch); ``open_run`` stays eager so damage shows at once.
@@ -112,10 +116,11 @@ class Run:
             raise RunNotFoundError(
                 f"{self.path!r} is a Zarr group but not a tensortap run (no 'tensortap' attrs)"
             )
-        if attrs.get("schema") != layout.SCHEMA:
+        if attrs.get("schema") not in layout.READABLE_SCHEMAS:
+            readable = " and ".join(str(v) for v in layout.READABLE_SCHEMAS)
             raise CorruptRunError(
                 f"the run at {self.path!r} has schema {attrs.get('schema')!r}; this tensortap "
-                f"reads schema {layout.SCHEMA} — open it with the tensortap that wrote it "
+                f"reads schemas {readable} — open it with the tensortap that wrote it "
                 f"(version {attrs.get('version')!r}) or capture it again"
             )
         self._attrs = attrs
@@ -126,6 +131,7 @@ class Run:
         self._check_record(counts)
         if not np.array_equal(counts, self._counts):
             self._stats_cache = {}  # reductions are valid for one commit state only
+            self._flat_cache = None
         self._counts = counts
         # Reads of committed blocks refuse missing, truncated or damaged chunks (issue 20).
         self._store = CheckedStore(store, counts, self.block_size, self.path)
@@ -198,7 +204,14 @@ class Run:
         # pickling all its data, which costs more than capturing a small batch.  Its arrays
         # stay lazy without Dask (xarray's lazy indexing): they are in memory already.
         inner = store._store if isinstance(store, CheckedStore) else store
-        chunks: dict[str, int] | None = None if isinstance(inner, zarr.storage.MemoryStore) else {}
+        # Dask chunks of one block along ``sample``: a sharded array's inner chunks are a
+        # block's parts, and a Dask task per inner chunk would multiply the tasks of every
+        # read; reading one sample still reads only its inner chunk (zarr's byte ranges).
+        chunks: dict[str, int] | None = (
+            None
+            if isinstance(inner, zarr.storage.MemoryStore)
+            else {layout.SAMPLE: self.block_size}
+        )
         last: Exception | None = None
         for _attempt in range(3):  # a capture growing its arrays may be caught mid-resize
             try:
@@ -420,8 +433,8 @@ class Run:
         """
         key = self._check_key(key)
         node = self._layer(key)
-        stats_node = self._layer(key, layout.STATS)
         reduced, edges = self._reduced(key)
+        sample_mean, sample_max = self._sample_stats(key)
         channel = layout.CHANNEL_DIM
         data_vars: dict[str, Any] = {
             "count": (channel, reduced.count, {"long_name": "finite values"}),
@@ -439,8 +452,8 @@ class Run:
             "underflow": ((), reduced.underflow, {"long_name": "values below the first edge"}),
             "overflow": ((), reduced.overflow, {"long_name": "values at or above the last edge"}),
             "zeros": ((), reduced.zeros, {"long_name": "exact zeros"}),
-            "sample_mean": stats_node[layout.SAMPLE_MEAN],
-            "sample_max": stats_node[layout.SAMPLE_MAX],
+            "sample_mean": sample_mean,
+            "sample_max": sample_max,
         }
         centers = (edges[:-1] + edges[1:]) / 2
         attrs = {k: node.attrs.get(k) for k in ("name", "layer_type", "long_name", "channel_dim")}
@@ -451,16 +464,86 @@ class Run:
             attrs=attrs,
         )
 
+    @property
+    def _flat_stats(self) -> bool:
+        """Whether every layer's statistics share the root ``stats`` group (schema 2)."""
+        return int(self._attrs.get("schema", 1)) >= 2
+
+    def _stats_index(self) -> StatsIndex:
+        if self._stats_index_cache is None:
+            group = zarr.open_group(self._store, path=layout.RUN_STATS, mode="r")
+            self._stats_index_cache = StatsIndex.from_attrs(group.attrs)
+        return self._stats_index_cache
+
+    def _sample_stats(self, key: str) -> tuple[xr.DataArray, xr.DataArray]:
+        """The layer's ``sample_mean`` and ``sample_max`` over ``(sample, channel)``."""
+        if not self._flat_stats:
+            stats_node = self._layer(key, layout.STATS)
+            return stats_node[layout.SAMPLE_MEAN], stats_node[layout.SAMPLE_MAX]
+        group = self._group(layout.RUN_STATS)
+        span = {layout.STAT_CHANNEL_DIM: self._stats_index().channel_span(key)}
+        rename = {layout.STAT_CHANNEL_DIM: layout.CHANNEL_DIM}
+        mean, maximum = (
+            group[name].isel(span).rename(rename)
+            for name in (layout.SAMPLE_MEAN, layout.SAMPLE_MAX)
+        )
+        return mean, maximum
+
     def _reduced(self, key: str) -> tuple[Any, np.ndarray]:
         """The layer's reduced statistics and bin edges, cached per commit state."""
         if key not in self._stats_cache:
-            self._stats_cache[key] = self._reduce_stats(key)
+            if self._flat_stats:
+                self._stats_cache[key] = self._reduce_flat_stats(key)
+            else:
+                self._stats_cache[key] = self._reduce_stats(key)
         return self._stats_cache[key]
 
+    def _flat_partials(self, *, summary: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every layer's bin edges and the committed partials (or, with ``summary``, the
+        summary covering them) along the flat axes; cached per commit state."""
+        if summary and self._flat_cache is not None:
+            return self._flat_cache
+        group = zarr.open_group(self._store, path=layout.RUN_STATS, mode="r")
+        edges = np.asarray(cast("zarr.Array[Any]", group[layout.BIN_EDGES])[...])
+        committed = int(self._counts.sum())
+        partials: tuple[np.ndarray, np.ndarray] | None = None
+        try:
+            if not summary:
+                raise KeyError(layout.SUMMARY_MOMENTS)
+            merged = cast("zarr.Array[Any]", group[layout.SUMMARY_MOMENTS])
+            histogram = cast("zarr.Array[Any]", group[layout.SUMMARY_HISTOGRAM])
+            if committed == merged.attrs.get("committed") == histogram.attrs.get("committed"):
+                partials = (np.asarray(merged[...])[None], np.asarray(histogram[...])[None])
+        except KeyError:
+            pass  # still capturing, or too few blocks for a summary
+        if partials is None:
+            blocks = np.flatnonzero(self._counts)
+            upto = int(blocks[-1]) + 1 if len(blocks) else 0
+            moments = cast("zarr.Array[Any]", group[layout.BLOCK_MOMENTS])
+            histograms = cast("zarr.Array[Any]", group[layout.BLOCK_HISTOGRAM])
+            partials = (
+                np.asarray(moments[:upto])[blocks],
+                np.asarray(histograms[:upto])[blocks],
+            )
+        flat = (edges, *partials)
+        if summary:
+            self._flat_cache = flat
+        return flat
+
+    def _reduce_flat_stats(self, key: str, *, summary: bool = True) -> tuple[Any, np.ndarray]:
+        """One layer's span of the flat statistics, reduced (schema 2)."""
+        edges, moments, histograms = self._flat_partials(summary=summary)
+        index = self._stats_index()
+        reduced = reduce_blocks(
+            moments[:, :, index.channel_span(key)], histograms[:, index.slot_span(key)]
+        )
+        return reduced, edges[index.edge_span(key)]
+
     def _reduce_stats(self, key: str) -> tuple[Any, np.ndarray]:
-        """Read the small stats arrays with zarr directly: one concurrent read per array,
-        no Dask graph (a Dask read of one chunk per block cost ~1 ms a block).  A finished
-        run's summary is used when it covers exactly the committed samples."""
+        """Schema 1: read the layer's small stats arrays with zarr directly: one concurrent
+        read per array, no Dask graph (a Dask read of one chunk per block cost ~1 ms a
+        block).  A finished run's summary is used when it covers exactly the committed
+        samples."""
         group = zarr.open_group(self._store, path=layout.stats_path(key), mode="r")
         edges = np.asarray(cast("zarr.Array[Any]", group[layout.BIN_EDGES])[...])
         committed = int(self._counts.sum())
@@ -476,7 +559,10 @@ class Run:
         return self._reduce_stats_partials(key, group), edges
 
     def _reduce_stats_partials(self, key: str, group: Any = None) -> Any:
-        """Reduce the committed blocks' partials (a run still capturing, or resumed)."""
+        """Reduce the committed blocks' partials, not a summary (a run still capturing, or
+        resumed)."""
+        if self._flat_stats:
+            return self._reduce_flat_stats(key, summary=False)[0]
         if group is None:
             group = zarr.open_group(self._store, path=layout.stats_path(key), mode="r")
         blocks = np.flatnonzero(self._counts)

@@ -252,21 +252,23 @@ class _Checker:
         if self.attrs.get("keep_inputs", True):
             required += [layout.input_path(n) for n in self.attrs.get("inputs", ())]
         required += [layout.output_path(n) for n in self.attrs.get("outputs", ())]
+        stats_arrays = (
+            layout.BIN_EDGES,
+            layout.BLOCK_MOMENTS,
+            layout.BLOCK_HISTOGRAM,
+            layout.SAMPLE_MEAN,
+            layout.SAMPLE_MAX,
+        )
+        flat_stats = int(self.attrs.get("schema", 1)) >= 2  # one stats group for all layers
+        if flat_stats:
+            required += [layout.run_stats_path(name) for name in stats_arrays]
         for key in self.attrs.get("layers", ()):
             base, stats = layout.layer_path(key), layout.stats_path(key)
             required.append(f"{base}/{layout.ACTIVATION}")
             if self.attrs.get("gradients"):
                 required.append(f"{base}/{layout.GRADIENT}")
-            required += [
-                f"{stats}/{name}"
-                for name in (
-                    layout.BIN_EDGES,
-                    layout.BLOCK_MOMENTS,
-                    layout.BLOCK_HISTOGRAM,
-                    layout.SAMPLE_MEAN,
-                    layout.SAMPLE_MAX,
-                )
-            ]
+            if not flat_stats:
+                required += [f"{stats}/{name}" for name in stats_arrays]
         damaged = {p.array for p in self.problems}
         for path in required:
             if path not in documents and path not in damaged:

@@ -103,7 +103,8 @@ def test_tiny_and_huge_layers_in_one_model(tmp_path: Path) -> None:
         assert act.chunks[0][:4] == (24, 24, 24, 24)  # one chunk per block, whole batches
         np.testing.assert_array_equal(act.values, ref[key])
         assert _objects(path, f"layers/{key}/activation") == 5  # ceil(100 / 24)
-        assert _objects(path, f"layers/{key}/stats/block_moments") == 5
+    # Every layer's statistics share one object per block.
+    assert _objects(path, "stats/block_moments") == 5
     committed = zarr.open_array(path / "committed", mode="r")[:]
     assert committed.tolist() == [24, 24, 24, 24, 4]
     # Statistics over blocks of three batches equal NumPy's over all samples.
@@ -113,6 +114,16 @@ def test_tiny_and_huge_layers_in_one_model(tmp_path: Path) -> None:
     np.testing.assert_allclose(stats["std"].values, values.std(0), rtol=1e-9)
     np.testing.assert_array_equal(stats["max"].values, values.max(0))
     np.testing.assert_array_equal(run.labels.values, y)
+    # Every layer's span of the one statistics group (schema 2): layers of 8, 5 and 3
+    # channels side by side, each equal to NumPy's over its own activations.
+    for key in ("block.conv", "dense", "probs"):
+        flat = ref[key].astype(np.float64).reshape(100, -1, ref[key].shape[-1])
+        stats = run.stats(key)
+        np.testing.assert_allclose(stats["mean"].values, flat.mean((0, 1)), rtol=1e-9)
+        np.testing.assert_array_equal(stats["min"].values, flat.min((0, 1)))
+        np.testing.assert_array_equal(stats["sample_max"].values, flat.max(1).astype(np.float32))
+        np.testing.assert_allclose(stats["sample_mean"].values, flat.mean(1), rtol=1e-5)
+        assert int(stats["histogram"].sum() + stats["underflow"] + stats["overflow"]) == flat.size
     np.testing.assert_array_equal(run.predictions.values, ref["probs"].argmax(1))
     np.testing.assert_array_equal(run.inputs().values, x)
 
@@ -348,3 +359,35 @@ def test_cli_block_size_and_its_error(tmp_path: Path) -> None:
     assert len(lines) == 1 and "block_size=10" in lines[0] and "Traceback" not in bad.stderr
     assert "pass a multiple such as 8 or 12" in lines[0]
     assert not (tmp_path / "b").exists()  # refused before anything was written
+
+
+# ----------------------------------------------------------------------------- sharding
+def test_large_blocks_are_shards_of_one_sample_chunks(tmp_path: Path) -> None:
+    """A block chunk over 4 MiB becomes a shard of ~1 MiB inner chunks: plain zarr reads one
+    sample of it, and a damaged inner chunk is refused by reads and found by verify."""
+    import json
+
+    from tensortap.core.errors import CorruptRunError
+    from tensortap.core.store.writer import INNER_CHUNK_BYTES, inner_chunk_rows
+
+    model, x = FakeModel(size=32, channels=256), images(24, size=32)  # 1 MiB a sample
+    path = tmp_path / "r.zarr"
+    run = _capture(x, path, model=model, block_size=8, gradients=False)
+    meta = json.loads((path / "layers/block.conv/activation/zarr.json").read_text())
+    sharding = meta["codecs"][0]
+    assert sharding["name"] == "sharding_indexed"
+    assert sharding["configuration"]["chunk_shape"] == [1, 32, 32, 256]
+    assert inner_chunk_rows(8, INNER_CHUNK_BYTES) == 1 and inner_chunk_rows(8, 1000) == 8
+    ref = model.forward(x)["block.conv"]
+    plain = zarr.open_array(path / "layers/block.conv/activation", mode="r")
+    np.testing.assert_array_equal(plain[13], ref[13])
+    np.testing.assert_array_equal(run.activation("block.conv").isel(sample=21).values, ref[21])
+    assert tt.verify(path).ok
+    shard = path / "layers/block.conv/activation/c.1.0.0.0"  # block 1: samples 8-15
+    data = bytearray(shard.read_bytes())
+    data[3 * (INNER_CHUNK_BYTES + CHECKSUM_BYTES) + 7] ^= 0xFF  # inside sample 11
+    shard.write_bytes(bytes(data))
+    with pytest.raises(CorruptRunError, match=r"activation, block 1 \(samples 8-15\)"):
+        tt.open_run(path).activation("block.conv").isel(sample=11).load()
+    report = tt.verify(path)
+    assert [(p.array, p.block) for p in report.problems] == [("layers/block.conv/activation", 1)]

@@ -339,7 +339,7 @@ def test_whole_chunks_with_checksums_are_byte_identical_to_zarrs(tmp_path: Path,
 DAMAGED = {
     "activation": ("layers/block.conv/activation/c.2.0.0.0", "layer 'block.conv' activation"),
     "gradient": ("layers/dense/gradient/c.2.0", "layer 'dense' gradient"),
-    "stats": ("layers/dense/stats/block_moments/c.2.0.0", "layer 'dense' stats block_moments"),
+    "stats": ("stats/block_moments/c.2.0.0", "statistics block_moments (every layer)"),
     "commit record": ("committed/c.2", "the commit record"),
 }
 
@@ -437,6 +437,11 @@ def test_a_run_of_the_previous_release_opens_and_verifies(tmp_path: Path) -> Non
     model = FakeModel(size=4, channels=2, units=3)
     x = images(12, size=4)
     np.testing.assert_allclose(run.activation("dense").values, model.forward(x)["dense"])
+    # Schema 1 kept statistics in each layer's group: they still read, against NumPy.
+    dense = model.forward(x)["dense"].astype(np.float64)
+    stats = run.stats("dense")
+    np.testing.assert_allclose(stats["mean"].values, dense.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(stats["sample_max"].values, dense, rtol=1e-6)
     assert tt.verify(path).ok
     (path / "layers" / "dense" / "activation" / "c.1.0").unlink()
     with pytest.raises(CorruptRunError, match=r"block 1 \(samples 4-7\): chunk missing"):
@@ -476,7 +481,9 @@ def test_a_run_of_another_schema_is_refused_with_the_fix(tmp_path: Path) -> None
     path = tmp_path / "future.zarr"
     shutil.copytree(PREVIOUS_RELEASE_RUN, path)
     root = json.loads((path / "zarr.json").read_text())
-    root["attributes"]["tensortap"]["schema"] = 2
+    root["attributes"]["tensortap"]["schema"] = 3
     (path / "zarr.json").write_text(json.dumps(root))
-    with pytest.raises(CorruptRunError, match="has schema 2; this tensortap reads schema 1 — open"):
+    with pytest.raises(
+        CorruptRunError, match="has schema 3; this tensortap reads schemas 1 and 2 — open"
+    ):
         tt.open_run(path)

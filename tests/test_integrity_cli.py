@@ -90,9 +90,9 @@ EXPORTS = {  # damaged chunk (block 2: samples 32-47), the view that reads it, w
         "layer 'block.conv' gradient, block 2 (samples 32-47)",
     ),
     "stats": (
-        "layers/dense/stats/block_histogram/c.2.0",
+        "stats/block_histogram/c.2.0",
         ["--view", "distribution", "--layer", "dense"],
-        "layer 'dense' stats block_histogram, block 2 (samples 32-47)",
+        "statistics block_histogram (every layer), block 2 (samples 32-47)",
     ),
     "commit record": ("committed/c.2", ["--view", "distribution"], "commit record"),
 }

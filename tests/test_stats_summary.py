@@ -65,9 +65,9 @@ def test_short_runs_have_no_summary_and_the_same_stats(
     with_summary = _capture(model, x, tmp_path / "a.zarr")
     monkeypatch.setattr(RunWriter, "SUMMARY_MIN_BLOCKS", 4)  # this run has 3 blocks
     without = _capture(model, x, tmp_path / "b.zarr")
-    group = zarr.open_group(tmp_path / "b.zarr", path="layers/block.conv/stats", mode="r")
+    group = zarr.open_group(tmp_path / "b.zarr", path="stats", mode="r")
     assert "summary_moments" not in group and "summary_moments" in zarr.open_group(
-        tmp_path / "a.zarr", path="layers/block.conv/stats", mode="r"
+        tmp_path / "a.zarr", path="stats", mode="r"
     )
     for key in with_summary.layers:
         _assert_same(
@@ -82,7 +82,7 @@ def test_summary_equals_partials_and_stale_summary_is_ignored(tmp_path: Path) ->
     with pytest.raises(RuntimeError, match="boom"):
         _capture(model, x, path)
     failed = tt.open_run(path)  # its summary covers the 32 committed samples
-    group = zarr.open_group(path, path="layers/block.conv/stats", mode="r")
+    group = zarr.open_group(path, path="stats", mode="r")
     assert group["summary_moments"].attrs["committed"] == 32
     part = failed.stats("block.conv")
     assert failed.samples == 32 and int(part["count"].sum()) > 0

@@ -159,6 +159,57 @@ def test_whole_chunks_are_byte_identical_to_zarrs(
 
 
 @pytest.mark.parametrize(
+    ("shape", "shards", "inner", "selections"),
+    [
+        # one-sample inner chunks of a large block (O_DIRECT), and int64 rows of 2 samples
+        ((64, 120, 100), (32, 120, 100), (1, 120, 100), [slice(0, 32), slice(32, 64)]),
+        ((12, 5), (6, 5), (2, 5), [slice(6, 12)]),
+    ],
+)
+def test_whole_shards_are_byte_identical_to_zarrs(
+    tmp_path: Path, shape: tuple, shards: tuple, inner: tuple, selections: list
+) -> None:
+    """A shard with checksummed inner chunks and index, as the writer makes for large
+    blocks: the same bytes as zarr's sharding codec writes, read back by plain zarr."""
+    from tensortap.core.store.checksums import with_checksum
+
+    ours, ref = _pair(
+        tmp_path,
+        shape=shape,
+        shards=shards,
+        chunks=inner,
+        dtype="float32",
+        compressors=with_checksum(None),
+        fill_value=np.nan,
+        config={"write_empty_chunks": True},
+    )
+    writer = WholeChunks(ours.store)
+    rng = np.random.default_rng(2)
+    for sel in selections:
+        value = rng.standard_normal(np.zeros(shape)[sel].shape).astype(np.float32)
+        assert writer.write(ours, sel, value)
+        ref[sel] = value
+    assert _files(tmp_path / "ours" / "a") == _files(tmp_path / "ref" / "a")
+    reopened = zarr.open_array(tmp_path / "ours" / "a", mode="r")
+    np.testing.assert_array_equal(reopened[selections[-1]], ref[selections[-1]])
+    np.testing.assert_array_equal(reopened[shards[0] - 1], ref[shards[0] - 1])  # one inner chunk
+
+
+def test_a_partial_last_shard_is_left_to_zarr(tmp_path: Path) -> None:
+    from tensortap.core.store.checksums import with_checksum
+
+    ours, _ = _pair(
+        tmp_path,
+        shape=(10, 3),
+        shards=(4, 3),
+        chunks=(1, 3),
+        dtype="float32",
+        compressors=with_checksum(None),
+    )
+    assert not WholeChunks(ours.store).write(ours, slice(8, 10), np.ones((2, 3), np.float32))
+
+
+@pytest.mark.parametrize(
     ("spec", "sel"),
     [
         (dict(compressors=zarr.codecs.ZstdCodec(level=1)), slice(0, 4)),  # compressed

@@ -219,7 +219,11 @@ def layer_of(array: str) -> str | None:
 def _where(array: str) -> str:
     key = layer_of(array)
     if key is None:
-        return "the commit record" if array == layout.COMMIT else f"array {array!r}"
+        if array == layout.COMMIT:
+            return "the commit record"
+        if array.startswith(f"{layout.RUN_STATS}/"):  # schema 2: one group for all layers
+            return f"statistics {array[len(layout.RUN_STATS) + 1 :]} (every layer)"
+        return f"array {array!r}"
     rest = array[len(f"{layout.LAYERS}/{key}/") :]
     return f"layer {key!r} {rest.replace('/', ' ')}"
 

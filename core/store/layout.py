@@ -1,4 +1,4 @@
-"""Names, paths and encodings of the run store, schema 1 (docs/design.md §4, docs/store-format.md).
+"""Names, paths and encodings of the run store, schema 2 (docs/design.md §4, docs/store-format.md).
 
 One place for every name a reader or writer uses, so the two cannot drift apart.
 """
@@ -23,11 +23,14 @@ __all__ = [
     "input_path",
     "layer_path",
     "output_path",
+    "run_stats_path",
     "stats_path",
 ]
 
-#: Schema version written in ``attrs["tensortap"]["schema"]``; readers refuse others.
-SCHEMA = 1
+#: Schema version written in ``attrs["tensortap"]["schema"]``.
+SCHEMA = 2
+#: Schemas this version reads: 1 kept a ``stats`` group per layer (see :data:`RUN_STATS`).
+READABLE_SCHEMAS = (1, 2)
 #: Root attribute holding tensortap's metadata block.
 ATTRS_KEY = "tensortap"
 
@@ -54,7 +57,11 @@ STATS = "stats"
 ACTIVATION = "activation"
 GRADIENT = "gradient"
 
-# Arrays of a layer's stats group.
+#: Schema 2: the root group holding every layer's statistics along flat axes
+#: (core/store/run_stats.py); schema 1 had a ``stats`` group in each layer's group.
+RUN_STATS = "stats"
+
+# Arrays of the statistics group (schema 2: ``/stats``; schema 1: each layer's ``stats``).
 BIN_EDGES = "bin_edges"
 BLOCK_MOMENTS = "block_moments"
 BLOCK_HISTOGRAM = "block_histogram"
@@ -71,6 +78,11 @@ MOMENT_DIM = "moment"
 SLOT_DIM = "histogram_slot"
 BIN_EDGE_DIM = "bin_edge"
 CHANNEL_DIM = "channel"
+#: Schema 2's flat axes of the statistics group: every layer's channels, histogram slots
+#: and bin edges one after the other.
+STAT_CHANNEL_DIM = "stat_channel"
+STAT_SLOT_DIM = "stat_slot"
+STAT_EDGE_DIM = "stat_bin_edge"
 
 
 def layer_path(key: str) -> str:
@@ -78,8 +90,13 @@ def layer_path(key: str) -> str:
     return f"{LAYERS}/{key}"
 
 
+def run_stats_path(name: str) -> str:
+    """Array path in the statistics group (schema 2)."""
+    return f"{RUN_STATS}/{name}"
+
+
 def stats_path(key: str) -> str:
-    """Group path of a layer's statistics."""
+    """Group path of a layer's statistics in a schema 1 run."""
     return f"{LAYERS}/{key}/{STATS}"
 
 

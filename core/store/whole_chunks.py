@@ -11,6 +11,11 @@ padded by the fill value, then their 4-byte CRC-32C (:mod:`~tensortap.core.store
 :class:`WholeChunks` writes exactly those bytes to the chunk's file, atomically (a temporary file renamed,
 ``O_DIRECT`` for large chunks as :class:`~tensortap.core.store.direct_io.DirectLocalStore`
 does), in the calling thread.  Any other array, selection or store goes through zarr.
+A whole **shard** of such an array (zarr's ``sharding_indexed`` codec with inner chunks
+encoded ``bytes`` + ``crc32c`` and an index encoded the same way at its end, what
+:class:`~tensortap.core.store.writer.RunWriter` makes for large blocks) is written directly
+too: each inner chunk's values and CRC-32C one after the other, then the index of
+``(offset, nbytes)`` pairs (little-endian ``uint64``) and its CRC-32C.
 tests/test_store_io.py checks the files are byte-identical to zarr's own.
 """
 
@@ -23,12 +28,13 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BytesCodec, Crc32cCodec
+from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
+from zarr.codecs.sharding import ShardingCodecIndexLocation
 from zarr.core.chunk_grids import RegularChunkGrid
 from zarr.storage import LocalStore
 
 from tensortap.core.errors import StorageError
-from tensortap.core.store.checksums import crc32c_trailer
+from tensortap.core.store.checksums import CHECKSUM_BYTES, crc32c_trailer
 from tensortap.core.store.direct_io import DirectLocalStore, write_file
 
 __all__ = ["WholeChunks"]
@@ -44,6 +50,8 @@ class _Plan:
     fill_value: Any
     encode_key: Any
     checksum: bool = False
+    #: Rows of a shard's inner chunks (``0``: the array is not sharded).
+    inner_rows: int = 0
 
 
 class WholeChunks:
@@ -78,6 +86,8 @@ class WholeChunks:
             return False
         index, rows = located
         values = np.ascontiguousarray(value, dtype=plan.dtype)
+        if plan.inner_rows and rows < plan.chunks[0]:
+            return False  # a partial last shard: zarr writes its missing inner chunks
         if rows < plan.chunks[0]:  # the array's last chunk: padded as zarr pads it
             padded = np.full(plan.chunks, plan.fill_value, plan.dtype)
             padded[:rows] = values
@@ -85,8 +95,11 @@ class WholeChunks:
         key = plan.encode_key((index, *(0,) * (len(plan.chunks) - 1)))
         if "/" in key:  # zarr's default separator: a folder per chunk coordinate
             (plan.folder / key).parent.mkdir(parents=True, exist_ok=True)
-        raw = values.reshape(-1).view(np.uint8)
-        trailer = crc32c_trailer(raw) if plan.checksum else b""
+        if plan.inner_rows:
+            raw, trailer = _shard_bytes(values, plan.inner_rows), b""
+        else:
+            raw = values.reshape(-1).view(np.uint8)
+            trailer = crc32c_trailer(raw) if plan.checksum else b""
         direct = isinstance(self._store, DirectLocalStore) and self._store._direct
         try:
             still_direct = write_file(plan.folder / key, raw.data, direct=direct, trailer=trailer)
@@ -110,12 +123,22 @@ class WholeChunks:
             return None
         meta = array.metadata
         codecs: tuple[Any, ...] = tuple(getattr(meta, "codecs", ()))
-        checksum = len(codecs) == 2 and type(codecs[1]) is Crc32cCodec
-        if len(codecs) != 1 + checksum or type(codecs[0]) is not BytesCodec:
-            return None
-        endian = codecs[0].endian
-        if endian is not None and endian.value != "little":
-            return None
+        inner_rows = 0
+        if len(codecs) == 1 and type(codecs[0]) is ShardingCodec:
+            sharding = codecs[0]
+            inner = tuple(sharding.chunk_shape)
+            if (
+                sharding.index_location != ShardingCodecIndexLocation.end
+                or not _plain_with_crc(tuple(sharding.codecs))
+                or not _plain_with_crc(tuple(sharding.index_codecs))
+                or inner[1:] != tuple(array.shape[1:])
+            ):
+                return None
+            inner_rows, checksum = int(inner[0]), False
+        else:
+            checksum = len(codecs) == 2 and type(codecs[1]) is Crc32cCodec
+            if len(codecs) != 1 + checksum or not _little_bytes(codecs[0]):
+                return None
         if not isinstance(meta.chunk_grid, RegularChunkGrid):
             return None
         dtype = np.dtype(array.dtype)
@@ -131,7 +154,40 @@ class WholeChunks:
             fill_value=np.asarray(meta.fill_value, dtype=dtype),
             encode_key=meta.encode_chunk_key,
             checksum=checksum,
+            inner_rows=inner_rows,
         )
+
+
+def _little_bytes(codec: Any) -> bool:
+    """Whether ``codec`` is zarr's ``bytes`` codec storing little-endian values."""
+    if type(codec) is not BytesCodec:
+        return False
+    return codec.endian is None or codec.endian.value == "little"
+
+
+def _plain_with_crc(codecs: tuple[Any, ...]) -> bool:
+    """Whether a codec chain is ``bytes`` (little-endian) then ``crc32c``."""
+    return len(codecs) == 2 and _little_bytes(codecs[0]) and type(codecs[1]) is Crc32cCodec
+
+
+def _shard_bytes(values: np.ndarray, inner_rows: int) -> np.ndarray:
+    """The stored bytes of a whole shard of ``values``: inner chunks of ``inner_rows``
+    rows, each followed by its CRC-32C, then the index and its CRC-32C."""
+    n_inner = len(values) // inner_rows
+    rows = values.reshape(n_inner, -1).view(np.uint8)
+    inner = rows.shape[1] + CHECKSUM_BYTES
+    out = np.empty(n_inner * inner + 16 * n_inner + CHECKSUM_BYTES, np.uint8)
+    body = out[: n_inner * inner].reshape(n_inner, inner)
+    body[:, : rows.shape[1]] = rows  # NumPy copies without the GIL
+    for i in range(n_inner):
+        body[i, rows.shape[1] :] = np.frombuffer(crc32c_trailer(rows[i]), np.uint8)
+    index = np.empty((n_inner, 2), "<u8")
+    index[:, 0] = np.arange(n_inner, dtype=np.uint64) * inner
+    index[:, 1] = inner
+    index_bytes = index.reshape(-1).view(np.uint8)
+    out[n_inner * inner : -CHECKSUM_BYTES] = index_bytes
+    out[-CHECKSUM_BYTES:] = np.frombuffer(crc32c_trailer(index_bytes), np.uint8)
+    return out
 
 
 def _locate(

@@ -1,11 +1,13 @@
-"""The run writer: creates, resumes and fills a schema 1 run (docs/design.md §4).
+"""The run writer: creates, resumes and fills a schema 2 run (docs/design.md §4).
 
 :class:`RunWriter` owns the Zarr layout; it does not decide *when* to write (that is the
 engine's pipeline) nor compute statistics (:mod:`tensortap.core.stats`).  Every array with
 a sample axis is chunked (or sharded) by whole blocks of ``block_size`` samples (whole compute
 batches, :mod:`tensortap.core.block_size`), so a block
 is written to its own objects only; the block is committed in the commit record after all
-of them (:mod:`tensortap.core.store.commit`).
+of them (:mod:`tensortap.core.store.commit`).  Every layer's statistics share the root
+``stats`` group (:mod:`tensortap.core.store.run_stats`): four statistics objects a block,
+whatever the number of layers.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from tensortap.core.stats import MOMENTS, BlockStats, merge_blocks
 from tensortap.core.store import commit, layout
 from tensortap.core.store.checksums import input_digest, with_checksum
 from tensortap.core.store.layout import Codec
+from tensortap.core.store.run_stats import StatsIndex
 from tensortap.core.store.staging import Staging
 from tensortap.core.store.storage import Location, read_json
 from tensortap.core.store.whole_chunks import WholeChunks
@@ -42,7 +45,24 @@ if TYPE_CHECKING:
     from zarr.core.array import CompressorsLike
     from zarr.core.array_spec import ArrayConfigParams
 
-__all__ = ["RunSettings", "RunWriter"]
+__all__ = ["INNER_CHUNK_BYTES", "SHARD_ABOVE_BYTES", "RunSettings", "RunWriter", "inner_chunk_rows"]
+
+#: An uncompressed block chunk larger than this is stored as a shard of inner chunks, so a
+#: reader of one sample reads ~1 MiB, not the whole block (docs/store-format.md).
+SHARD_ABOVE_BYTES = 4 << 20
+#: Target bytes of a shard's inner chunk (at least one sample).
+INNER_CHUNK_BYTES = 1 << 20
+
+
+def inner_chunk_rows(block_size: int, sample_bytes: int) -> int:
+    """Samples per inner chunk of a block: ``block_size`` (not sharded) when the block's
+    chunk is at most :data:`SHARD_ABOVE_BYTES`, else the largest divisor of ``block_size``
+    whose inner chunk holds at most :data:`INNER_CHUNK_BYTES` (at least one sample)."""
+    if block_size * sample_bytes <= SHARD_ABOVE_BYTES:
+        return block_size
+    fits = max(1, INNER_CHUNK_BYTES // max(1, sample_bytes))
+    return max(r for r in range(1, min(fits, block_size) + 1) if block_size % r == 0)
+
 
 # zarr skips writing chunks equal to the fill value only after scanning them; activations are
 # rarely all zero and the scan costs a full pass over every batch, so write every chunk.
@@ -182,8 +202,8 @@ class RunWriter:
     """
 
     #: Runs of fewer committed blocks get no statistics summary at :meth:`finish`: a reader
-    #: reduces their few partials as fast as one summary chunk (concurrent reads), while
-    #: writing the summaries costs two objects a layer (~0.4 s for W1's 52 layers here).
+    #: reduces their few partials as fast as one summary chunk (concurrent reads), and the
+    #: summaries would add two objects to a run of a few.
     SUMMARY_MIN_BLOCKS = 8
 
     def __init__(self, location: Location, group: zarr.Group, settings: RunSettings) -> None:
@@ -203,6 +223,8 @@ class RunWriter:
         self.capacity = 0
         #: Targets along the gradients' ``target`` axis (0: one target, no such axis).
         self._gradient_targets = 0
+        #: Each layer's span in the statistics group (set when its arrays exist).
+        self._stats_index: StatsIndex | None = None
 
     # ------------------------------------------------------------------ opening
     @classmethod
@@ -427,13 +449,15 @@ class RunWriter:
             self._bind(f"{base}/{layout.ACTIVATION}", sample=True)
             if s.gradients:
                 self._bind(f"{base}/{layout.GRADIENT}", sample=True)
-            stats = layout.stats_path(key)
-            self._bind(f"{stats}/{layout.SAMPLE_MEAN}", sample=True)
-            self._bind(f"{stats}/{layout.SAMPLE_MAX}", sample=True)
-            self._bind(f"{stats}/{layout.BLOCK_MOMENTS}", sample=False)
-            self._bind(f"{stats}/{layout.BLOCK_HISTOGRAM}", sample=False)
-            edges = cast("zarr.Array[Any]", self.group[f"{stats}/{layout.BIN_EDGES}"])
-            self.edges[key] = np.asarray(edges[:])
+        stats = cast("zarr.Group", self.group[layout.RUN_STATS])
+        self._stats_index = StatsIndex.from_attrs(stats.attrs)
+        for name in (layout.SAMPLE_MEAN, layout.SAMPLE_MAX):
+            self._bind(layout.run_stats_path(name), sample=True)
+        for name in (layout.BLOCK_MOMENTS, layout.BLOCK_HISTOGRAM):
+            self._bind(layout.run_stats_path(name), sample=False)
+        edges = np.asarray(cast("zarr.Array[Any]", stats[layout.BIN_EDGES])[:])
+        for key in s.layers:
+            self.edges[key] = edges[self._stats_index.edge_span(key)]
         if layout.INPUT_DIGEST in self.group:  # runs before issue 20 have none
             self._bind(layout.INPUT_DIGEST, sample=False)
         self._block_arrays.append(layout.COMMIT)
@@ -621,8 +645,8 @@ class RunWriter:
                     codec=None,
                 )
             by_key = {node.key: node for node in nodes}
-            for key in s.layers:
-                self._layer(by_key[key], activations[key], edges[key], n_blocks)
+            channels = [self._layer(by_key[key], activations[key], edges[key]) for key in s.layers]
+            self._stats_arrays(channels, edges, n_blocks)
             self._array(
                 layout.INPUT_DIGEST,
                 (n_blocks,),
@@ -699,6 +723,11 @@ class RunWriter:
         chunks = (b, *per_sample)
         if self.settings.sharded:  # one shard per block, one inner chunk per sample
             shards, chunks = chunks, (1, *per_sample)
+        elif codec is None or codec.name == "none":
+            sample_bytes = math.prod(per_sample) * np.dtype(dtype or first.dtype).itemsize
+            rows = inner_chunk_rows(b, sample_bytes)
+            if rows < b:  # a large block: a shard of small inner chunks, read one by one
+                shards, chunks = chunks, (rows, *per_sample)
         self._array(
             path,
             (self.capacity, *per_sample),
@@ -711,9 +740,8 @@ class RunWriter:
             attrs={"long_name": long_name},
         )
 
-    def _layer(
-        self, node: CaptureNode, first: np.ndarray, edges: np.ndarray, n_blocks: int
-    ) -> None:
+    def _layer(self, node: CaptureNode, first: np.ndarray, edges: np.ndarray) -> int:
+        """Declare a layer's group and tensors; returns its channels."""
         s = self.settings
         base = layout.layer_path(node.key)
         channel_dim = node.channel_dim
@@ -758,56 +786,68 @@ class RunWriter:
                 codec=s.codec,
                 dtype=stored,
             )
-        channels = first.shape[1 + dims.index(channel_dim)] if channel_dim in dims else 1
-        stats = layout.stats_path(node.key)
+        return first.shape[1 + dims.index(channel_dim)] if channel_dim in dims else 1
+
+    def _stats_arrays(
+        self, channels: Sequence[int], edges: Mapping[str, np.ndarray], n_blocks: int
+    ) -> None:
+        """Declare the statistics group: every layer's statistics along flat axes, so a
+        block writes four statistics objects however many layers the run has."""
+        keys = self.settings.layers
+        index = StatsIndex.from_sizes(keys, channels, [len(edges[k]) for k in keys])
+        self._stats_index = index
+        n_channels, n_slots = index.channels[-1], index.slots[-1]
         self._group(
-            stats,
+            layout.RUN_STATS,
             attributes={
-                "channel_dim": channel_dim,
+                **index.attrs(),
                 "moments": list(MOMENTS),
-                "histogram_slots": "bins..., underflow, overflow, zeros",
-                "description": "per-block partial statistics of the activation, computed at "
-                "full precision; reduce over committed blocks (tensortap.open_run(...).stats)",
+                "histogram_slots": "per layer: bins..., underflow, overflow, zeros",
+                "description": "per-block partial statistics of every layer's activation, "
+                "computed at full precision; layer i spans [offsets[i], offsets[i+1]) of each "
+                "flat axis; reduce over committed blocks (tensortap.open_run(...).stats)",
             },
         )
-        b = self.block_size
+        flat_edges = np.concatenate([np.asarray(edges[k], np.float64) for k in keys])
+        path = layout.run_stats_path
         self._array(
-            f"{stats}/{layout.BIN_EDGES}",
-            edges.shape,
+            path(layout.BIN_EDGES),
+            flat_edges.shape,
             "float64",
-            (layout.BIN_EDGE_DIM,),
-            chunks=edges.shape,
+            (layout.STAT_EDGE_DIM,),
+            chunks=flat_edges.shape,
             sample=False,
             resized=False,
-            attrs={"long_name": "histogram bin edges"},
+            attrs={"long_name": "histogram bin edges of every layer"},
         )
-        self._declared_values.append((f"{stats}/{layout.BIN_EDGES}", np.asarray(edges)))
-        self.edges[node.key] = np.asarray(edges)
+        self._declared_values.append((path(layout.BIN_EDGES), flat_edges))
+        for key in keys:
+            self.edges[key] = np.asarray(edges[key])
         self._array(
-            f"{stats}/{layout.BLOCK_MOMENTS}",
-            (n_blocks, len(MOMENTS), channels),
+            path(layout.BLOCK_MOMENTS),
+            (n_blocks, len(MOMENTS), n_channels),
             "float64",
-            (layout.BLOCK_DIM, layout.MOMENT_DIM, layout.CHANNEL_DIM),
-            chunks=(1, len(MOMENTS), channels),
+            (layout.BLOCK_DIM, layout.MOMENT_DIM, layout.STAT_CHANNEL_DIM),
+            chunks=(1, len(MOMENTS), n_channels),
             sample=False,
             attrs={"long_name": "per-block moments: " + ", ".join(MOMENTS)},
         )
         self._array(
-            f"{stats}/{layout.BLOCK_HISTOGRAM}",
-            (n_blocks, len(edges) + 2),
+            path(layout.BLOCK_HISTOGRAM),
+            (n_blocks, n_slots),
             "int64",
-            (layout.BLOCK_DIM, layout.SLOT_DIM),
-            chunks=(1, len(edges) + 2),
+            (layout.BLOCK_DIM, layout.STAT_SLOT_DIM),
+            chunks=(1, n_slots),
             sample=False,
             attrs={"long_name": "per-block histogram counts, then underflow, overflow, zeros"},
         )
         for name, what in ((layout.SAMPLE_MEAN, "mean"), (layout.SAMPLE_MAX, "max")):
             self._array(
-                f"{stats}/{name}",
-                (self.capacity, channels),
+                path(name),
+                (self.capacity, n_channels),
                 "float32",
-                (layout.SAMPLE, layout.CHANNEL_DIM),
-                chunks=(b, channels),
+                (layout.SAMPLE, layout.STAT_CHANNEL_DIM),
+                chunks=(self.block_size, n_channels),
                 sample=True,
                 attrs={"long_name": f"per-sample channel {what}"},
             )
@@ -887,15 +927,13 @@ class RunWriter:
         start: int,
         activation: np.ndarray,
         gradient: np.ndarray | None,
-        stats: BlockStats,
     ) -> int:
-        """Write one layer's block: activation, gradient, statistics.  Thread-safe across
-        distinct keys.  Returns the bytes written (after dtype narrowing, before compression).
+        """Write one layer's block: activation and gradient.  Thread-safe across distinct
+        keys.  Returns the bytes written (after dtype narrowing, before compression).
         """
         s = self.settings
         base = layout.layer_path(key)
         stop = start + len(activation)
-        block = start // self.block_size
         stored = np.dtype(s.dtype) if s.dtype else None
         nbytes = 0
         rows = slice(start, stop)
@@ -907,16 +945,47 @@ class RunWriter:
                 value = value.astype(stored)
             items.append((self.arrays[f"{base}/{name}"], rows, value))
             nbytes += value.nbytes
-        stats_base = layout.stats_path(key)
-        items += [
-            (self.arrays[f"{stats_base}/{layout.SAMPLE_MEAN}"], rows, stats.sample_mean),
-            (self.arrays[f"{stats_base}/{layout.SAMPLE_MAX}"], rows, stats.sample_max),
-            (self.arrays[f"{stats_base}/{layout.BLOCK_MOMENTS}"], block, stats.moments),
-            (self.arrays[f"{stats_base}/{layout.BLOCK_HISTOGRAM}"], block, stats.histogram),
-        ]
         with _guard(self.location, "write to"):
             self._write_items(items)
         return nbytes
+
+    def write_stats(self, start: int, stats: Mapping[str, BlockStats]) -> None:
+        """Write the block's statistics of every layer: four objects, in layer order along
+        the flat axes of the statistics group (call it once the block's layers are reduced).
+        """
+        keys = self.settings.layers
+        parts = [stats[key] for key in keys]
+        rows = slice(start, start + len(parts[0].sample_mean))
+        block = start // self.block_size
+        path = layout.run_stats_path
+
+        def flat(values: list[np.ndarray], dtype: Any) -> np.ndarray:
+            return np.concatenate([np.asarray(v, dtype) for v in values], axis=-1)
+
+        items: list[tuple[zarr.Array[Any], Any, Any]] = [
+            (
+                self.arrays[path(layout.SAMPLE_MEAN)],
+                rows,
+                flat([p.sample_mean for p in parts], np.float32),
+            ),
+            (
+                self.arrays[path(layout.SAMPLE_MAX)],
+                rows,
+                flat([p.sample_max for p in parts], np.float32),
+            ),
+            (
+                self.arrays[path(layout.BLOCK_MOMENTS)],
+                block,
+                flat([p.moments for p in parts], np.float64),
+            ),
+            (
+                self.arrays[path(layout.BLOCK_HISTOGRAM)],
+                block,
+                flat([p.histogram for p in parts], np.int64),
+            ),
+        ]
+        with _guard(self.location, "write statistics to"):
+            self._write_items(items)
 
     def _write_items(self, items: Sequence[tuple[zarr.Array[Any], Any, Any]]) -> None:
         """Write ``(array, selection, value)`` items: whole uncompressed chunks of a local
@@ -965,40 +1034,38 @@ class RunWriter:
         """
         blocks = np.flatnonzero(counts)
         upto = int(blocks[-1]) + 1
-        stats = [layout.stats_path(key) for key in self.settings.layers]
+        path = layout.run_stats_path
+        moments_array = self.arrays[path(layout.BLOCK_MOMENTS)]
+        histogram_array = self.arrays[path(layout.BLOCK_HISTOGRAM)]
 
         async def read() -> list[Any]:
             return await asyncio.gather(
-                *(
-                    self.arrays[f"{path}/{name}"].async_array.getitem(slice(0, upto))
-                    for path in stats
-                    for name in (layout.BLOCK_MOMENTS, layout.BLOCK_HISTOGRAM)
-                )
+                moments_array.async_array.getitem(slice(0, upto)),
+                histogram_array.async_array.getitem(slice(0, upto)),
             )
 
         with _guard(self.location, "write statistics to"):
-            partials = sync(read())
+            moments, histograms = sync(read())
+            # Moments merge per channel and histograms add per slot, so the flat arrays of
+            # every layer merge in one call.
+            merged, hist = merge_blocks(np.asarray(moments)[blocks], np.asarray(histograms)[blocks])
             staging = Staging(self.group.store_path)
-            for i, path in enumerate(stats):
-                merged, hist = merge_blocks(
-                    np.asarray(partials[2 * i])[blocks], np.asarray(partials[2 * i + 1])[blocks]
+            for name, value, dims in (
+                (layout.SUMMARY_MOMENTS, merged, (layout.MOMENT_DIM, layout.STAT_CHANNEL_DIM)),
+                (layout.SUMMARY_HISTOGRAM, hist, (layout.STAT_SLOT_DIM,)),
+            ):
+                staging.create_array(
+                    path(name),
+                    shape=value.shape,
+                    dtype=value.dtype,
+                    chunks=value.shape,
+                    dimension_names=dims,
+                    fill_value=0,
+                    compressors=with_checksum(None),
+                    attributes={
+                        "long_name": "committed block partials merged",
+                        "committed": committed,
+                    },
                 )
-                for name, value, dims in (
-                    (layout.SUMMARY_MOMENTS, merged, (layout.MOMENT_DIM, layout.CHANNEL_DIM)),
-                    (layout.SUMMARY_HISTOGRAM, hist, (layout.SLOT_DIM,)),
-                ):
-                    staging.create_array(
-                        f"{path}/{name}",
-                        shape=value.shape,
-                        dtype=value.dtype,
-                        chunks=value.shape,
-                        dimension_names=dims,
-                        fill_value=0,
-                        compressors=with_checksum(None),
-                        attributes={
-                            "long_name": "committed block partials merged",
-                            "committed": committed,
-                        },
-                    )
-                    staging.set(f"{path}/{name}", value)
+                staging.set(path(name), value)
             staging.publish()
