@@ -74,3 +74,17 @@ def test_a_damaged_explanation_is_refused_reported_and_repaired(tmp_path: Path, 
     assert repaired.status == "complete" and repaired.samples == N  # captured data untouched
     assert tt.verify(run.path).ok
     assert not (tmp_path / "r.zarr" / "explanations" / "saliency").exists()
+
+
+def test_cli_verify_repair_names_the_deleted_explanation(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from tensortap.cli import main
+
+    run, _ = _run_with_explanation(tmp_path)
+    _chunk(tmp_path).unlink()
+    result = CliRunner().invoke(main, ["verify", str(run.path), "--repair", "--no-progress"])
+    assert result.exit_code == 1
+    assert "explanations/saliency/values" in result.output
+    assert "damaged explanations deleted (saliency)" in result.output
+    assert CliRunner().invoke(main, ["verify", str(run.path), "--no-progress"]).exit_code == 0
