@@ -8,17 +8,21 @@ before issue 20), alternating so that the load of a shared machine falls on both
 - **small layers**: a 48-layer MLP (Dense 32 units), batch 32: ~250 small chunks a block,
   where a per-chunk cost would show.
 
-Reported: wall time and the process's CPU time (all threads) per capture, medians over
-``--repeats``, and the CRC-32C throughput on one core.
+Each case runs ``--pairs`` (off, on) captures back to back, alternating the order; reported
+are the median of the per-pair on/off ratios of the process's CPU time (all threads) and of
+the wall time, their range, and the noise (median change between consecutive captures
+without checksums), plus the CRC-32C throughput on one core.  Defaults (2 W1 batches, 16
+MLP batches, 6 pairs) take ~2–3 minutes on a quiet 2-core machine.
 
-Run: ``python -m benchmarks.bench_checksums [--batches N] [--repeats R]``; it rewrites its own
-``## Checksums`` section of ``benchmarks/RESULTS.md``.
+Run: ``python -m benchmarks.bench_checksums [--batches N] [--small-batches M] [--pairs P]``;
+it rewrites its own ``## Checksums`` section of ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import platform
 import statistics
@@ -103,56 +107,80 @@ def crc_throughput() -> float:
     return data.nbytes / (time.perf_counter() - start) / 1e9
 
 
-def measure(name: str, build: Any, n_samples: int, repeats: int) -> dict[str, Any]:
+def _ratios(on: list[float], off: list[float]) -> list[float]:
+    return [a / b for a, b in zip(on, off, strict=True)]
+
+
+def measure(name: str, build: Any, n_samples: int, pairs: int) -> dict[str, Any]:
+    """``pairs`` (off, on) captures back to back, the order alternating (off-on, on-off...)
+    so that a drift of the machine's load falls on both sides alike; the cost is the median
+    of the per-pair ratios, the noise the median change between consecutive "off" runs."""
     model, layers = build()
     shape = (n_samples, *model.inputs[0].shape[1:])
     x = np.random.default_rng(1).random(shape, dtype=np.float32)
     rows: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
     with tempfile.TemporaryDirectory(prefix="tt-bench-crc-") as tmp:
         folder = Path(tmp)
-        _timed(model, x[:BATCH], layers, folder, checksum=True)  # tracing, first calls
-        for _ in range(repeats):
-            for checksum in (False, True):
+        _timed(model, x, layers, folder, checksum=True)  # tracing, first calls
+        for i in range(pairs):
+            for checksum in (False, True) if i % 2 == 0 else (True, False):
                 rows[checksum].append(_timed(model, x, layers, folder, checksum=checksum))
-    result: dict[str, Any] = {"name": name, "samples": n_samples}
-    for checksum, label in ((True, "on"), (False, "off")):
-        result[f"wall_{label}"] = statistics.median(r[0] for r in rows[checksum])
-        result[f"cpu_{label}"] = statistics.median(r[1] for r in rows[checksum])
-        result[f"all_{label}"] = [round(r[0], 2) for r in rows[checksum]]
+    result: dict[str, Any] = {"name": name, "samples": n_samples, "pairs": pairs}
+    for k, what in ((0, "wall"), (1, "cpu")):
+        on, off = [r[k] for r in rows[True]], [r[k] for r in rows[False]]
+        ratios = _ratios(on, off)
+        result[f"{what}_on"], result[f"{what}_off"] = statistics.median(on), statistics.median(off)
+        result[f"{what}_ratio"] = statistics.median(ratios)
+        result[f"{what}_range"] = (min(ratios), max(ratios))
+        result[f"{what}_noise"] = statistics.median(
+            abs(b / a - 1) for a, b in itertools.pairwise(off)
+        )
     return result
+
+
+def _cell(c: dict[str, Any], what: str) -> str:
+    low, high = c[f"{what}_range"]
+    return (
+        f"{(c[f'{what}_ratio'] - 1) * 100:+.1f} % ({(low - 1) * 100:+.0f}…{(high - 1) * 100:+.0f}) "
+        f"| ±{c[f'{what}_noise'] * 100:.1f} %"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=int, default=4, help="W1 batches per capture")
-    parser.add_argument("--small-batches", type=int, default=64, help="MLP batches per capture")
-    parser.add_argument("--repeats", type=int, default=3, help="(off, on) pairs per case")
+    parser.add_argument("--batches", type=int, default=2, help="W1 batches per capture")
+    parser.add_argument("--small-batches", type=int, default=16, help="MLP batches per capture")
+    parser.add_argument("--pairs", type=int, default=6, help="(off, on) pairs per case")
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = parser.parse_args(argv)
     speed = crc_throughput()
     cases = [
-        measure("W1 (MobileNetV2, 224², batch 32)", _w1, args.batches * BATCH, args.repeats),
-        measure("small layers (48× Dense 32)", _mlp, args.small_batches * BATCH, args.repeats),
+        measure("W1 (MobileNetV2, 224², batch 32)", _w1, args.batches * BATCH, args.pairs),
+        measure("small layers (48× Dense 32)", _mlp, args.small_batches * BATCH, args.pairs),
     ]
     lines = [
         SECTION,
         "",
         f"Command: `python -m benchmarks.bench_checksums --batches {args.batches} "
-        f"--small-batches {args.small_batches} --repeats {args.repeats}` "
-        f"({platform.machine()}, {os.cpu_count()} CPUs; measured on a machine shared with other "
-        "work, so single runs swing: compare the medians, and the CPU time above all).",
+        f"--small-batches {args.small_batches} --pairs {args.pairs}` "
+        f"({platform.machine()}, {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f} at the end).  Each pair captures the same data without "
+        "and with the `crc32c` codec back to back (order alternating); *cost* is the median "
+        "of the pairs' on/off ratios (their range in brackets), *noise* the median change "
+        "between consecutive captures without checksums: a cost inside the noise is not "
+        "measurable here.  CPU is the process's CPU time (all threads), wall the elapsed time.",
         "",
         f"CRC-32C (`google-crc32c`) on one core: {speed:.1f} GB/s.",
         "",
-        "| capture | samples | wall, checksums off | wall, on | CPU-s off | CPU-s on | CPU cost |",
-        "|---|---|---|---|---|---|---|",
+        "| capture | samples | CPU-s off / on (median) | CPU cost | CPU noise "
+        "| wall off / on | wall cost | wall noise |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for c in cases:
-        cost = (c["cpu_on"] / c["cpu_off"] - 1) * 100
         lines.append(
-            f"| {c['name']} | {c['samples']} | {c['wall_off']:.2f} s {c['all_off']} | "
-            f"{c['wall_on']:.2f} s {c['all_on']} | {c['cpu_off']:.2f} | {c['cpu_on']:.2f} | "
-            f"{cost:+.1f} % |"
+            f"| {c['name']} | {c['samples']} | {c['cpu_off']:.2f} / {c['cpu_on']:.2f} | "
+            f"{_cell(c, 'cpu')} | {c['wall_off']:.2f} s / {c['wall_on']:.2f} s | "
+            f"{_cell(c, 'wall')} |"
         )
     lines.append("")
     text = "\n".join(lines) + "\n"

@@ -32,7 +32,16 @@ def verify_text(path: str, *, repair: bool, progress: bool) -> tuple[str, bool]:
             f"{report.path} --resume` with the same model and data to recompute them"
         )
     elif repair and not report.unrepairable:
-        lines.append("repaired: damaged statistics summaries removed (readers recompute them)")
+        explained = sorted(
+            {p.array.split("/")[1] for p in report.problems if p.array.startswith("explanations/")}
+        )
+        if explained:
+            lines.append(
+                f"repaired: damaged explanations deleted ({', '.join(explained)}); compute "
+                "them again with `tensortap explain`"
+            )
+        if len(explained) < len({p.array for p in report.problems}):
+            lines.append("repaired: damaged statistics summaries removed (readers recompute them)")
     if report.unrepairable:
         lines.append(
             f"not repairable: {len(report.unrepairable)} problems no block accounts for; "

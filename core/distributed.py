@@ -33,7 +33,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -56,9 +56,12 @@ from tensortap.core.graph import CaptureGraph, CaptureNode
 from tensortap.core.registry import get_backend
 from tensortap.core.run import Run
 from tensortap.core.store import layout
+from tensortap.core.store.checksums import input_digest
+from tensortap.core.store.new_run import NewRunPlacement, open_new_run
 from tensortap.core.store.storage import open_location
 from tensortap.core.store.writer import RunSettings, RunWriter
 from tensortap.core.targets import Target, resolve_target
+from tensortap.core.validation import check_int, check_storage_dtype
 
 __all__ = ["capture_distributed", "plan_ranges"]
 
@@ -397,6 +400,14 @@ def capture_distributed(
         raise ResumeMismatchError(
             "resume=True and overwrite=True contradict each other; choose one"
         )
+    # Options are checked as tt.capture checks them, before anything is built or written.
+    batch_size = cast(int, check_int("batch_size", batch_size, minimum=1))
+    depth = cast(int, check_int("depth", depth, minimum=1))
+    threads = check_int("threads", threads, minimum=1, optional=True)
+    block_size = check_int("block_size", block_size, minimum=1, optional=True)
+    chunk_bytes = check_int("chunk_bytes", chunk_bytes, minimum=1, optional=True)
+    ranges_per_worker = check_int("ranges_per_worker", ranges_per_worker, minimum=1, optional=True)
+    dtype = check_storage_dtype(dtype)
     x, label_array, paths = _open_data(data, labels)
     url = _store_url(store)
     model = model_factory()
@@ -432,7 +443,7 @@ def capture_distributed(
         fingerprint=backend.fingerprint(model),
         layers=tuple(n.key for n in nodes),
         gradients=bool(gradients),
-        dtype=None if dtype is None else str(np.dtype(dtype)),
+        dtype=dtype,
         batch_size=int(batch_size),
         target=resolved.describe(),
         codec=layout.parse_codec(codec),
@@ -528,8 +539,17 @@ def _capture_on(
     total = settings.total
     assert total is not None
     location = open_location(url, storage_options, read_only=False)
-    if resume:
-        writer = RunWriter.open(location, settings, resume=True)
+    # A local folder that does not exist yet is not touched (reading would create it).
+    absent = location.is_local and not Path(str(getattr(location.store, "root", ""))).exists()
+    placement: NewRunPlacement | None = None
+    resuming = resume and not absent and RunWriter.holds_run(location)
+    if resuming:
+        writer = RunWriter.open(
+            location,
+            settings,
+            resume=True,
+            check_data=functools.partial(_check_digests, columns=columns),
+        )
         stored = writer.group.attrs.get(layout.ATTRS_KEY, {})
         stored_total = stored.get("total") if isinstance(stored, dict) else None
         if writer.has_arrays and stored_total not in (None, total):
@@ -538,7 +558,8 @@ def _capture_on(
                 f"the data now has {total}; resume with the same data"
             )
     else:
-        writer = RunWriter.open(location, settings, overwrite=overwrite)
+        # As tt.capture: the old run stays untouched until block 0 is committed.
+        writer, placement = open_new_run(location, settings, overwrite=overwrite, absent=absent)
     bar = _Progress(total, int(writer.committed_counts().sum()), progress)
     try:
         if not writer.has_arrays:
@@ -557,6 +578,9 @@ def _capture_on(
                 bar,
                 rule,
             )
+        if placement is not None:  # the workers write to the published run
+            writer.relocate(placement.publish())
+            placement = None
         settings = writer.settings  # block 0 decided the block size; a resume keeps the run's
         n_blocks = -(-total // writer.block_size)
         # A run trimmed by an earlier failed capture is grown back here, by the coordinator
@@ -586,8 +610,13 @@ def _capture_on(
             )
     except BaseException:
         bar.close()
-        # No trimming (finish would resize): a worker of a failed range may still be writing.
-        _set_failed(writer)
+        if placement is not None:
+            placement.discard()  # block 0 failed: the old run (if any) is untouched
+        elif not resuming and not writer.committed_counts().any():
+            _remove(writer)  # a refused capture leaves no run behind
+        else:
+            # No trimming (finish would resize): a worker of a failed range may still write.
+            _set_failed(writer)
         raise
     bar.close()
     if errors:
@@ -595,6 +624,33 @@ def _capture_on(
         raise errors[0]
     writer.finish("complete")  # every range ended: trimming the last block is safe now
     return Run(location)
+
+
+def _check_digests(writer: RunWriter, *, columns: Mapping[str, _Column]) -> None:
+    """Before a resume writes anything: the data's first and last committed blocks must
+    have the CRC-32C the run stored for them (``input_digest``), as ``tt.capture`` checks."""
+    counts = writer.committed_counts()
+    committed = np.flatnonzero(counts)
+    size = writer.block_size
+    for block in sorted({int(committed[0]), int(committed[-1])} if committed.size else ()):
+        stored = writer.input_digest(block)
+        if stored is None:
+            return  # a run of the previous release: no digests
+        start, stop = block * size, block * size + int(counts[block])
+        inputs = {n: np.ascontiguousarray(c.array[start:stop]) for n, c in columns.items()}
+        if any(len(v) != stop - start for v in inputs.values()) or input_digest(inputs) != stored:
+            raise ResumeMismatchError(
+                f"cannot resume {writer.location.url!r}: the data's samples {start}-{stop - 1} "
+                f"differ from those the run committed (input digest of block {block}); resume "
+                "with the data the run was captured on, or pass overwrite=True"
+            )
+
+
+def _remove(writer: RunWriter) -> None:
+    try:
+        writer.remove()
+    except Exception:  # noqa: BLE001 - the capture's own error matters more
+        pass
 
 
 def _set_failed(writer: RunWriter) -> None:

@@ -34,7 +34,7 @@ from tensortap.core.run import Run
 from tensortap.core.store import commit
 from tensortap.core.store.checksums import input_digest
 from tensortap.core.store.layout import parse_codec
-from tensortap.core.store.placement import Placement
+from tensortap.core.store.new_run import NewRunPlacement, open_new_run
 from tensortap.core.store.storage import open_location
 from tensortap.core.store.writer import RunSettings, RunWriter
 from tensortap.core.targets import resolve_target
@@ -311,17 +311,11 @@ def capture(
     first, batches, start = resumed.first, resumed.batches, resumed.start
     if first is None and start == 0:
         raise EmptyDataError("the data holds no sample; nothing to capture")
-    placement: Placement | None = None
+    placement: NewRunPlacement | None = None
     if writer is None:
         if first is not None:
             nonfinite.check(start, first.inputs)  # before the run exists (strict=True)
-        placement = Placement.beside(location)
-        if placement is not None:
-            if not absent:
-                RunWriter.check_replaceable(location, overwrite=overwrite)
-            writer = RunWriter.open(placement.staging, settings)
-        else:
-            writer = RunWriter.open(location, settings, overwrite=overwrite)
+        writer, placement = open_new_run(location, settings, overwrite=overwrite, absent=absent)
     if names is not None:
         writer.set_status("capturing", class_names=names)
     if several is not None:
@@ -450,7 +444,9 @@ class _Finish:
     (:class:`~tensortap.core.store.placement.Placement`), record non-finite inputs, and
     leave no run behind when nothing was committed."""
 
-    def __init__(self, placement: Placement | None, nonfinite: NonFiniteInputs, *, created: bool):
+    def __init__(
+        self, placement: NewRunPlacement | None, nonfinite: NonFiniteInputs, *, created: bool
+    ):
         self.placement = placement
         self.nonfinite = nonfinite
         self.created = created

@@ -6,6 +6,8 @@ written next to the captured tensors so the views read them offline like a CAM. 
 explanation is one Zarr v3 array with ``dimension_names`` (``sample`` first) and its
 attrs, plus a ``sample`` array holding the run's sample indices — it opens with plain
 zarr or xarray.  Writing one never touches the captured arrays or the commit record.
+Its chunks end with a CRC-32C like every chunk of a run; ``tt.verify`` checks them, and a
+read of a missing or damaged chunk is :class:`~tensortap.core.errors.CorruptRunError`.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 import zarr
+from zarr.codecs import ZstdCodec
 
-from tensortap.core.errors import StorageError, ViewError
+from tensortap.core.errors import CorruptRunError, StorageError, ViewError
+from tensortap.core.store.checksums import with_checksum
 from tensortap.core.store.storage import open_location
 
 __all__ = ["GROUP", "explanation_names", "read_explanation", "write_explanation"]
@@ -71,10 +75,37 @@ def write_explanation(run: Any, name: str, values: xr.DataArray) -> None:
         chunks=(max(1, min(data.shape[0], 256)), *data.shape[1:]),
         dimension_names=[str(d) for d in values.dims],
         attributes=attrs,
+        compressors=with_checksum(ZstdCodec()),  # zarr's default compressor, then a CRC-32C
     )[...] = data
-    group.create_array("sample", shape=samples.shape, dtype=np.int64, dimension_names=["sample"])[
-        ...
-    ] = samples
+    group.create_array(
+        "sample",
+        shape=samples.shape,
+        dtype=np.int64,
+        dimension_names=["sample"],
+        compressors=with_checksum(None),
+    )[...] = samples
+
+
+def _read_whole(array: zarr.Array[Any], run: Any, name: str) -> np.ndarray:
+    """Every chunk of ``array`` (an explanation is written whole): a missing chunk (zarr
+    would read its fill value) or one failing its checksum is :class:`CorruptRunError`."""
+    fix = (
+        f"compute it again with tt.explain (it replaces the stored one), or run "
+        f"`tensortap verify {run.path} --repair` to delete it"
+    )
+    if array.nchunks_initialized != array.nchunks:
+        raise CorruptRunError(
+            f"explanation {name!r} of {str(run.path)!r} is damaged: {array.path} has "
+            f"{array.nchunks_initialized} of its {array.nchunks} chunks; {fix}"
+        )
+    try:
+        return np.asarray(array[...])
+    except Exception as err:  # noqa: BLE001 - a chunk zarr cannot decode is damage
+        first = str(err).splitlines()[0][:80] if str(err) else type(err).__name__
+        raise CorruptRunError(
+            f"explanation {name!r} of {str(run.path)!r} is damaged: {array.path} cannot be "
+            f"decoded ({first}); {fix}"
+        ) from err
 
 
 def _jsonable(value: Any) -> Any:
@@ -113,7 +144,7 @@ def read_explanation(run: Any, name: str) -> xr.DataArray:
         array = group["values"]
         sample_array = group["sample"]
         assert isinstance(array, zarr.Array) and isinstance(sample_array, zarr.Array)
-        samples = np.asarray(sample_array[...])
+        samples = _read_whole(sample_array, run, name)
     except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
         stored = explanation_names(run)
         raise ViewError(
@@ -122,7 +153,7 @@ def read_explanation(run: Any, name: str) -> xr.DataArray:
         ) from None
     dims = tuple(getattr(array.metadata, "dimension_names", None) or ())
     return xr.DataArray(
-        np.asarray(array[...]),
+        _read_whole(array, run, name),
         dims=dims,
         coords={"sample": samples},
         name=name,

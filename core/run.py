@@ -29,6 +29,7 @@ from tensortap.core.selection import resolve_layer_key
 from tensortap.core.stats import reduce_blocks
 from tensortap.core.store import commit, layout
 from tensortap.core.store.checksums import CheckedStore
+from tensortap.core.store.object_placement import REPLACING
 from tensortap.core.store.run_stats import StatsIndex
 from tensortap.core.store.storage import Location, open_location, read_json, total_size
 
@@ -122,6 +123,12 @@ class Run:
                 f"the run at {self.path!r} has schema {attrs.get('schema')!r}; this tensortap "
                 f"reads schemas {readable} — open it with the tensortap that wrote it "
                 f"(version {attrs.get('version')!r}) or capture it again"
+            )
+        if attrs.get("status") == REPLACING:
+            raise CorruptRunError(
+                f"the run at {self.path!r} is being replaced by a capture with overwrite (or "
+                "one was killed while replacing it); open it again once that capture has "
+                "committed its first block, else capture again with overwrite=True"
             )
         self._attrs = attrs
         # Runs from before blocks held several batches have no block_size: one batch each.

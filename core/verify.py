@@ -28,6 +28,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from tensortap.core.errors import RunNotFoundError
+from tensortap.core.explanation_store import GROUP as EXPLANATIONS
 from tensortap.core.store import layout
 from tensortap.core.store.checksums import (
     CHECKSUM_BYTES,
@@ -132,10 +133,17 @@ def verify(
 
 
 def _repairable(problem: ChunkProblem) -> bool:
-    if problem.block is not None:
+    if problem.block is not None or _explanation(problem.array):
         return True
     name = problem.array.rsplit("/", 1)[-1]
     return name in (layout.SUMMARY_MOMENTS, layout.SUMMARY_HISTOGRAM)
+
+
+def _explanation(path: str) -> str | None:
+    """``explanations/<name>`` for a path inside a stored explanation (written whole, after
+    the capture, outside the commit rule), else ``None``."""
+    parts = path.split("/")
+    return "/".join(parts[:2]) if len(parts) > 2 and parts[0] == EXPLANATIONS else None
 
 
 class _Checker:
@@ -277,8 +285,9 @@ class _Checker:
     def _check_array(self, array: ArrayLayout, meta: dict[str, Any]) -> None:
         first = array.dims[0] if array.dims else ""
         shape = tuple(meta.get("shape", ()))
-        per_block = first == layout.BLOCK_DIM or (
-            first == layout.SAMPLE and array.chunk_rows == self.block_size
+        per_block = not _explanation(array.path) and (
+            first == layout.BLOCK_DIM
+            or (first == layout.SAMPLE and array.chunk_rows == self.block_size)
         )
         if not per_block:
             n_chunks = math.ceil(shape[0] / array.chunk_rows) if shape else 1
@@ -342,8 +351,10 @@ class _Checker:
                     self.counts[block] = 0
         for problem in self.problems:
             if problem.block is None and _repairable(problem):
-                sync(store.delete_dir(problem.array))
-        if blocks or any(_repairable(p) for p in self.problems):
+                # A damaged explanation goes whole (tt.explain computes it again).
+                sync(store.delete_dir(_explanation(problem.array) or problem.array))
+        captured = [p for p in self.problems if not _explanation(p.array)]
+        if blocks or any(_repairable(p) for p in captured):
             group = zarr.open_group(store, mode="r+")
             attrs = dict(cast("dict[str, Any]", group.attrs.get(layout.ATTRS_KEY, {})))
             attrs.update(status="failed", samples=int(self.counts.sum()), repaired=blocks)

@@ -283,7 +283,7 @@ def test_the_commit_record_is_published_after_every_array(
     path = tmp_path / "r.zarr"
     monkeypatch.setattr(staging.Staging, "publish", publish)
     # Written in place (as on s3), and no clean-up after the "kill": what a kill leaves.
-    monkeypatch.setattr("tensortap.core.engine.Placement.beside", lambda location: None)
+    monkeypatch.setattr("tensortap.core.store.new_run.Placement.beside", lambda location: None)
     monkeypatch.setattr("tensortap.core.engine._Finish.failed", lambda self, writer: None)
     with pytest.raises(KeyboardInterrupt):
         _capture(FakeModel(), _data(), path)

@@ -35,6 +35,7 @@ from tensortap.core.stats import MOMENTS, BlockStats, merge_blocks
 from tensortap.core.store import commit, layout
 from tensortap.core.store.checksums import input_digest, with_checksum
 from tensortap.core.store.layout import Codec
+from tensortap.core.store.object_placement import REPLACING
 from tensortap.core.store.run_stats import StatsIndex
 from tensortap.core.store.staging import Staging
 from tensortap.core.store.storage import Location, read_json
@@ -372,6 +373,11 @@ class RunWriter:
                 f"cannot resume {self.location.url!r}: it was captured on {stored_total} "
                 f"samples, the data now holds {total}; resume with the same data, or pass "
                 "overwrite=True (--overwrite) to capture the new data"
+            )
+        if attrs.get("status") == REPLACING:
+            raise ResumeMismatchError(
+                f"cannot resume {self.location.url!r}: status {REPLACING!r} (an overwrite was "
+                "killed while it replaced the old run); capture again with overwrite=True"
             )
         if attrs.get("schema") != layout.SCHEMA:
             raise ResumeMismatchError(
