@@ -13,10 +13,13 @@ probe step's trace, the run's creation — and its end are included):
   the 64-sample probe's tensors of every layer stored at each epoch's end
   (``Monitor(..., every=None, every_n_epochs=1)``).
 
-The settings alternate within each repetition (plain, stats, full, plain, ...), every
-repetition starts from the same initial weights, and the figure is the median of the
-repetitions' ratios.  Keras' own train function is compiled once before timing (a warm-up
-epoch), as it is in any real training after its first step.
+PyTorch: the settings alternate within each repetition (plain, stats, full, plain, ...).
+Keras: each capture setting is timed in a pair with its own plain ``fit``, the order inside
+the pair flipped every pair, so a load that changes during the run weighs on both sides.
+Every run starts from the same initial weights, and the figure is the median of the
+ratios.  Keras' own train function is compiled once before timing (a warm-up epoch), as it
+is in any real training after its first step, and so is the callback's probe step (traced
+once per model: a second ``fit`` of the same model reuses it).
 
 Run: ``python -m benchmarks.bench_training [--epochs E] [--repeats R]``; it writes its own
 ``## Training runs`` section in ``benchmarks/RESULTS.md``.
@@ -51,7 +54,13 @@ def _models() -> Any:
     return module
 
 
-def _keras(epochs: int, repeats: int, folder: Path) -> dict[str, list[float]]:
+def _keras(epochs: int, repeats: int, folder: Path) -> list[str]:
+    """Keras rows from interleaved (plain, capture) pairs, the order flipped every pair.
+
+    Each capture setting is timed next to its own plain ``fit`` and the order inside the
+    pair alternates (plain first, then capture first), so a load that rises or falls
+    during the benchmark weighs on both sides alike; the figure is the median pair ratio.
+    """
     import tensortap as tt
 
     models = _models()
@@ -60,7 +69,6 @@ def _keras(epochs: int, repeats: int, folder: Path) -> dict[str, list[float]]:
     initial = model.get_weights()
     model.fit(x, y, epochs=1, batch_size=32, verbose=0)  # compiles the train function
     settings = {
-        "plain": lambda: [],
         "stats every 50": lambda: [
             tt.CaptureCallback(
                 (px, py),
@@ -77,16 +85,38 @@ def _keras(epochs: int, repeats: int, folder: Path) -> dict[str, list[float]]:
             )
         ],
     }
-    times: dict[str, list[float]] = {n: [] for name in settings for n in (name, f"{name} cpu")}
-    for _ in range(repeats):
-        for name, callbacks in settings.items():
-            model.set_weights(initial)
-            cbs = callbacks()
-            start, cpu = time.perf_counter(), time.process_time()
-            model.fit(x, y, epochs=epochs, batch_size=32, verbose=0, callbacks=cbs)
-            times[name].append(time.perf_counter() - start)
-            times[f"{name} cpu"].append(time.process_time() - cpu)
-    return times
+
+    def timed(callbacks: list[Any]) -> tuple[float, float]:
+        model.set_weights(initial)
+        start, cpu = time.perf_counter(), time.process_time()
+        model.fit(x, y, epochs=epochs, batch_size=32, verbose=0, callbacks=callbacks)
+        return time.perf_counter() - start, time.process_time() - cpu
+
+    for callbacks in settings.values():  # traces the probe steps (once per model), as above
+        model.fit(x[:64], y[:64], epochs=1, batch_size=32, verbose=0, callbacks=callbacks())
+    plain: list[tuple[float, float]] = []
+    pairs: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in settings}
+    for rep in range(repeats):
+        for index, (name, callbacks) in enumerate(settings.items()):
+            if (rep + index) % 2 == 0:
+                base, with_capture = timed([]), timed(callbacks())
+            else:
+                with_capture, base = timed(callbacks()), timed([])
+            plain.append(base)
+            pairs[name].append((*with_capture, *base))
+    rows = [
+        f"| Keras `fit` | plain | {statistics.median(t for t, _ in plain):.2f} | 1.000 | "
+        f"{len(plain)} runs, each paired with one capture run below | 1.000 |"
+    ]
+    for name, timings in pairs.items():
+        ratios = [t / p for t, _, p, _ in timings]
+        cpu_ratios = [c / pc for _, c, _, pc in timings]
+        rows.append(
+            f"| Keras `fit` | {name} | {statistics.median(t for t, *_ in timings):.2f} | "
+            f"{statistics.median(ratios):.3f} | {', '.join(f'{r:.2f}' for r in ratios)} | "
+            f"{statistics.median(cpu_ratios):.3f} |"
+        )
+    return rows
 
 
 def _torch(epochs: int, repeats: int, folder: Path) -> dict[str, list[float]]:
@@ -169,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[str] = []
     try:
         if args.only in (None, "keras"):
-            rows += _rows("Keras `fit`", _keras(args.epochs, args.repeats, folder))
+            rows += _keras(args.epochs, args.repeats, folder)
         if args.only in (None, "torch"):
             rows += _rows("PyTorch loop", _torch(args.epochs, args.repeats, folder))
     finally:

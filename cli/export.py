@@ -129,9 +129,13 @@ def build_view(
         key = (layer or _default_layer(run, view)) if with_layer else None
         return explanation_overlay(run, explanation_name(method, key), sample=sample)
     if view == "cam_overlay":
-        return viz.cam_overlay(
+        from tensortap.viz.cam_overlay import scale_tile
+
+        overlay = viz.cam_overlay(
             run, layer or _default_layer(run, view), sample=sample, method=method
         )
+        # An RGB blend carries no colour bar of its own: the map's scale goes beside it.
+        return hv.Layout([overlay, scale_tile()]).opts(shared_axes=False)
     if view == "cam_figure":
         # Input | map with its colour bar | overlay: readable at any input size.
         return viz.cam_figure(run, layer or _default_layer(run, view), sample=sample, method=method)

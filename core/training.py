@@ -67,7 +67,9 @@ class Policy:
         The non-finite trigger: when the training loss or any watched layer's activation
         or gradient on the probe is NaN or infinite, store the probe's full tensors and
         gradients at that step and record the step and the first layer in model order
-        that showed it (``run.trigger``).
+        that showed it (``run.trigger``).  The training batches are checked through
+        their loss only (every step); layers are checked on the probe, at captured steps
+        (docs/store-format.md, "The non-finite trigger").
     """
 
     tensors: TensorsWhen = "always"

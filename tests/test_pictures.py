@@ -235,6 +235,10 @@ def test_heatmap_pngs_have_colour_bars_and_no_overlapping_text(
         _assert_no_overlap(figure)
     from tensortap.cli.export import build_view
 
+    for name in ("cam_overlay", "cam_grid"):  # RGB blends: the scale is a tile beside them
+        figure = _figure(build_view(run, name, "act", 4, None, "gradcam"))
+        assert _colourbars(figure), f"--view {name}: no colour bar"
+        _assert_no_overlap(figure)
     figure = _figure(build_view(run, "layers", None, 0, None, "gradcam"))
     letters = [ax for ax in figure.axes for t in ax.texts if t.get_text() in ("A", "B")]
     assert not letters  # HoloViews' panel letters were drawn over the titles

@@ -115,7 +115,7 @@ def cam_overlay(
     return _rgb(overlay_rgb(image, values, alpha), caption, compact)
 
 
-def _scale_tile() -> hv.Image:
+def scale_tile() -> hv.Image:
     """The overlays' colour scale as a tile with a colour bar (RGB tiles carry none)."""
     ramp = np.linspace(1.0, 0.0, 64)[:, None] * np.ones((1, 8))  # row 0 is the top: 1
     image = hv.Image(
@@ -176,7 +176,7 @@ def cam_grid(
     if layout == "mosaic":
         captions = [str(t.opts.get().kwargs.get("title", "")) for t in tiles]
         return rgb_mosaic([np.asarray(t.data) for t in tiles], captions, title)
-    grid = hv.Layout([*tiles, _scale_tile()]).cols(cols or max(1, math.ceil(math.sqrt(len(tiles)))))
+    grid = hv.Layout([*tiles, scale_tile()]).cols(cols or max(1, math.ceil(math.sqrt(len(tiles)))))
     return style(
         grid,
         title=title,

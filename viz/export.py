@@ -17,6 +17,7 @@ import holoviews as hv
 
 from tensortap.core.errors import ViewError
 from tensortap.viz._backend import has_matplotlib, load_backends
+from tensortap.viz._titles import fit_titles
 
 __all__ = ["save"]
 
@@ -87,6 +88,7 @@ def save(
 def _save_html(obj: Any, path: Path, title: str | None) -> None:
     from bokeh.resources import INLINE
 
+    obj = fit_titles(obj)  # Bokeh cuts a title at the canvas edge: wrap it instead
     hv.save(obj, str(path), backend="bokeh", resources=INLINE, title=title or "tensortap")
     text = _inline_panel_assets(path.read_text(encoding="utf-8", errors="replace"))
     path.write_text(text, encoding="utf-8")

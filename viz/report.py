@@ -18,6 +18,7 @@ import numpy as np
 
 from tensortap.core.errors import ViewError
 from tensortap.viz._backend import load_backends
+from tensortap.viz._titles import fit_titles
 from tensortap.viz.distributions import layer_summary
 from tensortap.viz.export import EXTERNAL_SCRIPT
 from tensortap.viz.units import unit_health
@@ -209,7 +210,7 @@ def report(
             parts.append(Div(text="<p class='note'>not available for this run</p>"))
             continue
         for each in view if isinstance(view, list) else [view]:  # one figure each: own sizes
-            parts.append(hv.render(each, backend="bokeh"))
+            parts.append(hv.render(fit_titles(each), backend="bokeh"))
     page = file_html(column(*parts), INLINE, title=heading)
     leftover = EXTERNAL_SCRIPT.search(page)
     if leftover:  # would break offline: refuse rather than ship it
