@@ -1044,7 +1044,7 @@ class RunWriter:
         moments_array = self.arrays[path(layout.BLOCK_MOMENTS)]
         histogram_array = self.arrays[path(layout.BLOCK_HISTOGRAM)]
 
-        async def read() -> list[Any]:
+        async def read() -> tuple[Any, Any]:
             return await asyncio.gather(
                 moments_array.async_array.getitem(slice(0, upto)),
                 histogram_array.async_array.getitem(slice(0, upto)),
