@@ -126,6 +126,7 @@ def main(samples: int = 512, keep: str | None = None, write: bool = True) -> dic
 
     from tensortap.core.run import open_run
     from tensortap.viz.app import RunCatalog, TensortapApp
+    from tensortap.viz.app.shared import warm_up
 
     folder = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="tt-bench-serve-"))
     run_path = folder / "large.zarr"
@@ -142,6 +143,7 @@ def main(samples: int = 512, keep: str | None = None, write: bool = True) -> dic
 
         hv.extension("bokeh", logo=False)
         pn.extension("tabulator")
+        warm_up()  # what `tensortap serve` does before it accepts the first page
         catalog = RunCatalog(folder)
         document = Document()
         started = time.perf_counter()

@@ -20,6 +20,7 @@ import panel as pn
 from tensortap.core.errors import RunNotFoundError, TensortapError, ViewError
 from tensortap.viz.app.clicks import tile_at
 from tensortap.viz.app.links import restore_view, view_state
+from tensortap.viz.app.shared import open_shared, reads, shared_sample_table
 from tensortap.viz.app.sidebar import Sidebar, header, status_text
 from tensortap.viz.app.slots import ViewSlot
 from tensortap.viz.app.state import ViewState
@@ -31,7 +32,6 @@ from tensortap.viz.app.tabs.distributions import DistributionsTab
 from tensortap.viz.app.tabs.feature_maps import FeatureMapsTab
 from tensortap.viz.app.tabs.gallery import GalleryTab
 from tensortap.viz.catalog import RunCatalog
-from tensortap.viz.sample_table import sample_table
 
 __all__ = ["TAB_CLASSES", "TensortapApp"]
 
@@ -95,7 +95,6 @@ class TensortapApp:
         self._busy = False  # set while one change fans out to several widgets
         self._stale: set[str] = set()
         self._pending_state = state
-        self._samples_tables: dict[tuple[Any, ...], pd.DataFrame] = {}
 
         self.notice = pn.pane.Alert(
             "", alert_type="warning", visible=False, margin=(5, 10), css_classes=["tt-notice"]
@@ -201,17 +200,10 @@ class TensortapApp:
         """:func:`sample_table` of the open run (re-read when samples are committed).
 
         Without confidences unless asked: they read every stored output, seconds on a
-        large run, and only the gallery's filters and captions need them.
+        large run, and only the gallery's filters and captions need them.  Shared by the
+        sessions showing the same run (:func:`shared_sample_table`).
         """
-        cache_key = (id(self.run), self.run.samples, with_confidence)
-        cached = self._samples_tables.get(cache_key)
-        if cached is None:
-            if len(self._samples_tables) > 4:
-                self._samples_tables.clear()
-            cached = self._samples_tables[cache_key] = sample_table(
-                self.run, with_confidence=with_confidence
-            )
-        return cached
+        return shared_sample_table(self.run, with_confidence=with_confidence)
 
     def select_sample(self, position: int, tab: str | None = None) -> None:
         """Show sample ``position`` (a click on a tile), on tab ``tab`` if given."""
@@ -294,16 +286,15 @@ class TensortapApp:
         self._open(self.run_select.value)
 
     def _open(self, run_id: str | None) -> None:
-        from tensortap.core.run import open_run
-
         self._stop_live()
         self.run = None
         started = time.perf_counter()
         try:
             entry = self.catalog.resolve(run_id)
-            run = open_run(entry.path)
+            run = open_shared(entry.path)
             layers = list(run.layers)
-            table = layer_table(run)
+            with reads():
+                table = layer_table(run)
         except Exception as err:  # a bad or partial run is a message, never a broken page
             log.warning("cannot open run %r: %s", run_id, err)
             self._warn(f"Cannot open run {run_id!r}: {err}", "danger")
@@ -313,7 +304,7 @@ class TensortapApp:
             return
         self.run = run
         self._clear_warning()
-        with pn.io.hold():
+        with pn.io.hold(), reads():
             self._busy = True
             try:
                 self.layer_list.value = table
@@ -434,7 +425,7 @@ class TensortapApp:
             return False
         if (run.samples, run.status) == before:
             return False
-        with pn.io.hold():
+        with pn.io.hold(), reads():
             self._set_sample_range()
             self._update_status()
             self.layer_list.value = layer_table(run)
