@@ -325,13 +325,13 @@ def _write_results(r: dict[str, Any]) -> None:
             "frame of the same shape updates its plot in place (a Pipe'd DynamicMap), and "
             "a view keeps the plots of its last 3 layers, so the layer toggles above "
             "(`narrow` ↔ `wide`) update plots while a layer's first view builds them. "
-            "Interactions on this shared 2-CPU machine vary by about ±30 %; this run was "
-            f"measured with a load average of {r['load_average']:.1f} (other engineers' "
-            "work): the lead re-runs it on a quiet machine.",
+            "Wall times on this shared 2-CPU machine vary up to 2× between runs minutes "
+            "apart (other engineers' work); this run ended with a load average of "
+            f"{r['load_average']:.1f}: the lead re-runs it on a quiet machine.",
             "",
         ]
     )
-    write_section("## Serve", section)
+    write_section("## Serve", section + "\n")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ class Sidebar:
         )
         # Training runs only: the step whose probe tensors and statistics every tab shows.
         self.step_slider = pn.widgets.DiscreteSlider(
-            name="Step",
+            label="Step",
             options=[0],
             value=0,
             width=SIDEBAR_PX - 20,
