@@ -7,6 +7,7 @@ shows, one per tab, at 1280×800.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -59,13 +60,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"root": root, "misclassified": [int(i) for i in wrong]}
 
 
-@pytest.fixture(scope="module")
-def app_url(runs: dict[str, Any]) -> Iterator[str]:
+@contextlib.contextmanager
+def _serving(root: Path) -> Iterator[str]:
+    """``tensortap serve root`` in its own process, until the block ends; yields its URL."""
     port = _free_port()
-    log = runs["root"].parent / "server.log"
+    log = root.parent / "server.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tensortap", "serve", str(runs["root"]), "--port", str(port)],
+            [sys.executable, "-m", "tensortap", "serve", str(root), "--port", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -88,6 +90,12 @@ def app_url(runs: dict[str, Any]) -> Iterator[str]:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="module")
+def app_url(runs: dict[str, Any]) -> Iterator[str]:
+    with _serving(runs["root"]) as url:
+        yield url
 
 
 def _page(browser: Any, url: str) -> Page:
@@ -256,3 +264,85 @@ def test_every_tab_fits_1280_without_sideways_scrolling(app_url: str, browser: A
     assert thumbnail["width"] > 100 and thumbnail["height"] > 100, thumbnail
     assert page.page.locator(".tt-thumbnail .bk-Toolbar").count() == 0
     assert page.errors == [], page.errors
+
+
+@pytest.fixture(scope="module")
+def training_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A served folder holding one short PyTorch training run (``tt.Monitor``): 8 steps,
+    probe tensors every 2 (steps 0, 2, 4, 6)."""
+    pytest.importorskip("torch")
+    from training_models import torch_training_run
+
+    root = tmp_path_factory.mktemp("app-training") / "runs"
+    torch_training_run(root / "train.zarr", steps=8, every=2)
+    with _serving(root) as url:
+        yield url
+
+
+def _png(shot: bytes) -> np.ndarray:
+    from io import BytesIO
+
+    from PIL import Image
+
+    return np.asarray(Image.open(BytesIO(shot)).convert("L"), dtype=np.float64)
+
+
+def test_training_run_step_slider_changes_the_views_and_the_url(
+    training_url: str, browser: Any
+) -> None:
+    """The step slider of a training run: moving it redraws the views over steps (the
+    chosen step's mark moves) and the maps of that step; the URL keeps the step, and
+    opening it shows the same step again."""
+    page = _page(browser, training_url + "/?run=train.zarr&tab=training&step=2")
+    views = (".tt-step-histogram", ".tt-step-curves", ".tt-dead-over-steps", ".tt-step-compare")
+    for view in views:
+        _wait_plots(page, view)
+    assert "step=2" in page.page.url
+    histogram = _png(page.png(".tt-step-histogram"))
+    curves = _png(page.png(".tt-step-curves"))
+    assert (histogram < 250).mean() > 0.05  # a drawn heatmap, not an empty frame
+    widths = page.page.evaluate(
+        "() => [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    assert widths[0] <= widths[1], widths
+    keep = os.environ.get("TENSORTAP_DOC_IMAGES")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        page.page.screenshot(path=str(Path(keep) / "app-training.png"), full_page=True)
+    page.tab("Feature maps")
+    _wait_plots(page, ".tt-feature-maps")
+    maps = _png(page.png(".tt-feature-maps"))
+    page.tab("Training")
+    _wait_plots(page, ".tt-step-histogram")
+
+    # Move the slider as a person does: its handle, one notch to the right (step 4).
+    handle = page.page.locator(".tt-step .noUi-handle").first
+    handle.focus()
+    handle.press("ArrowRight")
+    deadline = time.monotonic() + 60
+    while "step=4" not in page.page.url:
+        assert time.monotonic() < deadline, page.page.url
+        page.page.wait_for_timeout(300)
+    page.page.wait_for_timeout(1500)
+    moved = _png(page.png(".tt-step-histogram"))
+    assert moved.shape == histogram.shape and (np.abs(moved - histogram) > 30).sum() > 50
+    moved_curves = _png(page.png(".tt-step-curves"))
+    assert (np.abs(moved_curves - curves) > 30).sum() > 50
+    page.tab("Feature maps")
+    _wait_plots(page, ".tt-feature-maps")
+    page.page.wait_for_timeout(1500)
+    maps_later = _png(page.png(".tt-feature-maps"))
+    # Another step's activations: the same layout, other values.
+    assert maps_later.shape == maps.shape and np.abs(maps_later - maps).mean() > 0.5
+
+    shared = page.page.url
+    again = _page(browser, shared)
+    _wait_plots(again, ".tt-feature-maps")
+    assert "step=4" in again.page.url
+    assert again.page.locator(".tt-notice").first.is_hidden()  # nothing dropped
+    again.tab("Training")
+    _wait_plots(again, ".tt-step-histogram")
+    again.page.wait_for_timeout(1500)
+    restored = _png(again.png(".tt-step-histogram"))
+    assert restored.shape == moved.shape and np.abs(restored - moved).mean() < 2.0
+    assert page.errors == [] and again.errors == [], (page.errors, again.errors)

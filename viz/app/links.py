@@ -18,6 +18,7 @@ def view_state(app: TensortapApp) -> ViewState:
     values: dict[str, Any] = {
         "run": app.run_select.value,
         "tab": active,
+        "step": int(app.step_slider.value) if app.training is not None else None,
         "layer": app.layer_select.value,
         "sample": int(app.sample_slider.value) if app.run is not None else None,
         "channel": int(app.channel_slider.value) if app.run is not None else None,
@@ -30,6 +31,11 @@ def view_state(app: TensortapApp) -> ViewState:
 def restore_view(app: TensortapApp, state: ViewState) -> list[str]:
     """Apply ``state`` to ``app``, whose run is open; one line per value it could not."""
     dropped: list[str] = []
+    if state.step is not None:
+        if app.training is None:
+            dropped.append(f"step {state.step} (this run has no training steps)")
+        elif state.step != app.step_slider.value:  # the run opened at the URL's step if it could
+            dropped.append(f"step {state.step} (not a committed step of this run)")
     if state.layer is not None:
         if state.layer in app.run.layers:
             app.layer_select.value = state.layer

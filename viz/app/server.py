@@ -24,6 +24,7 @@ import panel as pn
 
 from tensortap.core.errors import RunNotFoundError
 from tensortap.viz.app.session import TensortapApp
+from tensortap.viz.app.shared import warm_up
 from tensortap.viz.app.state import ViewState
 from tensortap.viz.catalog import RunCatalog
 
@@ -115,6 +116,7 @@ def make_server(
     # Chromium keeps only 16 per page, so a page with a few grids lost its oldest plots
     # (blank panes, no error).  Canvas 2D has no such limit and is plenty for heatmaps.
     hv.renderer("bokeh").webgl = False
+    warm_up()  # the first visitor does not wait for the plotting imports
 
     # Every page request used to build a whole session (widgets, tabs: ~0.1-1 s of CPU
     # each), so 100 page loads took 22 s (issue 20) — 160 s on a loaded 2-CPU machine.

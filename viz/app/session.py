@@ -20,6 +20,7 @@ import panel as pn
 from tensortap.core.errors import RunNotFoundError, TensortapError, ViewError
 from tensortap.viz.app.clicks import tile_at
 from tensortap.viz.app.links import restore_view, view_state
+from tensortap.viz.app.shared import CachedRun, open_shared, reads, shared_sample_table
 from tensortap.viz.app.sidebar import Sidebar, header, status_text
 from tensortap.viz.app.slots import ViewSlot
 from tensortap.viz.app.state import ViewState
@@ -30,8 +31,8 @@ from tensortap.viz.app.tabs.compare import CompareTab
 from tensortap.viz.app.tabs.distributions import DistributionsTab
 from tensortap.viz.app.tabs.feature_maps import FeatureMapsTab
 from tensortap.viz.app.tabs.gallery import GalleryTab
+from tensortap.viz.app.tabs.training import TrainingTab
 from tensortap.viz.catalog import RunCatalog
-from tensortap.viz.sample_table import sample_table
 
 __all__ = ["TAB_CLASSES", "TensortapApp"]
 
@@ -44,6 +45,7 @@ TAB_CLASSES: tuple[type[Tab], ...] = (
     DistributionsTab,
     CamTab,
     CompareTab,
+    TrainingTab,
 )
 #: What the sidebar's thumbnail follows.
 _THUMBNAIL_FOLLOWS = ("sample",)
@@ -89,13 +91,14 @@ class TensortapApp:
         self.viz = viz
         self.catalog = catalog
         self.run: Any = None
+        #: The open training run (``self.run`` is then its chosen step), else ``None``.
+        self.training: Any = None
         self.timings: dict[str, float] = {}
         self._live_period_ms = live_period_ms
         self._live_callback: Any = None
         self._busy = False  # set while one change fans out to several widgets
         self._stale: set[str] = set()
         self._pending_state = state
-        self._samples_tables: dict[tuple[Any, ...], pd.DataFrame] = {}
 
         self.notice = pn.pane.Alert(
             "", alert_type="warning", visible=False, margin=(5, 10), css_classes=["tt-notice"]
@@ -117,6 +120,7 @@ class TensortapApp:
             "live_toggle",
             "status",
             "layer_select",
+            "step_slider",
             "sample_slider",
             "sample_info",
             "thumbnail",
@@ -164,6 +168,7 @@ class TensortapApp:
         self.live_toggle.param.watch(self._on_live, "value")
         self.layer_select.param.watch(self._on_layer, "value")
         self.layer_list.param.watch(self._on_table_selection, "selection")
+        self.step_slider.param.watch(self._on_step, "value")
         self.sample_slider.param.watch(lambda _: self._on_choice("sample"), "value")
         self.channel_slider.param.watch(lambda _: self._on_choice("channel"), "value")
         self.tabs.param.watch(self._on_tab, "active")
@@ -201,17 +206,10 @@ class TensortapApp:
         """:func:`sample_table` of the open run (re-read when samples are committed).
 
         Without confidences unless asked: they read every stored output, seconds on a
-        large run, and only the gallery's filters and captions need them.
+        large run, and only the gallery's filters and captions need them.  Shared by the
+        sessions showing the same run (:func:`shared_sample_table`).
         """
-        cache_key = (id(self.run), self.run.samples, with_confidence)
-        cached = self._samples_tables.get(cache_key)
-        if cached is None:
-            if len(self._samples_tables) > 4:
-                self._samples_tables.clear()
-            cached = self._samples_tables[cache_key] = sample_table(
-                self.run, with_confidence=with_confidence
-            )
-        return cached
+        return shared_sample_table(self.run, with_confidence=with_confidence)
 
     def select_sample(self, position: int, tab: str | None = None) -> None:
         """Show sample ``position`` (a click on a tile), on tab ``tab`` if given."""
@@ -294,16 +292,17 @@ class TensortapApp:
         self._open(self.run_select.value)
 
     def _open(self, run_id: str | None) -> None:
-        from tensortap.core.run import open_run
-
         self._stop_live()
-        self.run = None
+        self.run = self.training = None
         started = time.perf_counter()
         try:
             entry = self.catalog.resolve(run_id)
-            run = open_run(entry.path)
+            run = open_shared(entry.path)
+            if hasattr(run, "step_values"):  # a training run: every tab shows one step
+                self.training, run = run, self._open_step(run)
             layers = list(run.layers)
-            table = layer_table(run)
+            with reads():
+                table = layer_table(run)
         except Exception as err:  # a bad or partial run is a message, never a broken page
             log.warning("cannot open run %r: %s", run_id, err)
             self._warn(f"Cannot open run {run_id!r}: {err}", "danger")
@@ -312,8 +311,9 @@ class TensortapApp:
                 slot.clear()
             return
         self.run = run
+        self.step_slider.visible = self.training is not None
         self._clear_warning()
-        with pn.io.hold():
+        with pn.io.hold(), reads():
             self._busy = True
             try:
                 self.layer_list.value = table
@@ -339,6 +339,32 @@ class TensortapApp:
             self.live_toggle.value = True  # a run still being written: follow it
         elif self.live_toggle.value:
             self._start_live()
+
+    def _training_steps(self, training: Any) -> list[int]:
+        """The steps the step slider offers: those with probe tensors (what the maps
+        need), or every committed step of a statistics-only run."""
+        chosen = training.tensor_steps if len(training.tensor_steps) else training.step_values
+        return [int(step) for step in chosen]
+
+    def _open_step(self, training: Any) -> Any:
+        """Set the step slider for ``training`` and return its chosen step, read like a
+        capture run: the URL's step when it is one, else the latest."""
+        offered = self._training_steps(training)
+        if not offered:
+            raise ViewError(
+                f"the training run {training.path!r} has no committed step yet: wait for its "
+                "first step, or turn on live mode"
+            )
+        wanted = getattr(self._pending_state, "step", None)
+        step = wanted if wanted in offered else offered[-1]
+        self._busy = True
+        try:
+            self.step_slider.options = offered
+            self.step_slider.value = step
+            self.step_slider.visible = True
+        finally:
+            self._busy = False
+        return CachedRun(training.at(step))
 
     def _set_sample_range(self) -> None:
         n = self.run.samples if self.run is not None else 0
@@ -434,7 +460,7 @@ class TensortapApp:
             return False
         if (run.samples, run.status) == before:
             return False
-        with pn.io.hold():
+        with pn.io.hold(), reads():
             self._set_sample_range()
             self._update_status()
             self.layer_list.value = layer_table(run)
@@ -443,6 +469,28 @@ class TensortapApp:
             self.update(*self._follows.get("samples", []))
             if before[0] == 0:  # the first samples arrived: everything can be drawn now
                 self.update(*self._slots)
+        return True
+
+    def _poll_training(self) -> bool:
+        """Live mode on a training run: new steps join the slider; the views over steps
+        redraw (the chosen step's own views do not change)."""
+        training = self.training
+        before = (len(training.step_values), training.status)
+        try:
+            training.refresh()
+        except Exception as err:  # a training that died mid-write: say so, keep serving
+            self._warn(f"live update failed: {err}")
+            return False
+        if (len(training.step_values), training.status) == before:
+            return False
+        with pn.io.hold():
+            self._busy = True
+            try:
+                self.step_slider.options = self._training_steps(training)
+            finally:
+                self._busy = False
+            self._update_status()
+            self.update(*self._follows.get("steps", []))
         return True
 
     # -- events
@@ -457,6 +505,22 @@ class TensortapApp:
     def _on_run(self, event: Any) -> None:
         if not self._busy:
             self._open(event.new)
+
+    def _on_step(self, _: Any) -> None:
+        """Another step of the training run: every view shows the new step."""
+        if self._busy or self.training is None:
+            return
+        self.run = CachedRun(self.training.at(int(self.step_slider.value)))
+        with pn.io.hold(), reads():
+            self._busy = True
+            try:
+                self.layer_list.value = layer_table(self.run)
+                self._select_table_row()
+            finally:
+                self._busy = False
+            self._update_status()
+            self.update(*self._slots)
+        self._write_url()
 
     def _on_choice(self, choice: str) -> None:
         if not self._busy and self.run is not None:

@@ -45,6 +45,15 @@ class Sidebar:
         self.layer_select = pn.widgets.Select(
             label="Layer", options=[], width=SIDEBAR_PX - 20, css_classes=["tt-layer"]
         )
+        # Training runs only: the step whose probe tensors and statistics every tab shows.
+        self.step_slider = pn.widgets.DiscreteSlider(
+            label="Step",
+            options=[0],
+            value=0,
+            width=SIDEBAR_PX - 20,
+            visible=False,
+            css_classes=["tt-step"],
+        )
         self.sample_slider = pn.widgets.EditableIntSlider(
             label="Sample",
             start=0,
@@ -99,6 +108,7 @@ class Sidebar:
             self.layer_select,
             self.layer_list,
             _rule(),
+            self.step_slider,
             self.sample_slider,
             pn.Row(self.thumbnail, self.sample_info),
             _rule(),

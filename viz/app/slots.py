@@ -19,6 +19,7 @@ import numpy as np
 import panel as pn
 
 from tensortap.core.errors import TensortapError
+from tensortap.viz.app.shared import reads
 
 __all__ = ["KEPT_PLOTS", "ViewSlot", "frame_signature"]
 
@@ -135,7 +136,8 @@ class ViewSlot:
         """Build the view and show it, in place when a kept plot has its frame shape."""
         started = time.perf_counter()
         try:
-            obj = self.build()
+            with reads():
+                obj = self.build()
         except TensortapError as err:  # the view cannot show this: say why, in place
             obj = pn.pane.Alert(str(err), alert_type="warning", margin=(5, 5))
         except Exception as err:

@@ -18,6 +18,7 @@ __all__ = ["URL_KEYS", "ViewState"]
 URL_KEYS = (
     "run",
     "tab",
+    "step",
     "layer",
     "sample",
     "channel",
@@ -26,7 +27,7 @@ URL_KEYS = (
     "compare",
     "filter",
 )
-_INTEGER_KEYS = ("sample", "channel", "class")
+_INTEGER_KEYS = ("step", "sample", "channel", "class")
 #: Longest value read from the URL: ids and layer keys are short; anything longer is junk.
 _MAX_VALUE_CHARS = 512
 
@@ -40,7 +41,10 @@ class ViewState:
     run
         Run id in the catalog (``exp/a.zarr``).
     tab
-        Tab slug: ``feature-maps``, ``samples``, ``distributions``, ``cam``, ``compare``.
+        Tab slug: ``feature-maps``, ``samples``, ``distributions``, ``cam``, ``compare``,
+        ``training``.
+    step
+        Training step shown (training runs only).
     layer
         Layer key.
     sample, channel
@@ -57,6 +61,7 @@ class ViewState:
 
     run: str | None = None
     tab: str | None = None
+    step: int | None = None
     layer: str | None = None
     sample: int | None = None
     channel: int | None = None

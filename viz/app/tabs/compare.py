@@ -118,9 +118,9 @@ class CompareTab(Tab):
                 "Only one run is served: serve a folder holding two runs of the same model "
                 "to compare them."
             )
-        from tensortap.core.run import open_run
+        from tensortap.viz.app.shared import open_shared
 
-        other = open_run(app.catalog.resolve(other_id).path)
+        other = open_shared(app.catalog.resolve(other_id).path)
         return app.viz.compare(
             app.run,
             other,
