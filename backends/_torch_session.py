@@ -10,7 +10,10 @@ independent, so the gradient of the batch sum with respect to one sample's activ
 that sample's gradient.  Hooks in gradient mode return a *clone* of each captured output
 to the rest of the model: an in-place op downstream (``ReLU(inplace=True)`` after a conv,
 as in ResNets) then modifies the clone, and the captured tensor keeps both its value and
-its place in the autograd graph.
+its place in the autograd graph.  Without gradients an activation is kept as the module's
+own tensor, copied only when a later in-place op changes it (seen in its version counter;
+the batch then runs again and that key is copied from then on) or when it shares memory
+with a parameter or buffer.
 """
 
 from __future__ import annotations
@@ -80,6 +83,12 @@ class TorchCaptureSession(CaptureSession):
         self._softmax: tuple[str, int] | None = graph.extra.get("softmax")
         self._handles: list[Any] = []
         self._closed = False
+        # Forward-only capture (see _keep): keys whose activation an in-place op changes
+        # later in the pass, the version counters of the uncopied ones this batch, and the
+        # storages of parameters and buffers.
+        self._copied: set[str] = set()
+        self._versions: dict[str, int] = {}
+        self._weights: set[int] = set()
         # The same wording as the TensorFlow backend, so runs of both read alike.
         self.info["score"] = graph.extra.get("score", OUTPUT)
         self.info["target"] = self.target.describe()
@@ -122,10 +131,10 @@ class TorchCaptureSession(CaptureSession):
             }
             if not hits:
                 return None
-            if not self.gradients:  # copy now: later in-place ops must not reach the copy
+            if not self.gradients:
                 for leaf in tensor_leaves(output):
                     if id(leaf) in hits:
-                        captured[hits[id(leaf)]] = leaf.detach().clone()
+                        self._keep(hits[id(leaf)], leaf, captured)
                 return None
 
             def keep(leaf: torch.Tensor) -> torch.Tensor:
@@ -137,6 +146,23 @@ class TorchCaptureSession(CaptureSession):
             return map_tensors(output, keep)
 
         return hook
+
+    def _keep(self, key: str, leaf: torch.Tensor, captured: dict[str, torch.Tensor]) -> None:
+        """Keep a forward-only activation, copying it only where it must be copied.
+
+        A copy is needed where a later in-place op (``ReLU(inplace=True)`` after a batch
+        norm) changes the tensor before the batch ends, or where the tensor shares memory
+        with a parameter or buffer (an optimizer step may change it before the write).  The
+        first kind shows in the tensor's version counter after the forward pass: such keys
+        are learnt (``_copied``) and the batch runs again (:meth:`run`).  Copying ~40
+        activations of a small ResNet cost as much as its forward pass.
+        """
+        tensor = leaf.detach()
+        if key in self._copied or _storage(tensor) in self._weights:
+            captured[key] = tensor.clone()
+        else:
+            captured[key] = tensor
+            self._versions[key] = tensor._version
 
     @staticmethod
     def _score_hook(call: int, scores: list[torch.Tensor]) -> Any:
@@ -162,6 +188,8 @@ class TorchCaptureSession(CaptureSession):
         tensors = to_tensors(self.graph.inputs, _by_name(self.graph, inputs), device)
         captured: dict[str, torch.Tensor] = {}
         scores: list[torch.Tensor] = []
+        self._versions.clear()
+        self._weights = {_storage(t) for t in (*self.model.parameters(), *self.model.buffers())}
         try:
             with eval_mode(self.model), torch.set_grad_enabled(self.gradients):
                 self._attach(captured, scores)
@@ -178,6 +206,14 @@ class TorchCaptureSession(CaptureSession):
                 else:
                     output = self.model(*tensors)
                 remove_all(self._handles)
+                changed = {
+                    key
+                    for key, version in self._versions.items()
+                    if captured[key]._version != version
+                }
+                if changed:  # modified in place after its hook: copy from now on, redo
+                    self._copied |= changed
+                    return self.run(inputs, classes, labels)
                 return self._result(output, captured, scores, classes, labels, device)
         finally:
             remove_all(self._handles)
@@ -304,3 +340,8 @@ def _by_name(graph: CaptureGraph, inputs: Any) -> Mapping[str, Any]:
         f"the model takes {len(graph.inputs)} input(s) {[s.name for s in graph.inputs]}; "
         f"got {type(inputs).__name__}"
     )
+
+
+def _storage(tensor: torch.Tensor) -> int:
+    """Address of the memory a tensor (or the tensor it is a view of) lives in."""
+    return int(tensor.untyped_storage().data_ptr())
