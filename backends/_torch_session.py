@@ -7,13 +7,16 @@ or an engine that forgets to close the session, leaves no hook and no changed
 
 Gradients are ``torch.autograd.grad(target.sum(), activations)``: in eval mode samples are
 independent, so the gradient of the batch sum with respect to one sample's activation is
-that sample's gradient.  Hooks in gradient mode return a *clone* of each captured output
-to the rest of the model: an in-place op downstream (``ReLU(inplace=True)`` after a conv,
-as in ResNets) then modifies the clone, and the captured tensor keeps both its value and
-its place in the autograd graph.  Without gradients an activation is kept as the module's
-own tensor, copied only when a later in-place op changes it (seen in its version counter;
-the batch then runs again and that key is copied from then on) or when it shares memory
-with a parameter or buffer.
+that sample's gradient.
+
+Copies only where needed.  A captured output is kept as the module's own tensor unless a
+later in-place op changes it (``ReLU(inplace=True)`` after a batch norm, as in ResNets): its
+version counter shows that after the forward pass, the batch runs again, and from then on
+that key is copied — without gradients the hook keeps a copy, with gradients it hands a
+*clone* to the rest of the model, so the in-place op changes the clone and the captured
+tensor keeps both its value and its place in the autograd graph.  An output sharing memory
+with a parameter or buffer is copied too (an optimizer step could change it before the
+write).
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ class TorchCaptureSession(CaptureSession):
         self._copied: set[str] = set()
         self._versions: dict[str, int] = {}
         self._weights: set[int] = set()
+        self._aliased: set[str] = set()
         # The same wording as the TensorFlow backend, so runs of both read alike.
         self.info["score"] = graph.extra.get("score", OUTPUT)
         self.info["target"] = self.target.describe()
@@ -140,8 +144,14 @@ class TorchCaptureSession(CaptureSession):
             def keep(leaf: torch.Tensor) -> torch.Tensor:
                 if id(leaf) not in hits:
                     return leaf
-                captured[hits[id(leaf)]] = leaf
-                return leaf.clone()  # downstream (possibly in-place) ops get the clone
+                key = hits[id(leaf)]
+                captured[key] = leaf
+                if _storage(leaf) in self._weights:
+                    self._aliased.add(key)  # copied into NumPy, not viewed (see _keep)
+                if key in self._copied:
+                    return leaf.clone()  # downstream (in-place) ops get the clone
+                self._versions[key] = leaf._version
+                return leaf
 
             return map_tensors(output, keep)
 
@@ -189,6 +199,7 @@ class TorchCaptureSession(CaptureSession):
         captured: dict[str, torch.Tensor] = {}
         scores: list[torch.Tensor] = []
         self._versions.clear()
+        self._aliased.clear()
         self._weights = {_storage(t) for t in (*self.model.parameters(), *self.model.buffers())}
         try:
             with eval_mode(self.model), torch.set_grad_enabled(self.gradients):
@@ -253,11 +264,15 @@ class TorchCaptureSession(CaptureSession):
                 )
         return BatchResult(
             outputs={name: to_numpy(t) for name, t in items},
-            activations={node.key: to_numpy(captured[node.key]) for node in self.nodes},
+            activations={node.key: self._numpy(node.key, captured) for node in self.nodes},
             gradients=gradients,
             target_classes=classes_out,
             target_values=None if values is None else to_numpy(values),
         )
+
+    def _numpy(self, key: str, captured: dict[str, torch.Tensor]) -> np.ndarray:
+        array = to_numpy(captured[key])
+        return array.copy() if key in self._aliased else array  # weights may change later
 
     def _check_captured(self, captured: dict[str, torch.Tensor], batch: int) -> None:
         for node in self.nodes:

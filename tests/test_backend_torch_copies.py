@@ -79,3 +79,31 @@ def test_output_sharing_a_weight_is_copied() -> None:
         model.table.weight.add_(100.0)  # an optimizer step after the capture
     expected = np.broadcast_to(np.arange(12.0, dtype=np.float32).reshape(3, 4), (1, 3, 4))
     np.testing.assert_array_equal(result.activations["table"], expected)
+
+
+def test_gradient_mode_in_place_and_weights() -> None:
+    """With gradients, the in-place-changed ``fc`` keeps its own value and its gradient
+    (explicit autograd), and a weight-sharing output is a copy."""
+    torch.manual_seed(0)
+    model = SometimesInPlace().eval()
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(4, 4)).astype(np.float32)
+    x[0, 0] = 1.0  # the in-place branch runs
+    backend = TorchBackend()
+    graph = backend.graph(model, x)
+    with backend.session(model, graph.select(["fc"]), gradients=True) as session:
+        result = session.run({"x": x}, classes=np.zeros(4, np.int64))
+    h = model.fc(torch.from_numpy(x))
+    h.retain_grad()
+    model.out(h * -3.0)[:, 0].sum().backward()
+    np.testing.assert_allclose(result.activations["fc"], h.detach().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(result.gradients["fc"], h.grad.numpy(), rtol=1e-6)
+
+    table = Table().eval()
+    one = np.ones((1, 4), np.float32)
+    graph = backend.graph(table, one)
+    with backend.session(table, graph.select(["table"]), gradients=True) as session:
+        got = session.run({"x": one}, classes=np.zeros(1, np.int64))
+    with torch.no_grad():
+        table.table.weight.add_(100.0)
+    np.testing.assert_array_equal(got.activations["table"][0], np.arange(12.0).reshape(3, 4))
