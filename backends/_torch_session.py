@@ -21,6 +21,7 @@ write).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -46,6 +47,11 @@ from ._torch_util import (
 __all__ = ["TorchCaptureSession"]
 
 OUTPUT = "model output"
+
+#: Keys each model's sessions learnt to copy (see ``TorchCaptureSession._keep``), kept
+#: across sessions so a new capture does not run its first batch twice.  A stale key only
+#: costs a copy; a missing one is caught again by the version check.
+_COPIED: weakref.WeakKeyDictionary[torch.nn.Module, set[str]] = weakref.WeakKeyDictionary()
 
 
 class TorchCaptureSession(CaptureSession):
@@ -89,7 +95,7 @@ class TorchCaptureSession(CaptureSession):
         # Forward-only capture (see _keep): keys whose activation an in-place op changes
         # later in the pass, the version counters of the uncopied ones this batch, and the
         # storages of parameters and buffers.
-        self._copied: set[str] = set()
+        self._copied: set[str] = _COPIED.setdefault(model, set())
         self._versions: dict[str, int] = {}
         self._weights: set[int] = set()
         self._aliased: set[str] = set()
