@@ -7,14 +7,21 @@ or an engine that forgets to close the session, leaves no hook and no changed
 
 Gradients are ``torch.autograd.grad(target.sum(), activations)``: in eval mode samples are
 independent, so the gradient of the batch sum with respect to one sample's activation is
-that sample's gradient.  Hooks in gradient mode return a *clone* of each captured output
-to the rest of the model: an in-place op downstream (``ReLU(inplace=True)`` after a conv,
-as in ResNets) then modifies the clone, and the captured tensor keeps both its value and
-its place in the autograd graph.
+that sample's gradient.
+
+Copies only where needed.  A captured output is kept as the module's own tensor unless a
+later in-place op changes it (``ReLU(inplace=True)`` after a batch norm, as in ResNets): its
+version counter shows that after the forward pass, the batch runs again, and from then on
+that key is copied — without gradients the hook keeps a copy, with gradients it hands a
+*clone* to the rest of the model, so the in-place op changes the clone and the captured
+tensor keeps both its value and its place in the autograd graph.  An output sharing memory
+with a parameter or buffer is copied too (an optimizer step could change it before the
+write).
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -40,6 +47,11 @@ from ._torch_util import (
 __all__ = ["TorchCaptureSession"]
 
 OUTPUT = "model output"
+
+#: Keys each model's sessions learnt to copy (see ``TorchCaptureSession._keep``), kept
+#: across sessions so a new capture does not run its first batch twice.  A stale key only
+#: costs a copy; a missing one is caught again by the version check.
+_COPIED: weakref.WeakKeyDictionary[torch.nn.Module, set[str]] = weakref.WeakKeyDictionary()
 
 
 class TorchCaptureSession(CaptureSession):
@@ -80,6 +92,13 @@ class TorchCaptureSession(CaptureSession):
         self._softmax: tuple[str, int] | None = graph.extra.get("softmax")
         self._handles: list[Any] = []
         self._closed = False
+        # Forward-only capture (see _keep): keys whose activation an in-place op changes
+        # later in the pass, the version counters of the uncopied ones this batch, and the
+        # storages of parameters and buffers.
+        self._copied: set[str] = _COPIED.setdefault(model, set())
+        self._versions: dict[str, int] = {}
+        self._weights: set[int] = set()
+        self._aliased: set[str] = set()
         # The same wording as the TensorFlow backend, so runs of both read alike.
         self.info["score"] = graph.extra.get("score", OUTPUT)
         self.info["target"] = self.target.describe()
@@ -122,21 +141,44 @@ class TorchCaptureSession(CaptureSession):
             }
             if not hits:
                 return None
-            if not self.gradients:  # copy now: later in-place ops must not reach the copy
+            if not self.gradients:
                 for leaf in tensor_leaves(output):
                     if id(leaf) in hits:
-                        captured[hits[id(leaf)]] = leaf.detach().clone()
+                        self._keep(hits[id(leaf)], leaf, captured)
                 return None
 
             def keep(leaf: torch.Tensor) -> torch.Tensor:
                 if id(leaf) not in hits:
                     return leaf
-                captured[hits[id(leaf)]] = leaf
-                return leaf.clone()  # downstream (possibly in-place) ops get the clone
+                key = hits[id(leaf)]
+                captured[key] = leaf
+                if _storage(leaf) in self._weights:
+                    self._aliased.add(key)  # copied into NumPy, not viewed (see _keep)
+                if key in self._copied:
+                    return leaf.clone()  # downstream (in-place) ops get the clone
+                self._versions[key] = leaf._version
+                return leaf
 
             return map_tensors(output, keep)
 
         return hook
+
+    def _keep(self, key: str, leaf: torch.Tensor, captured: dict[str, torch.Tensor]) -> None:
+        """Keep a forward-only activation, copying it only where it must be copied.
+
+        A copy is needed where a later in-place op (``ReLU(inplace=True)`` after a batch
+        norm) changes the tensor before the batch ends, or where the tensor shares memory
+        with a parameter or buffer (an optimizer step may change it before the write).  The
+        first kind shows in the tensor's version counter after the forward pass: such keys
+        are learnt (``_copied``) and the batch runs again (:meth:`run`).  Copying ~40
+        activations of a small ResNet cost as much as its forward pass.
+        """
+        tensor = leaf.detach()
+        if key in self._copied or _storage(tensor) in self._weights:
+            captured[key] = tensor.clone()
+        else:
+            captured[key] = tensor
+            self._versions[key] = tensor._version
 
     @staticmethod
     def _score_hook(call: int, scores: list[torch.Tensor]) -> Any:
@@ -162,6 +204,9 @@ class TorchCaptureSession(CaptureSession):
         tensors = to_tensors(self.graph.inputs, _by_name(self.graph, inputs), device)
         captured: dict[str, torch.Tensor] = {}
         scores: list[torch.Tensor] = []
+        self._versions.clear()
+        self._aliased.clear()
+        self._weights = {_storage(t) for t in (*self.model.parameters(), *self.model.buffers())}
         try:
             with eval_mode(self.model), torch.set_grad_enabled(self.gradients):
                 self._attach(captured, scores)
@@ -178,6 +223,14 @@ class TorchCaptureSession(CaptureSession):
                 else:
                     output = self.model(*tensors)
                 remove_all(self._handles)
+                changed = {
+                    key
+                    for key, version in self._versions.items()
+                    if captured[key]._version != version
+                }
+                if changed:  # modified in place after its hook: copy from now on, redo
+                    self._copied |= changed
+                    return self.run(inputs, classes, labels)
                 return self._result(output, captured, scores, classes, labels, device)
         finally:
             remove_all(self._handles)
@@ -217,11 +270,15 @@ class TorchCaptureSession(CaptureSession):
                 )
         return BatchResult(
             outputs={name: to_numpy(t) for name, t in items},
-            activations={node.key: to_numpy(captured[node.key]) for node in self.nodes},
+            activations={node.key: self._numpy(node.key, captured) for node in self.nodes},
             gradients=gradients,
             target_classes=classes_out,
             target_values=None if values is None else to_numpy(values),
         )
+
+    def _numpy(self, key: str, captured: dict[str, torch.Tensor]) -> np.ndarray:
+        array = to_numpy(captured[key])
+        return array.copy() if key in self._aliased else array  # weights may change later
 
     def _check_captured(self, captured: dict[str, torch.Tensor], batch: int) -> None:
         for node in self.nodes:
@@ -304,3 +361,8 @@ def _by_name(graph: CaptureGraph, inputs: Any) -> Mapping[str, Any]:
         f"the model takes {len(graph.inputs)} input(s) {[s.name for s in graph.inputs]}; "
         f"got {type(inputs).__name__}"
     )
+
+
+def _storage(tensor: torch.Tensor) -> int:
+    """Address of the memory a tensor (or the tensor it is a view of) lives in."""
+    return int(tensor.untyped_storage().data_ptr())

@@ -106,6 +106,32 @@ def _scores(output: Any) -> tuple[Any, str]:
     return output, OUTPUT
 
 
+def _flat_scores(scores: Any) -> Any:
+    """Scores as ``(sample, class)``; a static class count needs no shape ops in the step."""
+    width = scores.shape[1:].num_elements() if scores.shape.rank else None
+    if width is not None:
+        return tf.reshape(scores, [-1, width])
+    return tf.reshape(scores, [tf.shape(scores)[0], -1])
+
+
+def _picked(scores: Any, classes: Any) -> Any:
+    """``scores[i, classes[i]]`` per sample, with a cheap gradient.
+
+    On small layers the step's time is its op count, and ``tf.gather(batch_dims=1)``'s
+    gradient is a dozen ops (ranges, packs, an unsorted segment sum); a one-hot select
+    and a row sum differentiate into three.  ``tf.where`` (not a product with the one-hot)
+    keeps an infinite or NaN score of another class out of the value.  One score per
+    sample (a sigmoid unit) is the value itself (its class can only be 0, checked before).
+    """
+    width = scores.shape[-1]
+    if width == 1:
+        return tf.reshape(scores, [-1])
+    if width is None:
+        return tf.gather(scores, classes, batch_dims=1)
+    chosen = tf.one_hot(classes, width, on_value=True, off_value=False)
+    return tf.reduce_sum(tf.where(chosen, scores, tf.zeros_like(scores)), axis=-1)
+
+
 def _type_names(layer: Any) -> tuple[str, ...]:
     return tuple(f"{k.__module__}.{k.__qualname__}" for k in type(layer).__mro__)
 
@@ -648,7 +674,7 @@ class TensorFlowSession(CaptureSession):
                     values = tf.reshape(target.function(outputs, labels), [-1])
                 elif mode != "forward":
                     scores, _ = _scores(flat[0])
-                    scores = tf.reshape(scores, [tf.shape(scores)[0], -1])
+                    scores = _flat_scores(scores)
                     classes = (
                         result["predictions"]
                         if mode == "predicted" and classify
@@ -656,7 +682,7 @@ class TensorFlowSession(CaptureSession):
                         if mode == "predicted"
                         else extra[0]
                     )
-                    values = tf.gather(scores, classes, batch_dims=1)
+                    values = _picked(scores, classes)
                     result["classes"] = classes
                 if mode != "forward":
                     # samples are independent, so d(sum)/d(activation) is per-sample
