@@ -5,10 +5,13 @@ every sample-axis array and one commit hold (docs/store-format.md).  A block of 
 right for MobileNetV2 at 224² (855 MB a batch) and wrong for small layers: a dense MLP then
 writes ~5 tiny objects per layer every 32 samples, and a capture is dominated by per-object
 costs.  :func:`choose_block_size` picks as many whole batches as fill ``chunk_bytes`` in the
-run's largest array, bounded by
+run's **median** array (the typical layer: arrays larger than it get large blocks, but those
+are stored as shards of ~1 MiB inner chunks, so a one-sample read stays one small read;
+docs/store-format.md), bounded by
 
-- memory: a block's arrays together stay under ``max_block_bytes`` (the write pipeline holds
-  about ``depth + 2`` blocks);
+- memory: a block's arrays together stay under ``max_block_bytes``, a twelfth of the
+  machine's memory between 512 MiB and 2 GiB (the write pipeline holds about ``depth + 2``
+  blocks, so a capture holds at most about a quarter of the memory);
 - time: a block is computed within ``commit_seconds``, so a ``kill -9`` loses at most a few
   seconds of work (about three blocks are in flight);
 - the data: never more batches than the run holds (a chunk is stored whole, a short last
@@ -22,6 +25,7 @@ resumed run keeps the block size it was created with.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 from tensortap.core.errors import DataError
@@ -34,14 +38,27 @@ __all__ = [
     "choose_block_size",
 ]
 
-#: Target bytes of the largest array's chunk.  Tens of MB is where zarr and object stores
+#: Target bytes of the median array's chunk.  Tens of MB is where zarr and object stores
 #: are efficient (few requests, full-speed sequential writes); 64 MiB keeps the seed's small
 #: CNN under 100 files per 1,000 samples (benchmarks/RESULTS.md, *Small layers*).
 DEFAULT_CHUNK_BYTES = 64 * 2**20
-#: Bound on a block's bytes over all its arrays (activations, gradients, inputs, outputs).
-DEFAULT_MAX_BLOCK_BYTES = 512 * 2**20
-#: Bound on the compute time of one block, in seconds.
-DEFAULT_COMMIT_SECONDS = 2.0
+
+
+def _memory_bound() -> int:
+    """A twelfth of physical memory, between 512 MiB and 2 GiB (512 MiB when unknown)."""
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        physical = 0
+    return int(min(max(physical // 12, 512 * 2**20), 2 * 2**30))
+
+
+#: Bound on a block's bytes over all its arrays (activations, gradients, inputs, outputs):
+#: MobileNetV2 at 224² (855 MB a batch of 32) gets two-batch blocks on a 24 GiB machine.
+DEFAULT_MAX_BLOCK_BYTES = _memory_bound()
+#: Bound on the compute time of one block, in seconds: with about three blocks in flight a
+#: kill loses at most ~10 s of work.
+DEFAULT_COMMIT_SECONDS = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +71,7 @@ class BlockRule:
         Samples per block given by the user (a positive multiple of the batch size); ``None``
         chooses it by bytes.
     chunk_bytes : int
-        Target bytes of the largest array's chunk.
+        Target bytes of the median array's chunk.
     max_block_bytes : int
         Bound on the bytes of one block over all arrays.
     commit_seconds : float
@@ -108,12 +125,12 @@ def choose_block_size(
     rule: BlockRule,
     *,
     batch_size: int,
-    largest_sample_bytes: int,
+    chunk_sample_bytes: int,
     block_sample_bytes: int,
     seconds_per_batch: float | None,
     total: int | None,
 ) -> int:
-    """Samples per block: whole batches filling ``rule.chunk_bytes`` in the largest array.
+    """Samples per block: whole batches filling ``rule.chunk_bytes`` in the median array.
 
     Parameters
     ----------
@@ -121,8 +138,8 @@ def choose_block_size(
         The user's choice and the bounds.
     batch_size : int
         Samples per compute batch.
-    largest_sample_bytes : int
-        Bytes one sample takes in the run's largest array.
+    chunk_sample_bytes : int
+        Bytes one sample takes in the array whose chunk is sized: the run's median array.
     block_sample_bytes : int
         Bytes one sample takes over all arrays of a block (the memory bound).
     seconds_per_batch : float or None
@@ -137,7 +154,7 @@ def choose_block_size(
     """
     if rule.block_size is not None:
         return rule.block_size
-    by_chunk = rule.chunk_bytes // max(1, largest_sample_bytes * batch_size)
+    by_chunk = rule.chunk_bytes // max(1, chunk_sample_bytes * batch_size)
     by_memory = rule.max_block_bytes // max(1, block_sample_bytes * batch_size)
     batches = min(by_chunk, by_memory)
     if seconds_per_batch is not None and seconds_per_batch > 0:

@@ -35,7 +35,7 @@ WORKER = Path(__file__).parent / "crash_worker.py"
 def _choose(**kw: Any) -> int:
     args: dict[str, Any] = dict(
         batch_size=32,
-        largest_sample_bytes=512,
+        chunk_sample_bytes=512,
         block_sample_bytes=1000,
         seconds_per_batch=None,
         total=None,
@@ -46,13 +46,13 @@ def _choose(**kw: Any) -> int:
 
 
 # ----------------------------------------------------------------------------- the rule
-def test_rule_fills_the_chunk_of_the_largest_array() -> None:
+def test_rule_fills_the_chunk_of_the_median_array() -> None:
     rule = BlockRule(chunk_bytes=2**20)
-    # 512 B a sample in the largest array: 2**20 / (512 * 32) = 64 batches.
+    # 512 B a sample in the median array: 2**20 / (512 * 32) = 64 batches.
     assert _choose(rule=rule) == 64 * 32
-    # A huge layer next to tiny ones: the huge one decides, never fewer than one batch.
-    assert _choose(rule=rule, largest_sample_bytes=3 * 2**20) == 32
-    assert _choose(rule=rule, largest_sample_bytes=2**20 // 32 // 3) == 3 * 32
+    # A large typical layer: never fewer than one batch.
+    assert _choose(rule=rule, chunk_sample_bytes=3 * 2**20) == 32
+    assert _choose(rule=rule, chunk_sample_bytes=2**20 // 32 // 3) == 3 * 32
 
 
 def test_rule_bounds_memory_time_and_the_run() -> None:
@@ -89,13 +89,15 @@ def _objects(path: Path, array: str) -> int:
 
 
 def test_tiny_and_huge_layers_in_one_model(tmp_path: Path) -> None:
-    """The conv layer (16×16×8 float32 = 8 KiB a sample) decides the block for all; the
-    dense and probs layers (a few bytes a sample) are chunked by the same block."""
+    """The median array decides the block for all: of the conv layer (16×16×8 float32 =
+    8 KiB a sample), the input (3 KiB), the dense (20 B) and probs (12 B) layers, their
+    gradients and the output, the median takes 20 B a sample; every array is chunked by the
+    same block, the huge conv layer's chunk 24 × 8 KiB."""
     model, x = FakeModel(size=16, channels=8), images(100, size=16)
     y = np.arange(100) % 3
     path = tmp_path / "r.zarr"
-    # 8 KiB a sample, chunk 64 KiB at most → 8 samples → 1 batch; 200 KiB → 3 batches (24).
-    run = _capture((x, y), path, model=model, chunk_bytes=200 * 1024, gradients=True)
+    # 20 B a sample in the median array: 480 B / (20 B × 8) = 3 batches (24 samples).
+    run = _capture((x, y), path, model=model, chunk_bytes=480, gradients=True)
     assert run.block_size == 24 and run.attrs["batch_size"] == 8
     ref = model.forward(x)
     for key in ("block.conv", "dense", "probs"):
@@ -147,7 +149,8 @@ def test_stream_of_unknown_length(tmp_path: Path) -> None:
             yield x[i : min(i + 5, n)]
 
     path = tmp_path / "long.zarr"
-    run = _capture(stream(90), path, model=model, chunk_bytes=200 * 1024)
+    # 20 B a sample in the median array (the dense layer): 480 B → blocks of 3 batches.
+    run = _capture(stream(90), path, model=model, chunk_bytes=480)
     assert run.total is None and run.samples == 90 and run.block_size == 24
     np.testing.assert_array_equal(
         run.activation("block.conv").values, model.forward(x)["block.conv"]
@@ -248,7 +251,7 @@ def test_live_reader_sees_the_block_size_before_the_first_commit(tmp_path: Path)
         store=path,
         backend=_QuietBackend(),
         batch_size=8,
-        chunk_bytes=24 * 1024,  # 1 KiB a sample in the conv layer: blocks of 24
+        chunk_bytes=480,  # 20 B a sample in the median array (dense): blocks of 24
         progress=False,
     )
     assert seen == [(24, 24, "capturing")]
