@@ -135,6 +135,7 @@ class TensorFlowBackend(Backend):
     model_modules = ("keras", "tf_keras", "tensorflow")
     channels_last = True
     supports_gradients = True
+    supports_attributions = True
     #: Off unless ``TENSORTAP_STEP_STATS=1``: on W1 the XLA statistics cost about as much
     #: CPU as the NumPy path (2.5 vs 2.3-3.0 core-s a batch; the histogram's scatter
     #: dominates) and compiling them takes ~11 s per model and batch shape
