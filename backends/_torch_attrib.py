@@ -19,7 +19,9 @@ from ._torch_explain import _forward_scores
 __all__ = ["input_attributions"]
 
 
-def _input_gradient(model: torch.nn.Module, rows: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+def _input_gradient(
+    model: torch.nn.Module, rows: torch.Tensor, classes: torch.Tensor
+) -> torch.Tensor:
     rows = rows.detach().requires_grad_(True)
     with torch.enable_grad():
         values = _forward_scores(model, rows).gather(1, classes[:, None])[:, 0]

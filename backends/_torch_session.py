@@ -217,9 +217,7 @@ class TorchCaptureSession(CaptureSession):
             sources = [captured[k] for k in keys]
             if self.attributions is not None:  # the input gradient of this very pass
                 sources.append(tensors[0])
-            found = (
-                torch.autograd.grad(values.sum(), sources, allow_unused=True) if sources else ()
-            )
+            found = torch.autograd.grad(values.sum(), sources, allow_unused=True) if sources else ()
             by_key = dict(zip(keys, found, strict=False))
             if self.attributions is not None:
                 from ._torch_attrib import input_attributions

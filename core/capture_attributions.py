@@ -15,7 +15,6 @@ both backends, and after a resume.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -167,7 +166,13 @@ def parse_attributions(methods: Any, **options: Any) -> AttributionSpec | None:
             chosen.append(name)
     if not chosen:
         return None
-    rules = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
+    rules = (
+        "gausslegendre",
+        "riemann_left",
+        "riemann_right",
+        "riemann_middle",
+        "riemann_trapezoid",
+    )
     if rule not in rules:
         raise OptionError(f"unknown integration rule {rule!r}; choose one of {', '.join(rules)}")
     return AttributionSpec(
