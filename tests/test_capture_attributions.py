@@ -305,3 +305,27 @@ def test_bad_attribution_requests_fail_in_one_line(torch_case: dict) -> None:
             target="top2",
             attributions="saliency",
         )
+
+
+def test_app_and_export_offer_the_captured_attributions(keras_case: dict, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from tensortap.cli import main
+    from tensortap.viz.app import RunCatalog, TensortapApp
+
+    path = keras_case["path"]
+    app = TensortapApp(RunCatalog(path.parent), path.name, defer=False)
+    cam = next(t for t in app.tab_list if t.SLUG == "cam")
+    assert set(METHODS) <= set(cam.method_select.options)
+    cam.method_select.value = "integrated_gradients"
+    overlay = cam.cam()
+    assert "integrated_gradients" in overlay.opts.get().kwargs.get("title", "")
+    assert len(cam.cam_grid()) == min(9, keras_case["run"].samples)
+    out = tmp_path / "saliency.png"
+    result = CliRunner().invoke(
+        main,
+        ["export", str(path), "--view", "cam_overlay", "--method", "saliency", "-o", str(out)],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert out.stat().st_size > 1000
