@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from tensortap.core.backend import BatchResult, CaptureSession
+from tensortap.core.capture_attributions import AttributionSpec
 from tensortap.core.errors import InputMismatchError, TargetError
 from tensortap.core.graph import CaptureGraph, CaptureNode
 from tensortap.core.targets import Target
@@ -79,8 +80,12 @@ class TorchCaptureSession(CaptureSession):
         *,
         gradients: bool,
         target: Target | None,
+        attributions: AttributionSpec | None = None,
     ) -> None:
         super().__init__()
+        # Input attributions (backends/_torch_attrib.py) need the target's autograd pass.
+        self.attributions = attributions
+        self._needs_grad = gradients or attributions is not None
         self.model, self.graph = model, graph
         self.nodes = tuple(graph[node.key] for node in nodes)
         self.gradients = gradients
@@ -118,7 +123,7 @@ class TorchCaptureSession(CaptureSession):
                     self._capture_hook(path, wanted, calls, captured)
                 )
             )
-        if self._softmax is not None and self.gradients:
+        if self._softmax is not None and self._needs_grad:
             path, call = self._softmax
             self._handles.append(
                 modules[path].register_forward_hook(self._score_hook(call, scores))
@@ -197,6 +202,7 @@ class TorchCaptureSession(CaptureSession):
         inputs: Mapping[str, np.ndarray],
         classes: np.ndarray | None = None,
         labels: np.ndarray | None = None,
+        start: int = 0,
     ) -> BatchResult:
         if self._closed:
             raise RuntimeError("this capture session is closed; open a new one")
@@ -208,9 +214,9 @@ class TorchCaptureSession(CaptureSession):
         self._aliased.clear()
         self._weights = {_storage(t) for t in (*self.model.parameters(), *self.model.buffers())}
         try:
-            with eval_mode(self.model), torch.set_grad_enabled(self.gradients):
+            with eval_mode(self.model), torch.set_grad_enabled(self._needs_grad):
                 self._attach(captured, scores)
-                if self.gradients:
+                if self._needs_grad:
                     for tensor in tensors:
                         # Frozen models have no parameter that requires grad: make the
                         # inputs the roots, so every activation is in the autograd graph.
@@ -230,8 +236,10 @@ class TorchCaptureSession(CaptureSession):
                 }
                 if changed:  # modified in place after its hook: copy from now on, redo
                     self._copied |= changed
-                    return self.run(inputs, classes, labels)
-                return self._result(output, captured, scores, classes, labels, device)
+                    return self.run(inputs, classes, labels, start=start)
+                return self._result(
+                    output, captured, scores, classes, labels, device, tensors, start
+                )
         finally:
             remove_all(self._handles)
 
@@ -243,6 +251,8 @@ class TorchCaptureSession(CaptureSession):
         classes: np.ndarray | None,
         labels: np.ndarray | None,
         device: torch.device,
+        tensors: Sequence[torch.Tensor] = (),
+        start: int = 0,
     ) -> BatchResult:
         items = output_items(output)
         batch = items[0][1].shape[0]
@@ -250,19 +260,32 @@ class TorchCaptureSession(CaptureSession):
         gradients: dict[str, np.ndarray] = {}
         classes_out: np.ndarray | None = None
         values: torch.Tensor | None = None
-        if self.gradients:  # the target is only evaluated when it is differentiated
+        attributions: dict[str, np.ndarray] = {}
+        if self._needs_grad:  # the target is only evaluated when it is differentiated
             score = scores[0] if scores else items[0][1]
             classes_out, values = self._target(
                 output, score.reshape(batch, -1), classes, labels, device
             )
             keys = [key for key, t in captured.items() if t.requires_grad]
-            found = (
-                torch.autograd.grad(values.sum(), [captured[k] for k in keys], allow_unused=True)
-                if keys
-                else ()
-            )
-            by_key = dict(zip(keys, found, strict=True))
-            for key, activation in captured.items():
+            sources = [captured[k] for k in keys]
+            if self.attributions is not None:  # the input gradient of this very pass
+                sources.append(tensors[0])
+            found = torch.autograd.grad(values.sum(), sources, allow_unused=True) if sources else ()
+            by_key = dict(zip(keys, found, strict=False))
+            if self.attributions is not None:
+                from ._torch_attrib import input_attributions
+
+                grad = found[-1]
+                assert classes_out is not None  # check_attributions refused callables
+                attributions = input_attributions(
+                    self.attributions,
+                    self.model,
+                    tensors[0],
+                    torch.zeros_like(tensors[0]) if grad is None else grad,
+                    torch.as_tensor(classes_out, device=device),
+                    start,
+                )
+            for key, activation in captured.items() if self.gradients else ():
                 grad = by_key.get(key)
                 # No path from the activation to the target: its gradient is zero.
                 gradients[key] = to_numpy(
@@ -274,6 +297,7 @@ class TorchCaptureSession(CaptureSession):
             gradients=gradients,
             target_classes=classes_out,
             target_values=None if values is None else to_numpy(values),
+            attributions=attributions,
         )
 
     def _numpy(self, key: str, captured: dict[str, torch.Tensor]) -> np.ndarray:

@@ -161,6 +161,7 @@ class TensorFlowBackend(Backend):
     model_modules = ("keras", "tf_keras", "tensorflow")
     channels_last = True
     supports_gradients = True
+    supports_attributions = True
     #: Off unless ``TENSORTAP_STEP_STATS=1``: on W1 the XLA statistics cost about as much
     #: CPU as the NumPy path (2.5 vs 2.3-3.0 core-s a batch; the histogram's scatter
     #: dominates) and compiling them takes ~11 s per model and batch shape
@@ -198,9 +199,15 @@ class TensorFlowBackend(Backend):
         *,
         gradients: bool = False,
         target: Target | None = None,
+        attributions: Any = None,
     ) -> TensorFlowSession:
         return TensorFlowSession(
-            model, self.graph(model), nodes, gradients=gradients, target=target
+            model,
+            self.graph(model),
+            nodes,
+            gradients=gradients,
+            target=target,
+            attributions=attributions,
         )
 
     # -- explanations (issue 17: core/attribution.py, core/explain.py) -------------------
@@ -489,9 +496,12 @@ class TensorFlowSession(CaptureSession):
         *,
         gradients: bool = False,
         target: Target | None = None,
+        attributions: Any = None,
     ) -> None:
         super().__init__()
         self._model: Any = model
+        #: ``AttributionSpec`` of input attributions traced into the step (_keras_attrib.py)
+        self._attributions = attributions
         self._graph = graph
         self._keys = [node.key for node in nodes]
         unknown = [key for key in self._keys if key not in graph]
@@ -532,6 +542,7 @@ class TensorFlowSession(CaptureSession):
         inputs: Mapping[str, np.ndarray] | np.ndarray,
         classes: np.ndarray | None = None,
         labels: np.ndarray | None = None,
+        start: int = 0,
     ) -> BatchResult:
         if self._closed:
             raise RuntimeError("this capture session is closed; open a new one")
@@ -539,7 +550,8 @@ class TensorFlowSession(CaptureSession):
         n = arrays[0].shape[0]
         args: list[Any] = [tf.constant(a) for a in arrays]
         mode, label_spec = "forward", None
-        if self._gradients:
+        spec = self._attributions
+        if self._gradients or spec is not None:
             if self._target.kind == "callable":
                 mode = "callable"
                 if labels is not None:
@@ -551,6 +563,8 @@ class TensorFlowSession(CaptureSession):
                 mode = "predicted" if classes is None else "classes"
                 if classes is not None:
                     args.append(tf.constant(classes, dtype=tf.int64))
+        if spec is not None and spec.needs_noise:
+            args.append(tf.constant(spec.noise(start, arrays[0])))
         if self._stat_keys:
             args.append(tf.constant(self._stat_params))
         result = self._step(mode, label_spec)(*args)
@@ -585,6 +599,7 @@ class TensorFlowSession(CaptureSession):
             target_values=None if target_values is None else _host_array(target_values),
             partial_stats=partial_stats,
             predictions=None if predictions is None else _host_array(predictions),
+            attributions={k: _host_array(v) for k, v in result.get("attributions", {}).items()},
         )
 
     def _classes(
@@ -628,6 +643,7 @@ class TensorFlowSession(CaptureSession):
             self._target.function if mode == "callable" else None,
             self._stat_keys,
             self._stat_bins,
+            self._attributions,
         )
         if cache_key not in self._steps:
             step = _cached(_step_cache, cache_key, self._model)
@@ -646,12 +662,26 @@ class TensorFlowSession(CaptureSession):
         layouts = [_stats_layout(self._nodes[key]) for key in stat_keys]
         first = graph.outputs[0].shape if graph.outputs else ()
         classify = len(first) == 1 and bool(first[0]) and first[0] > 1  # as core.blocks
+        spec, gradients = self._attributions, self._gradients
+        noisy = spec is not None and spec.needs_noise
+
+        def scores_of(rows: Any) -> Any:  # the scores the target differentiates
+            found, _ = _scores(
+                tf.nest.flatten(
+                    model(structure_inputs(model, graph.inputs, [rows]), training=False)
+                )[0]
+            )
+            return tf.reshape(found, [tf.shape(found)[0], -1])
 
         def step(*args: Any) -> dict[str, Any]:
             if stat_keys:
                 args, params = args[:-1], args[-1]
+            if noisy:
+                args, noise = args[:-1], args[-1]
             tensors, extra = args[:n_inputs], args[n_inputs:]
             with tf.GradientTape(watch_accessed_variables=False) as tape:
+                if spec is not None:
+                    tape.watch(tensors[0])  # the input gradient of this very pass
                 recorder.start(tape if mode != "forward" else None)
                 try:
                     outputs = model(structure_inputs(model, graph.inputs, tensors), training=False)
@@ -689,11 +719,25 @@ class TensorFlowSession(CaptureSession):
                     total = tf.reduce_sum(values)  # inside the tape: it must be recorded
             if mode != "forward":
                 result["values"] = values
-                result["gradients"] = tape.gradient(
+                sources = list(result["activations"]) if gradients else []
+                found = tape.gradient(
                     total,
-                    result["activations"],
+                    sources + ([tensors[0]] if spec is not None else []),
                     unconnected_gradients=tf.UnconnectedGradients.ZERO,
                 )
+                if gradients:
+                    result["gradients"] = found[: len(sources)]
+                if spec is not None:
+                    from ._keras_attrib import input_attributions
+
+                    result["attributions"] = input_attributions(
+                        spec,
+                        scores_of,
+                        tensors[0],
+                        found[-1],
+                        result["classes"],
+                        noise if noisy else None,
+                    )
             if stat_keys:
                 result["stats"] = [
                     _layer_stats(
@@ -714,6 +758,10 @@ class TensorFlowSession(CaptureSession):
             specs.append(tf.TensorSpec((None,), tf.int64, name="classes"))
         if label_spec is not None:
             specs.append(label_spec)
+        if noisy:
+            assert spec is not None
+            one = specs[0]
+            specs.append(tf.TensorSpec((spec.n_samples, *one.shape), one.dtype, name="noise"))
         if stat_keys:
             width = 2 + max(b + 3 for b in stat_bins)
             specs.append(tf.TensorSpec((len(stat_keys), width), tf.float64, name="histogram"))

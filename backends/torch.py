@@ -92,6 +92,7 @@ class TorchBackend(Backend):
     model_modules: ClassVar[tuple[str, ...]] = ("torch",)
     channels_last: ClassVar[bool] = False
     supports_gradients: ClassVar[bool] = True
+    supports_attributions: ClassVar[bool] = True
     needs_example_inputs: ClassVar[bool] = True
 
     @classmethod
@@ -145,10 +146,17 @@ class TorchBackend(Backend):
         *,
         gradients: bool = False,
         target: Target | None = None,
+        attributions: Any = None,
     ) -> TorchCaptureSession:
-        """Open a capture session for ``nodes`` of the (already traced) ``model``."""
+        """Open a capture session for ``nodes`` of the (already traced) ``model``;
+        ``attributions`` (an ``AttributionSpec``) adds input attributions to each batch."""
         return TorchCaptureSession(
-            model, self.graph(model), nodes, gradients=gradients, target=target
+            model,
+            self.graph(model),
+            nodes,
+            gradients=gradients,
+            target=target,
+            attributions=attributions,
         )
 
     def model_info(self, model: Any) -> dict[str, Any]:

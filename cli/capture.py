@@ -63,6 +63,8 @@ def capture_command(
     block_size: int | None = None,
     chunk_bytes: int | None = None,
     strict: bool = False,
+    attributions: str | None = None,
+    attribution_options: dict[str, Any] | None = None,
 ) -> str:
     """Run a capture (on ``workers`` local Dask processes when given); returns the summary."""
     from tensortap.cli.datafiles import load_data
@@ -88,6 +90,13 @@ def capture_command(
     names = parse_class_names(class_names) if class_names else None
     if strict:
         options["strict"] = True
+    if attributions:
+        if workers:
+            raise click.UsageError(
+                "--attributions is not available with --workers yet; drop one of them"
+            )
+        options["attributions"] = attributions
+        options["attribution_options"] = attribution_options or {}
     if workers:
         summary = _capture_on_workers(model_path, data_path, data, output, workers, **options)
         if names:
@@ -179,6 +188,35 @@ def _capture_on_workers(
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--strict", is_flag=True, help="Refuse data holding NaN or infinite values.")
 @click.option(
+    "--attributions",
+    default=None,
+    metavar="METHODS",
+    help="Input attributions computed in the capture step, comma-separated: saliency, "
+    "gradient_x_input, smoothgrad, integrated_gradients (or gxi, sg, ig).",
+)
+@click.option(
+    "--sg-samples",
+    default=16,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="SmoothGrad's noisy copies.",
+)
+@click.option(
+    "--sg-sigma",
+    default=0.15,
+    show_default=True,
+    type=float,
+    help="SmoothGrad's noise std, in input units.",
+)
+@click.option(
+    "--ig-steps",
+    default=32,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Integrated Gradients' path points.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="SmoothGrad's noise seed.")
+@click.option(
     "--workers",
     default=None,
     type=click.IntRange(min=1),
@@ -201,6 +239,11 @@ def capture(
     class_names: str | None,
     no_progress: bool,
     strict: bool,
+    attributions: str | None,
+    sg_samples: int,
+    sg_sigma: float,
+    ig_steps: int,
+    seed: int,
     workers: int | None,
 ) -> None:
     """Capture MODEL (.keras/.h5, SavedModel folder, or .pt/.pth of a whole nn.Module) on
@@ -229,5 +272,12 @@ def capture(
             block_size=block_size,
             chunk_bytes=chunk_bytes,
             strict=strict,
+            attributions=attributions,
+            attribution_options={
+                "n_samples": sg_samples,
+                "sigma": sg_sigma,
+                "steps": ig_steps,
+                "seed": seed,
+            },
         )
     )

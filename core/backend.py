@@ -57,6 +57,10 @@ class BatchResult:
         lets the engine take the argmax of the first output instead, which can disagree:
         a float32 softmax of near-zero logits (random weights) rounds every class to the
         same probability, and the argmax of a tie is class 0.
+    attributions : dict of str to ndarray
+        Input attributions by method (``capture(attributions=...)``), each with the input's
+        shape, computed in the same step with the same target (backends with
+        ``supports_attributions``); empty when none were asked for.
     """
 
     outputs: dict[str, np.ndarray]
@@ -66,6 +70,7 @@ class BatchResult:
     target_values: np.ndarray | None = None
     partial_stats: dict[str, dict[str, np.ndarray]] | None = None
     predictions: np.ndarray | None = None
+    attributions: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class CaptureSession(ABC):
@@ -147,6 +152,11 @@ class Backend(ABC):
         Capability flag: sessions compute per-batch statistics in their compiled step once
         given histogram edges (:meth:`CaptureSession.set_histogram_edges`), so the run
         writer need not make another pass over the activations in NumPy.
+    supports_attributions : bool
+        Capability flag: :meth:`session` accepts ``attributions=`` (an
+        :class:`~tensortap.core.capture_attributions.AttributionSpec`) and its ``run``
+        accepts ``start=`` (the batch's first global sample, which seeds SmoothGrad) and
+        returns :attr:`BatchResult.attributions`.
     """
 
     name: ClassVar[str]
@@ -157,6 +167,7 @@ class Backend(ABC):
     supports_gradients: ClassVar[bool] = True
     needs_example_inputs: ClassVar[bool] = False
     supports_partial_stats: ClassVar[bool] = False
+    supports_attributions: ClassVar[bool] = False
 
     @classmethod
     def accepts(cls, model: Any) -> bool:

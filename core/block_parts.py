@@ -124,6 +124,9 @@ class BlockParts:
                 target_values=_join_optional([r.target_values for r in results]),
                 partial_stats=_join_partials([r.partial_stats for r in results]),
                 predictions=_join_optional([r.predictions for r in results]),
+                attributions=(
+                    _join_all([r.attributions for r in results]) if results[0].attributions else {}
+                ),
             ),
             _join_all(self._inputs),
             _join_optional(self._labels),

@@ -107,6 +107,7 @@ def array_creator(
                 if result.target_classes is not None and result.target_classes.ndim == 2
                 else 0
             ),
+            attributions=result.attributions,
         )
 
     return create
@@ -189,6 +190,7 @@ def capture_blocks(
     rule: BlockRule | None = None,
     total: int | None = None,
     max_blocks: int | None = None,
+    attributions: Any = None,
 ) -> None:
     """Compute ``(start, batch)`` batches, gather them into blocks and write those; neither
     creates nor ends the run.
@@ -203,13 +205,20 @@ def capture_blocks(
     Blocks computed before an error are still written and committed (they are good data);
     then the error propagates.  With ``supports_partial_stats`` the session reduces the
     statistics in its compiled step once the run's histogram edges are known.
+    ``attributions`` (an :class:`~tensortap.core.capture_attributions.AttributionSpec`)
+    has the session compute input attributions in the same step.
     """
     pipeline: WritePipeline | None = None
     sizer = None if writer.block_size_decided else _BlockSizer(writer, rule or BlockRule(), total)
     block_size = writer.block_size if sizer is None else None
     emitted = 0
     try:
-        with backend.session(model, nodes, gradients=gradients, target=target) as session:
+        options: dict[str, Any] = {}
+        if attributions is not None:
+            options["attributions"] = attributions
+        with backend.session(
+            model, nodes, gradients=gradients, target=target, **options
+        ) as session:
             partial = bool(getattr(backend, "supports_partial_stats", False))
             if partial and writer.has_arrays:
                 session.set_histogram_edges(writer.edges)
@@ -263,7 +272,8 @@ def capture_blocks(
                 n = len(batch)
                 classes = target.batch_classes(start, start + n, batch.labels)
                 began = time.perf_counter()
-                result = session.run(batch.inputs, classes=classes, labels=batch.labels)
+                extra = {"start": start} if attributions is not None else {}
+                result = session.run(batch.inputs, classes=classes, labels=batch.labels, **extra)
                 seconds = time.perf_counter() - began
                 if parts is None:
                     parts = BlockParts(start)

@@ -103,13 +103,7 @@ def gradcam_plus_plus(activations: np.ndarray, gradients: np.ndarray) -> np.ndar
     -------
     ndarray, shape (sample, height, width)
     """
-    g2 = gradients**2
-    g3 = g2 * gradients
-    spatial_sum = activations.sum(axis=(1, 2), keepdims=True)  # sum_ab A_abc
-    denominator = 2.0 * g2 + spatial_sum * g3
-    safe = np.where(denominator != 0.0, denominator, 1.0)
-    alpha = np.where(denominator != 0.0, g2 / safe, 0.0)
-    weights = (alpha * _relu(gradients)).sum(axis=(1, 2))  # (sample, channel)
+    weights = cam_methods.gradcam_pp_weights(activations, gradients)  # (sample, channel)
     return _relu(np.einsum("nhwc,nc->nhw", activations, weights))
 
 

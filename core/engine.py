@@ -19,6 +19,11 @@ import numpy as np
 from tensortap.core.backend import Backend
 from tensortap.core.block_size import BlockRule
 from tensortap.core.blocks import array_creator, capture_blocks, n_classes
+from tensortap.core.capture_attributions import (
+    AttributionSpec,
+    check_attributions,
+    parse_attributions,
+)
 from tensortap.core.class_names import check_class_names
 from tensortap.core.data import Batch, DataSource, as_source
 from tensortap.core.errors import (
@@ -149,6 +154,8 @@ def capture(
     block_size: int | None = None,
     chunk_bytes: int | None = None,
     strict: bool = False,
+    attributions: Any = None,
+    attribution_options: Mapping[str, Any] | None = None,
 ) -> Run:
     """Capture activations (and gradients) of ``model`` on ``data`` into a run.
 
@@ -215,6 +222,14 @@ def capture(
         Refuse input data holding NaN or infinite values (by default they are captured, with
         a :class:`~tensortap.core.errors.NonFiniteInputWarning` and a ``nonfinite_inputs``
         record in the run's attrs).
+    attributions : str or sequence of str, optional
+        Input attributions the capture step computes with the target's class score and
+        stores as ``/attributions/<method>`` (the input's dims): ``"saliency"``,
+        ``"gradient_x_input"``, ``"smoothgrad"``, ``"integrated_gradients"`` (or a comma
+        list); one-input models, class targets (:mod:`tensortap.core.capture_attributions`).
+    attribution_options : dict, optional
+        Their parameters: ``n_samples``, ``sigma`` (input units), ``seed`` (SmoothGrad);
+        ``steps``, ``baseline``, ``rule`` (Integrated Gradients).
 
     Returns
     -------
@@ -254,6 +269,9 @@ def capture(
             "or use a backend that supports them"
         )
     input_names = tuple(spec.name for spec in capture_graph.inputs)
+    spec = parse_attributions(attributions, **dict(attribution_options or {}))
+    if spec is not None:
+        check_attributions(backend_obj, capture_graph, target)
     source = as_source(
         data, input_names=input_names, batch_size=batch_size, labels=labels, backend=backend_obj
     )
@@ -288,6 +306,7 @@ def capture(
         inputs=input_names,
         outputs=tuple(spec.name for spec in capture_graph.outputs),
         block_size=rule.block_size,
+        attributions={} if spec is None else spec.describe(),
     )
     location = open_location(store, storage_options, read_only=False)
     nonfinite = NonFiniteInputs(strict=strict)
@@ -340,6 +359,7 @@ def capture(
         gradients,
         rule,
         _Finish(placement, nonfinite, created=not resuming or resumed.created),
+        spec,
     )
     return Run(writer.location, lazy=True)
 
@@ -512,6 +532,7 @@ def _run_blocks(
     gradients: bool,
     rule: BlockRule,
     ending: _Finish,
+    attributions: AttributionSpec | None = None,
 ) -> None:
     bar = _Progress(total, start, progress)
     blocks = _pending(
@@ -545,6 +566,7 @@ def _run_blocks(
             on_committed=on_committed,
             rule=rule,
             total=total,
+            attributions=attributions,
         )
         ending.raise_error()
     except BaseException:

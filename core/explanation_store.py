@@ -120,17 +120,27 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _captured(run: Any) -> tuple[str, ...]:
+    """Input attributions the capture step stored (``/attributions``)."""
+    return tuple(getattr(run, "attribution_names", ()))
+
+
 def explanation_names(run: Any) -> tuple[str, ...]:
-    """Names of the explanations stored in ``run`` (sorted)."""
+    """Names of the explanations stored in ``run`` (sorted), with the input attributions
+    computed at capture."""
     try:
         group = zarr.open_group(_store(run, writable=False), path=GROUP, mode="r")
+        stored = {name for name, _ in group.groups()}
     except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
-        return ()
-    return tuple(sorted(name for name, _ in group.groups()))
+        stored = set()
+    return tuple(sorted(stored | set(_captured(run))))
 
 
 def read_explanation(run: Any, name: str) -> xr.DataArray:
     """Explanation ``name`` of ``run`` as a DataArray (loaded; explanations are small).
+
+    One written after the capture (``tt.explain`` / ``tt.attribute``) wins; else an input
+    attribution the capture step computed (``/attributions/<name>``).
 
     Raises
     ------
@@ -146,6 +156,9 @@ def read_explanation(run: Any, name: str) -> xr.DataArray:
         assert isinstance(array, zarr.Array) and isinstance(sample_array, zarr.Array)
         samples = _read_whole(sample_array, run, name)
     except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError):
+        if name in _captured(run):
+            captured = run.attributions(name)
+            return captured.load().rename(name)  # type: ignore[no-any-return]
         stored = explanation_names(run)
         raise ViewError(
             f"the run holds no explanation {name!r}; stored: {', '.join(stored) or 'none'} "

@@ -185,6 +185,7 @@ class WritePipeline:
                 labels=block.labels,
                 predictions=block.predictions,
                 target_classes=result.target_classes,
+                attributions=result.attributions,
             )
         finally:
             # Every layer's writes end before the block is committed or an error reported,

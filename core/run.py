@@ -316,6 +316,12 @@ class Run:
         return tuple(self._attrs.get("inputs", ()))
 
     @property
+    def attribution_names(self) -> tuple[str, ...]:
+        """Input attributions the capture step computed (``capture(attributions=...)``)."""
+        spec = self._attrs.get("attributions") or {}
+        return tuple(spec.get("methods", ()))
+
+    @property
     def output_names(self) -> tuple[str, ...]:
         """Names of the model outputs."""
         return tuple(self._attrs.get("outputs", ()))
@@ -398,6 +404,11 @@ class Run:
     def inputs(self, name: str | None = None) -> xr.DataArray | None:
         """A stored model input (the first by default), or ``None`` if inputs were not kept."""
         return self._named(layout.INPUTS, self.input_names, name)
+
+    def attributions(self, method: str | None = None) -> xr.DataArray | None:
+        """An input attribution computed at capture (the first by default), committed
+        samples only, with the input's dims; ``None`` if the run has none."""
+        return self._named(layout.ATTRIBUTIONS, self.attribution_names, method)
 
     def outputs(self, name: str | None = None) -> xr.DataArray | None:
         """A stored model output (the first by default): logits or scores."""

@@ -289,3 +289,28 @@ def test_new_methods_on_a_channels_first_fake_run() -> None:
             tt.cam(first, "conv", method=method).values,
             atol=1e-6,
         )
+
+
+def test_kpca_cam_equals_scikit_learn_when_the_kernel_mean_is_negative() -> None:
+    """A negative offset pushes the sigmoid kernel below zero on average: the double centring
+    must add the kernel's own mean back (adding the centred matrix's mean picked the
+    constant vector as the top component)."""
+    from sklearn.decomposition import KernelPCA
+
+    from tensortap.core.cam_methods import kpca_cam
+
+    rng = np.random.default_rng(4)
+    a = 6.0 * rng.normal(size=(3, 4, 4, 8))
+    got = kpca_cam(a, coef0=-3.0)
+    for s in range(len(a)):
+        flat = a[s].reshape(-1, 8)
+        centred = flat - flat.mean(axis=0)
+        kernel = np.tanh(centred @ centred.T / 8 - 3.0)
+        assert kernel.mean() < 0  # the case this test is about
+        theirs = KernelPCA(
+            n_components=1, kernel="sigmoid", coef0=-3.0, eigen_solver="dense"
+        ).fit_transform(centred)[:, 0]
+        sign = np.sign(theirs @ (flat.sum(axis=1) - flat.sum(axis=1).mean()))
+        np.testing.assert_allclose(
+            got[s].reshape(-1), np.maximum(sign * theirs, 0.0), atol=1e-7 * np.abs(theirs).max()
+        )

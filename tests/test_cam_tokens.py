@@ -146,8 +146,18 @@ def trained_vit(tmp_path_factory: pytest.TempPathFactory) -> dict:
         gradients=True,
         target="label",
         progress=False,
+        # in the same capture step, with the same target (core/capture_attributions.py)
+        attributions=["saliency", "integrated_gradients"],
+        attribution_options={"steps": 16},
     )
-    return {"run": run, "key": key, "boxes": test_boxes[held][:40], "accuracy": accuracy}
+    return {
+        "run": run,
+        "key": key,
+        "boxes": test_boxes[held][:40],
+        "accuracy": accuracy,
+        "model": model,
+        "x": test_x[held][:40],
+    }
 
 
 @pytest.mark.parametrize("method", sorted(CAM_METHODS))
@@ -158,15 +168,67 @@ def test_every_cam_method_works_on_a_token_layer(trained_vit: dict, method: str)
     assert np.isfinite(maps.values).all() and 0.0 <= float(maps.min()) <= float(maps.max()) <= 1
 
 
-# Gradient methods are not asserted here: on this 2-block ViT Grad-CAM's pointing game went
-# from 38/40 to 11/40 between 6 and 5 epochs of training — too fragile for a test bar.
-@pytest.mark.parametrize("method", ["eigencam", "kpca-cam"])
-def test_trained_vit_cam_points_at_the_square(trained_vit: dict, method: str) -> None:
+def _pointing_game(maps: np.ndarray, boxes: np.ndarray) -> float:
     """Pointing game, 2 px tolerance (15 px at 224, Zhang et al. 2016, scaled to 32)."""
-    assert trained_vit["accuracy"] >= 0.95
-    maps = tt.cam(trained_vit["run"], trained_vit["key"], method=method).values
     hits = 0
-    for m, (top, left) in zip(maps, trained_vit["boxes"], strict=True):
+    for m, (top, left) in zip(maps, boxes, strict=True):
         y, x = np.unravel_index(np.argmax(m), m.shape)
         hits += top - 2 <= y < top + SQUARE + 2 and left - 2 <= x < left + SQUARE + 2
-    assert hits / len(maps) >= 0.9, f"{method} on the ViT: {hits}/{len(maps)}"
+    return hits / len(maps)
+
+
+# The token-level gradient methods are not asserted here (docs/explanations.md, "What
+# localises on a ViT"): over 5 trainings (3 seeds, 2 toy tasks) every Grad-CAM variant's
+# pointing game ranged from 0 to 40/40 with the seed; so did EigenCAM's and KPCA-CAM's, which
+# are asserted for this fixture's seed only (as before).
+@pytest.mark.parametrize("method", ["eigencam", "kpca-cam"])
+def test_trained_vit_cam_points_at_the_square(trained_vit: dict, method: str) -> None:
+    assert trained_vit["accuracy"] >= 0.95
+    maps = tt.cam(trained_vit["run"], trained_vit["key"], method=method).values
+    score = _pointing_game(maps, trained_vit["boxes"])
+    assert score >= 0.9, f"{method} on the ViT: {score:.0%}"
+
+
+def test_trained_vit_integrated_gradients_from_the_capture_points_at_the_square(
+    trained_vit: dict,
+) -> None:
+    """IG stored by the capture step: 40/40 in every one of the 5 trainings measured."""
+    ig = trained_vit["run"].attributions("integrated_gradients").values
+    maps = np.abs(ig).sum(axis=1)  # (sample, height, width): channels first in torch
+    score = _pointing_game(maps, trained_vit["boxes"])
+    assert score >= 0.9, f"integrated gradients on the ViT: {score:.0%}"
+
+
+def test_trained_vit_gradcam_is_its_formula_on_the_patch_grid(trained_vit: dict) -> None:
+    """What Grad-CAM must satisfy on tokens instead of localising: its definition on the
+    patch grid (class token dropped, row-major grid), written here in NumPy."""
+    run, key = trained_vit["run"], trained_vit["key"]
+    a = run.activation(key).values[:, 1:].reshape(-1, GRID, GRID, 32).astype(np.float64)
+    g = run.gradient(key).values[:, 1:].reshape(-1, GRID, GRID, 32).astype(np.float64)
+    ref = np.maximum(np.einsum("nhwc,nc->nhw", a, g.mean(axis=(1, 2))), 0.0)
+    low, high = ref.min(axis=(1, 2), keepdims=True), ref.max(axis=(1, 2), keepdims=True)
+    ref = np.where(high > low, (ref - low) / np.where(high > low, high - low, 1.0), 0.0)
+    got = tt.cam(run, key, method="gradcam", upsample=False).values
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_trained_vit_saliency_finds_sensitive_pixels(trained_vit: dict) -> None:
+    """What vanilla saliency must satisfy instead of localising: the pixels it ranks top
+    move the class score more than as many random pixels do (sensitivity)."""
+    model, x = trained_vit["model"], trained_vit["x"]
+    saliency = trained_vit["run"].attributions("saliency").values.sum(axis=1)
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        before = model(torch.from_numpy(x))[:, 1].numpy()
+    top, random = x.copy(), x.copy()
+    for i, s in enumerate(saliency):
+        for chosen, image in (
+            (np.argsort(s.ravel())[-16:], top),
+            (rng.permutation(s.size)[:16], random),
+        ):
+            rows, cols = np.unravel_index(chosen, s.shape)
+            image[i, 0, rows, cols] = 0.0
+    with torch.no_grad():
+        moved_top = np.abs(model(torch.from_numpy(top))[:, 1].numpy() - before)
+        moved_random = np.abs(model(torch.from_numpy(random))[:, 1].numpy() - before)
+    assert (moved_top > moved_random).mean() >= 0.9, (moved_top, moved_random)

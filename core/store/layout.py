@@ -51,6 +51,8 @@ INPUT_DIGEST = "input_digest"
 INPUTS = "inputs"
 OUTPUTS = "outputs"
 LAYERS = "layers"
+#: Input attributions computed by the capture step (``capture(attributions=...)``).
+ATTRIBUTIONS = "attributions"
 STATS = "stats"
 
 # Arrays of a layer group.
@@ -108,6 +110,11 @@ def input_path(name: str) -> str:
 def output_path(name: str) -> str:
     """Array path of a stored model output."""
     return f"{OUTPUTS}/{name}"
+
+
+def attribution_path(method: str) -> str:
+    """Array path of an input attribution computed at capture."""
+    return f"{ATTRIBUTIONS}/{method}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,6 +96,8 @@ class RunSettings:
     #: Samples per storage block (a multiple of ``batch_size``); ``None`` until the first
     #: batches decide it (:func:`tensortap.core.block_size.choose_block_size`).
     block_size: int | None = None
+    #: Input attributions computed at capture: ``AttributionSpec.describe()``, or empty.
+    attributions: dict[str, Any] = field(default_factory=dict)
 
     def attrs(self, status: str) -> dict[str, Any]:
         """The root ``tensortap`` attribute block."""
@@ -121,6 +123,7 @@ class RunSettings:
             "keep_inputs": self.keep_inputs,
             "total": self.total,
             "info": self.info,
+            "attributions": self.attributions or None,
         }
 
 
@@ -352,6 +355,7 @@ class RunWriter:
             ("layers", attrs.get("layers"), list(wanted.layers)),
             ("dtype", attrs.get("dtype"), wanted.dtype),
             ("gradients", attrs.get("gradients"), wanted.gradients),
+            ("attributions", attrs.get("attributions"), wanted.attributions or None),
         ]
         for what, stored, now in checks:
             if stored != now:
@@ -450,6 +454,8 @@ class RunWriter:
             self._bind(layout.input_path(name), sample=True)
         for name in s.outputs:
             self._bind(layout.output_path(name), sample=True)
+        for method in s.attributions.get("methods", ()) if s.attributions else ():
+            self._bind(layout.attribution_path(method), sample=True)
         for key in s.layers:
             base = layout.layer_path(key)
             self._bind(f"{base}/{layout.ACTIVATION}", sample=True)
@@ -576,8 +582,13 @@ class RunWriter:
         edges: Mapping[str, np.ndarray],
         target_classes: bool = False,
         gradient_targets: int = 0,
+        attributions: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        """Create every array, sized for ``capacity`` samples, from the first block's shapes."""
+        """Create every array, sized for ``capacity`` samples, from the first block's shapes.
+
+        ``attributions`` (method -> first block's values) get arrays with the dims of the
+        one model input, under ``/attributions``.
+        """
         with _guard(self.location, "write a run to"):
             s = self.settings
             b = self.block_size
@@ -650,6 +661,27 @@ class RunWriter:
                     spec.name,
                     codec=None,
                 )
+            if attributions:
+                self._group(layout.ATTRIBUTIONS, attributes={"long_name": "input attributions"})
+                params = dict(s.attributions)
+                for method, value in attributions.items():
+                    path = layout.attribution_path(method)
+                    self._tensor(
+                        path,
+                        value,
+                        input_specs[0].dims,
+                        f"{method.replace('_', ' ')} attribution of {input_specs[0].name}",
+                        codec=None,
+                        dtype=np.float32,
+                    )
+                    # the method's parameters, and what the views need to draw it
+                    self._declared_arrays[-1][1]["attributes"].update(
+                        method=method,
+                        kind="input attribution",
+                        input=input_specs[0].name,
+                        target=s.target,
+                        **_attribution_params(method, params),
+                    )
             by_key = {node.key: node for node in nodes}
             channels = [self._layer(by_key[key], activations[key], edges[key]) for key in s.layers]
             self._stats_arrays(channels, edges, n_blocks)
@@ -893,8 +925,10 @@ class RunWriter:
         labels: np.ndarray | None,
         predictions: np.ndarray | None,
         target_classes: np.ndarray | None = None,
+        attributions: Mapping[str, np.ndarray] | None = None,
     ) -> int:
-        """Write the block's sample index, labels, predictions, inputs and outputs.
+        """Write the block's sample index, labels, predictions, inputs, outputs and input
+        attributions.
 
         Returns the number of bytes handed to the store (before compression).
         """
@@ -922,6 +956,10 @@ class RunWriter:
                 nbytes += value.nbytes
         for name, value in outputs.items():
             items.append((self.arrays[layout.output_path(name)], rows, value))
+            nbytes += value.nbytes
+        for method, value in (attributions or {}).items():
+            value = np.asarray(value, dtype=np.float32)
+            items.append((self.arrays[layout.attribution_path(method)], rows, value))
             nbytes += value.nbytes
         with _guard(self.location, "write to"):
             self._write_items(items)
@@ -1075,3 +1113,12 @@ class RunWriter:
                 )
                 staging.set(path(name), value)
             staging.publish()
+
+
+def _attribution_params(method: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters of one attribution method, from ``AttributionSpec.describe()``."""
+    names = {
+        "smoothgrad": ("n_samples", "sigma", "seed"),
+        "integrated_gradients": ("steps", "rule", "baseline"),
+    }.get(method, ())
+    return {name: spec[name] for name in names}

@@ -79,7 +79,22 @@ class CamTab(Tab):
         )
 
     def on_run_opened(self) -> None:
+        self._set_method_options()
         self._set_class_options()
+
+    def _set_method_options(self) -> None:
+        """The CAM methods, then the run's stored explanations (``tt.explain``,
+        ``tt.attribute``, and the input attributions of ``capture(attributions=...)``)."""
+        from tensortap.core.explanation_store import explanation_names
+
+        stored = [
+            name
+            for name in explanation_names(self.app.run)
+            if name not in CAM_METHODS and not name.endswith("_auc")  # scores, not maps
+        ]
+        current = self.method_select.value
+        self.method_select.options = [*CAM_METHODS, *stored]
+        self.method_select.value = current if current in self.method_select.options else "gradcam"
 
     def on_samples_committed(self) -> None:
         self._set_class_options()
@@ -103,10 +118,11 @@ class CamTab(Tab):
     def restore(self, state: Any) -> list[str]:
         dropped = []
         if state.method is not None:
-            if state.method in CAM_METHODS:
+            if state.method in self.method_select.options:
                 self.method_select.value = state.method
             else:
-                dropped.append(f"method {state.method!r} (one of {', '.join(CAM_METHODS)})")
+                known = ", ".join(self.method_select.options)
+                dropped.append(f"method {state.method!r} (one of {known})")
         if state.class_ is not None:
             if state.class_ in self.class_select.options.values():
                 self.class_select.value = state.class_
@@ -120,9 +136,12 @@ class CamTab(Tab):
 
     def cam(self) -> Any:
         app = self.app
-        return app.viz.cam_overlay(
-            app.run, app.key, sample=app.sample(), method=self.method_select.value
-        )
+        method = self.method_select.value
+        if method not in CAM_METHODS:  # a stored explanation: no layer needed
+            from tensortap.viz.explanations import explanation_overlay
+
+            return explanation_overlay(app.run, method, sample=app.sample())
+        return app.viz.cam_overlay(app.run, app.key, sample=app.sample(), method=method)
 
     def cam_grid(self) -> Any:
         """CAMs of up to 9 samples whose stored gradients explain the chosen class."""
@@ -138,6 +157,14 @@ class CamTab(Tab):
         self.grid_positions = (
             samples if samples is not None else list(range(min(_GRID_SAMPLES, app.run.samples)))
         )
+        method = self.method_select.value
+        if method not in CAM_METHODS:  # a stored explanation's overlays, three a row
+            import holoviews as hv
+
+            from tensortap.viz.explanations import explanation_overlay
+
+            tiles = [explanation_overlay(app.run, method, sample=p) for p in self.grid_positions]
+            return hv.Layout(tiles).cols(3)
         # One captioned mosaic: cheaper than nine figures, and the figure grid of this
         # view came out blank in Chromium.
         return app.viz.cam_grid(
