@@ -20,7 +20,8 @@ import panel as pn
 from tensortap.core.errors import RunNotFoundError, TensortapError, ViewError
 from tensortap.viz.app.clicks import tile_at
 from tensortap.viz.app.links import restore_view, view_state
-from tensortap.viz.app.shared import CachedRun, open_shared, reads, shared_sample_table
+from tensortap.viz.app.live import LiveAndSteps
+from tensortap.viz.app.shared import open_shared, reads, shared_sample_table
 from tensortap.viz.app.sidebar import Sidebar, header, status_text
 from tensortap.viz.app.slots import ViewSlot
 from tensortap.viz.app.state import ViewState
@@ -51,7 +52,7 @@ TAB_CLASSES: tuple[type[Tab], ...] = (
 _THUMBNAIL_FOLLOWS = ("sample",)
 
 
-class TensortapApp:
+class TensortapApp(LiveAndSteps):
     """One browser session's app over the runs of a :class:`RunCatalog`.
 
     Parameters
@@ -340,32 +341,6 @@ class TensortapApp:
         elif self.live_toggle.value:
             self._start_live()
 
-    def _training_steps(self, training: Any) -> list[int]:
-        """The steps the step slider offers: those with probe tensors (what the maps
-        need), or every committed step of a statistics-only run."""
-        chosen = training.tensor_steps if len(training.tensor_steps) else training.step_values
-        return [int(step) for step in chosen]
-
-    def _open_step(self, training: Any) -> Any:
-        """Set the step slider for ``training`` and return its chosen step, read like a
-        capture run: the URL's step when it is one, else the latest."""
-        offered = self._training_steps(training)
-        if not offered:
-            raise ViewError(
-                f"the training run {training.path!r} has no committed step yet: wait for its "
-                "first step, or turn on live mode"
-            )
-        wanted = getattr(self._pending_state, "step", None)
-        step = wanted if wanted in offered else offered[-1]
-        self._busy = True
-        try:
-            self.step_slider.options = offered
-            self.step_slider.value = step
-            self.step_slider.visible = True
-        finally:
-            self._busy = False
-        return CachedRun(training.at(step))
-
     def _set_sample_range(self) -> None:
         n = self.run.samples if self.run is not None else 0
         # A slider whose start equals its end is an error in the browser: keep end ≥ 1 and
@@ -420,79 +395,6 @@ class TensortapApp:
         if location.search != search:
             location.search = search
 
-    # -- live mode
-
-    def _on_live(self, event: Any) -> None:
-        if event.new:
-            self._start_live()
-        else:
-            self._stop_live()
-
-    def _start_live(self) -> None:
-        if self._live_callback is None and pn.state.curdoc is not None:
-            self._live_callback = pn.state.add_periodic_callback(
-                self.poll, period=self._live_period_ms
-            )
-
-    def _stop_live(self) -> None:
-        if self._live_callback is not None:
-            self._live_callback.stop()
-            self._live_callback = None
-
-    def poll(self) -> bool:
-        """Re-read the run's commit record; redraw what new samples change.
-
-        Called every ``live_period_ms`` in live mode.
-
-        Returns
-        -------
-        bool
-            Whether the run changed (more samples or another status).
-        """
-        run = self.run
-        if run is None:
-            return False
-        before = (run.samples, run.status)
-        try:
-            run.refresh()
-        except Exception as err:  # a capture that died mid-write: say so, keep serving
-            self._warn(f"live update failed: {err}")
-            return False
-        if (run.samples, run.status) == before:
-            return False
-        with pn.io.hold(), reads():
-            self._set_sample_range()
-            self._update_status()
-            self.layer_list.value = layer_table(run)
-            for tab in self.tab_list:
-                tab.on_samples_committed()
-            self.update(*self._follows.get("samples", []))
-            if before[0] == 0:  # the first samples arrived: everything can be drawn now
-                self.update(*self._slots)
-        return True
-
-    def _poll_training(self) -> bool:
-        """Live mode on a training run: new steps join the slider; the views over steps
-        redraw (the chosen step's own views do not change)."""
-        training = self.training
-        before = (len(training.step_values), training.status)
-        try:
-            training.refresh()
-        except Exception as err:  # a training that died mid-write: say so, keep serving
-            self._warn(f"live update failed: {err}")
-            return False
-        if (len(training.step_values), training.status) == before:
-            return False
-        with pn.io.hold():
-            self._busy = True
-            try:
-                self.step_slider.options = self._training_steps(training)
-            finally:
-                self._busy = False
-            self._update_status()
-            self.update(*self._follows.get("steps", []))
-        return True
-
     # -- events
 
     def _on_rescan(self, _: Any) -> None:
@@ -505,22 +407,6 @@ class TensortapApp:
     def _on_run(self, event: Any) -> None:
         if not self._busy:
             self._open(event.new)
-
-    def _on_step(self, _: Any) -> None:
-        """Another step of the training run: every view shows the new step."""
-        if self._busy or self.training is None:
-            return
-        self.run = CachedRun(self.training.at(int(self.step_slider.value)))
-        with pn.io.hold(), reads():
-            self._busy = True
-            try:
-                self.layer_list.value = layer_table(self.run)
-                self._select_table_row()
-            finally:
-                self._busy = False
-            self._update_status()
-            self.update(*self._slots)
-        self._write_url()
 
     def _on_choice(self, choice: str) -> None:
         if not self._busy and self.run is not None:
