@@ -30,7 +30,9 @@ test: setup chromium
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not browser"
 
+# The benchmarks' own extra (transformers, for bench_bert); the peers get their own venv.
 bench: setup
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[bench]'
 	$(BIN)/python -m benchmarks
 
 # mypy must see core/ as `tensortap.core` (the repo root is the package): a symlink named
