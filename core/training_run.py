@@ -83,6 +83,13 @@ class TrainingRun:
     def __init__(self, location: Location, attrs: dict[str, Any]) -> None:
         self._location = location
         self.path = location.url
+        if attrs.get("schema") not in steps.READABLE_SCHEMAS:
+            readable = " and ".join(str(v) for v in steps.READABLE_SCHEMAS)
+            raise CorruptRunError(
+                f"the training run at {location.url!r} has schema {attrs.get('schema')!r}; "
+                f"this tensortap reads training-run schemas {readable} — open it with the "
+                f"tensortap that wrote it (version {attrs.get('version')!r}) or train again"
+            )
         self._attrs = attrs
         self.refresh()
 

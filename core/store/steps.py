@@ -26,6 +26,7 @@ from tensortap.core.errors import ResumeMismatchError, RunExistsError, StorageEr
 from tensortap.core.graph import CaptureNode
 from tensortap.core.stats import MOMENTS, BlockStats
 from tensortap.core.store import layout
+from tensortap.core.store.checksums import with_checksum
 from tensortap.core.store.staging import Staging
 from tensortap.core.store.storage import Location, read_json
 from tensortap.core.store.whole_chunks import WholeChunks
@@ -33,6 +34,8 @@ from tensortap.core.version import __version__
 
 __all__ = [
     "KIND",
+    "READABLE_SCHEMAS",
+    "SCHEMA",
     "StepRecord",
     "StepSettings",
     "StepWriter",
@@ -41,6 +44,12 @@ __all__ = [
 
 #: ``attrs["tensortap"]["kind"]`` of a training run (sample-block runs have no ``kind``).
 KIND = "training"
+#: Version of the training-run layout, written in ``attrs["tensortap"]["schema"]``: its own
+#: numbering, not the sample-block run's (:data:`~tensortap.core.store.layout.SCHEMA`).
+SCHEMA = 1
+#: Schemas the reader takes: runs written before the pin carry the sample-block schema
+#: of their time (1 or 2) over this same layout.
+READABLE_SCHEMAS = (1, 2)
 
 # Root arrays of a training run (besides ``sample``, ``label`` and ``committed``).
 STEP = "step"
@@ -85,7 +94,7 @@ class StepSettings:
     def attrs(self, status: str) -> dict[str, Any]:
         """The root ``tensortap`` attribute block of a training run."""
         block: dict[str, Any] = {
-            "schema": layout.SCHEMA,
+            "schema": SCHEMA,
             "kind": KIND,
             "version": __version__,
             "framework": self.framework,
@@ -290,22 +299,17 @@ class StepWriter:
         fill: Any,
         chunks: tuple[int, ...] | None = None,
     ) -> dict[str, Any]:
-        """``create_array`` arguments: one chunk per step, uncompressed, ``.`` keys."""
+        """``create_array`` arguments: one chunk per step, uncompressed but for the CRC-32C
+        of every chunk (docs/store-format.md, *Checksums*), ``.`` keys."""
         return {
             "shape": shape,
             "chunks": chunks or (1, *shape[1:]),
             "dtype": dtype,
             "fill_value": fill,
             "dimension_names": dims,
-            "compressors": None,
+            "compressors": with_checksum(None),
             "chunk_key_encoding": {"name": "default", "separator": "."},
         }
-
-    def _array(
-        self, path: str, shape: tuple[int, ...], dtype: Any, dims: tuple[str, ...], fill: Any
-    ) -> zarr.Array[Any]:
-        spec = self._spec(shape, dtype, dims, fill)
-        return self.group.create_array(path, config=_CONFIG, **spec)
 
     def _publish(self, staging: Staging, step_arrays: Sequence[str]) -> None:
         """Write the staged nodes (one store write each) and bind the step arrays."""
@@ -374,18 +378,25 @@ class StepWriter:
             )
         self._publish(staging, step_arrays)
 
-    def _stats_arrays(self, groups: Sequence[tuple[str, BlockStats, np.ndarray]]) -> None:
-        """Create the stats groups' step arrays the first time they are written, all in
-        one publish (a layer's gradient statistics may first appear when the non-finite
-        trigger fires)."""
-        missing = [g for g in groups if f"{g[0]}/{MOMENTS_ARRAY}" not in self._arrays]
-        if not missing:
-            return
+    def _new_arrays(self, record: StepRecord, dims: Mapping[str, Sequence[str]]) -> None:
+        """Create the step arrays that ``record`` writes for the first time — statistics
+        groups, tensor arrays, weight statistics — all in one publish (one store write per
+        document, no zarr call each); a layer's gradients may first appear when the
+        non-finite trigger fires."""
         cap = self._capacity
         n = self.settings.probe_samples
         staging = Staging(self.group.store_path)
-        step_arrays = []
-        for base, block, edges in missing:
+        step_arrays: list[str] = []
+        groups = [
+            (f"{layout.layer_path(k)}/{layout.STATS}", b, record.edges[k])
+            for k, b in record.stats.items()
+        ] + [
+            (f"{layout.layer_path(k)}/{GRADIENT_STATS}", b, record.gradient_edges[k])
+            for k, b in record.gradient_stats.items()
+        ]
+        for base, block, edges in groups:
+            if f"{base}/{MOMENTS_ARRAY}" in self._arrays:
+                continue
             staging.create_group(base, {"moments": list(MOMENTS)})
             channels = block.moments.shape[1]
             specs = (
@@ -400,38 +411,43 @@ class StepWriter:
                 (layout.SAMPLE_MAX, (cap, n, channels), np.float32,
                  (STEP, layout.SAMPLE, layout.CHANNEL_DIM), np.nan),
             )  # fmt: skip
-            for name, shape, dtype, dims, fill in specs:
-                staging.create_array(f"{base}/{name}", **self._spec(shape, dtype, dims, fill))
+            for name, shape, dtype, array_dims, fill in specs:
+                staging.create_array(f"{base}/{name}", **self._spec(shape, dtype, array_dims, fill))
                 step_arrays.append(f"{base}/{name}")
-        self._publish(staging, step_arrays)
-
-    def _weight_arrays(self) -> None:
-        if f"{WEIGHTS}/{WEIGHT_MOMENTS}" in self._arrays:
+        tensors: list[tuple[str, str]] = []
+        if record.activations is not None:
+            for name, values in (
+                (layout.ACTIVATION, record.activations),
+                (layout.GRADIENT, record.gradients or {}),
+            ):
+                for key, value in values.items():
+                    if f"{key}/{name}" in self._tensor_arrays:
+                        continue
+                    path = f"{layout.layer_path(key)}/{name}"
+                    spec = self._spec(
+                        (cap, *value.shape),
+                        self.settings.dtype or value.dtype,
+                        (STEP, layout.SAMPLE, *dims[key]),
+                        np.nan,
+                    )
+                    staging.create_array(path, **spec)
+                    tensors.append((f"{key}/{name}", path))
+        if record.weights is not None and f"{WEIGHTS}/{WEIGHT_MOMENTS}" not in self._arrays:
+            staging.create_group(
+                WEIGHTS,
+                {"parameters": list(self.settings.parameters), "moments": list(MOMENTS)},
+            )
+            shape = (cap, len(self.settings.parameters), len(MOMENTS))
+            for name in (WEIGHT_MOMENTS, WEIGHT_GRADIENT_MOMENTS):
+                path = f"{WEIGHTS}/{name}"
+                weight_dims = (STEP, PARAMETER_DIM, layout.MOMENT_DIM)
+                staging.create_array(path, **self._spec(shape, np.float64, weight_dims, np.nan))
+                step_arrays.append(path)
+        if not step_arrays and not tensors:
             return
-        params = len(self.settings.parameters)
-        dims = (STEP, PARAMETER_DIM, layout.MOMENT_DIM)
-        self.group.create_group(
-            WEIGHTS,
-            attributes={"parameters": list(self.settings.parameters), "moments": list(MOMENTS)},
-        )
-        for name in (WEIGHT_MOMENTS, WEIGHT_GRADIENT_MOMENTS):
-            path = f"{WEIGHTS}/{name}"
-            self._arrays[path] = self._array(
-                path, (self._capacity, params, len(MOMENTS)), np.float64, dims, np.nan
-            )
-
-    def _tensor_array(self, key: str, name: str, value: np.ndarray, dims: Sequence[str]) -> Any:
-        path = f"{key}/{name}"
-        if path not in self._tensor_arrays:
-            dtype = self.settings.dtype or value.dtype
-            self._tensor_arrays[path] = self._array(
-                f"{layout.layer_path(key)}/{name}",
-                (self._capacity, *value.shape),
-                dtype,
-                (STEP, layout.SAMPLE, *dims),
-                np.nan,
-            )
-        return self._tensor_arrays[path]
+        self._publish(staging, step_arrays)
+        for key, path in tensors:
+            self._tensor_arrays[key] = staging.open(path, config=_CONFIG)
 
     def _grow(self, needed: int) -> None:
         capacity = self._capacity
@@ -456,14 +472,7 @@ class StepWriter:
         if index >= self._capacity:
             self._grow(index)
         a = self._arrays
-        groups = [
-            (f"{layout.layer_path(k)}/{layout.STATS}", b, record.edges[k])
-            for k, b in record.stats.items()
-        ] + [
-            (f"{layout.layer_path(k)}/{GRADIENT_STATS}", b, record.gradient_edges[k])
-            for k, b in record.gradient_stats.items()
-        ]
-        self._stats_arrays(groups)
+        self._new_arrays(record, dims)
         for key, block in record.stats.items():
             self._write_stats(
                 f"{layout.layer_path(key)}/{layout.STATS}", index, block, record.edges[key]
@@ -472,14 +481,12 @@ class StepWriter:
             base = f"{layout.layer_path(key)}/{GRADIENT_STATS}"
             self._write_stats(base, index, block, record.gradient_edges[key])
         if record.activations is not None:
+            tensor = self._tensor_arrays
             for key, value in record.activations.items():
-                self._set(
-                    self._tensor_array(key, layout.ACTIVATION, value, dims[key]), index, value
-                )
+                self._set(tensor[f"{key}/{layout.ACTIVATION}"], index, value)
             for key, value in (record.gradients or {}).items():
-                self._set(self._tensor_array(key, layout.GRADIENT, value, dims[key]), index, value)
+                self._set(tensor[f"{key}/{layout.GRADIENT}"], index, value)
         if record.weights is not None:
-            self._weight_arrays()
             self._set(a[f"{WEIGHTS}/{WEIGHT_MOMENTS}"], index, record.weights.moments)
             if record.weights.gradient_moments is not None:
                 self._set(
