@@ -27,6 +27,7 @@ from tensortap.core.graph import CaptureNode
 from tensortap.core.stats import MOMENTS, BlockStats
 from tensortap.core.store import layout
 from tensortap.core.store.checksums import with_checksum
+from tensortap.core.store.run_stats import StatsIndex
 from tensortap.core.store.staging import Staging
 from tensortap.core.store.storage import Location, read_json
 from tensortap.core.store.whole_chunks import WholeChunks
@@ -34,6 +35,7 @@ from tensortap.core.version import __version__
 
 __all__ = [
     "KIND",
+    "PER_LAYER_STATS",
     "READABLE_SCHEMAS",
     "SCHEMA",
     "StepRecord",
@@ -46,10 +48,14 @@ __all__ = [
 KIND = "training"
 #: Version of the training-run layout, written in ``attrs["tensortap"]["schema"]``: its own
 #: numbering, not the sample-block run's (:data:`~tensortap.core.store.layout.SCHEMA`).
-SCHEMA = 1
-#: Schemas the reader takes: runs written before the pin carry the sample-block schema
-#: of their time (1 or 2) over this same layout.
-READABLE_SCHEMAS = (1, 2)
+#: 3: every layer's statistics in the root groups :data:`STEP_STATS` and
+#: :data:`STEP_GRADIENT_STATS`.
+SCHEMA = 3
+#: Schemas the reader takes.  Runs written before the pin carry the sample-block schema of
+#: their time (1 or 2) and a ``stats`` group in each layer's group (:data:`PER_LAYER_STATS`).
+READABLE_SCHEMAS = (1, 2, 3)
+#: Schemas with the statistics in each layer's group.
+PER_LAYER_STATS = (1, 2)
 
 # Root arrays of a training run (besides ``sample``, ``label`` and ``committed``).
 STEP = "step"
@@ -58,10 +64,17 @@ BATCH = "batch"
 WALL_TIME = "wall_time"
 #: Whether the step stored tensors (1) or statistics only (0).
 HAS_TENSORS = "has_tensors"
-#: Step arrays of a layer's stats groups.
+#: Step arrays of the statistics groups.
 MOMENTS_ARRAY = "moments"
 HISTOGRAM_ARRAY = "histogram"
-#: The stats group of a layer's gradients (``stats`` holds the activations').
+#: Root groups of every layer's statistics of the activations and of the gradients (schema
+#: 3): flat ``stat_channel``, ``stat_slot``, ``stat_bin_edge`` axes, each layer's span in
+#: the group's attrs (:class:`~tensortap.core.store.run_stats.StatsIndex`), so a step
+#: writes five statistics chunks whatever the number of layers.
+STEP_STATS = "step_stats"
+STEP_GRADIENT_STATS = "step_gradient_stats"
+#: Schemas 1 and 2: the per-layer group of the gradients' statistics (``stats``: the
+#: activations').
 GRADIENT_STATS = "gradient_stats"
 #: Group of the per-parameter weight statistics.
 WEIGHTS = "weights"
@@ -69,6 +82,9 @@ WEIGHT_MOMENTS = "moments"
 WEIGHT_GRADIENT_MOMENTS = "gradient_moments"
 PARAMETER_DIM = "parameter"
 _CONFIG: Any = {"write_empty_chunks": True}
+_STATS_ARRAYS = (
+    MOMENTS_ARRAY, HISTOGRAM_ARRAY, layout.BIN_EDGES, layout.SAMPLE_MEAN, layout.SAMPLE_MAX
+)  # fmt: skip
 #: Capacity of a new run, in steps (doubles when full).
 INITIAL_CAPACITY = 16
 
@@ -165,6 +181,11 @@ class StepRecord:
     weights: WeightStats | None = None
 
 
+def _offsets(sizes: Sequence[int]) -> tuple[int, ...]:
+    """``(0, sizes[0], sizes[0] + sizes[1], ...)``: spans one after the other."""
+    return (0, *(int(v) for v in np.cumsum(sizes, dtype=np.int64)))
+
+
 def _root_block(location: Location) -> dict[str, Any] | None:
     meta = read_json(location.store, "zarr.json")
     if not isinstance(meta, dict):
@@ -185,6 +206,8 @@ class StepWriter:
         self.settings = settings
         self._arrays: dict[str, zarr.Array[Any]] = {}
         self._tensor_arrays: dict[str, zarr.Array[Any]] = {}
+        #: Each statistics group's layer spans, once the group exists.
+        self._indexes: dict[str, StatsIndex] = {}
         self._capacity = 0
         self._next = 0
         self._direct = WholeChunks(location.store)
@@ -200,6 +223,13 @@ class StepWriter:
                 raise RunExistsError(
                     f"{location.url!r} holds a capture run, not a training run; give the "
                     "callback another store, or overwrite=True to replace it"
+                )
+            if existing.get("schema") != SCHEMA:
+                raise ResumeMismatchError(
+                    f"{location.url!r} holds a training run of schema "
+                    f"{existing.get('schema')!r} (an earlier tensortap); new steps are "
+                    f"written in schema {SCHEMA}: give another store, or overwrite=True to "
+                    "replace it"
                 )
             theirs = {k: existing.get(k) for k in settings.identity()}
             ours = settings.identity()
@@ -268,6 +298,10 @@ class StepWriter:
             node = self.group.get(path)
             if isinstance(node, zarr.Array):
                 self._arrays[path] = node
+        for path in (STEP_STATS, STEP_GRADIENT_STATS):
+            node = self.group.get(path)
+            if isinstance(node, zarr.Group):
+                self._indexes[path] = StatsIndex.from_attrs(node.attrs)
         for key in self.settings.layers:
             for name in (layout.ACTIVATION, layout.GRADIENT):
                 node = self.group.get(f"{layout.layer_path(key)}/{name}")
@@ -277,16 +311,8 @@ class StepWriter:
 
     def _step_array_paths(self) -> list[str]:
         paths = [STEP, EPOCH, BATCH, WALL_TIME, HAS_TENSORS, layout.COMMIT]
-        for key in self.settings.layers:
-            for group in (layout.STATS, GRADIENT_STATS):
-                base = f"{layout.layer_path(key)}/{group}"
-                paths += [
-                    f"{base}/{MOMENTS_ARRAY}",
-                    f"{base}/{HISTOGRAM_ARRAY}",
-                    f"{base}/{layout.BIN_EDGES}",
-                    f"{base}/{layout.SAMPLE_MEAN}",
-                    f"{base}/{layout.SAMPLE_MAX}",
-                ]
+        for base in (STEP_STATS, STEP_GRADIENT_STATS):
+            paths += [f"{base}/{name}" for name in _STATS_ARRAYS]
         paths += [f"{WEIGHTS}/{WEIGHT_MOMENTS}", f"{WEIGHTS}/{WEIGHT_GRADIENT_MOMENTS}"]
         return paths
 
@@ -387,33 +413,37 @@ class StepWriter:
         n = self.settings.probe_samples
         staging = Staging(self.group.store_path)
         step_arrays: list[str] = []
-        groups = [
-            (f"{layout.layer_path(k)}/{layout.STATS}", b, record.edges[k])
-            for k, b in record.stats.items()
-        ] + [
-            (f"{layout.layer_path(k)}/{GRADIENT_STATS}", b, record.gradient_edges[k])
-            for k, b in record.gradient_stats.items()
-        ]
-        for base, block, edges in groups:
-            if f"{base}/{MOMENTS_ARRAY}" in self._arrays:
+        for base, stats, edges in (
+            (STEP_STATS, record.stats, record.edges),
+            (STEP_GRADIENT_STATS, record.gradient_stats, record.gradient_edges),
+        ):
+            if not stats or base in self._indexes:
                 continue
-            staging.create_group(base, {"moments": list(MOMENTS)})
-            channels = block.moments.shape[1]
+            keys = [k for k in self.settings.layers if k in stats]
+            keys += [k for k in stats if k not in keys]
+            index = StatsIndex(
+                tuple(keys),
+                _offsets([stats[k].moments.shape[1] for k in keys]),
+                _offsets([stats[k].histogram.shape[0] for k in keys]),
+                _offsets([len(edges[k]) for k in keys]),
+            )
+            staging.create_group(base, {**index.attrs(), "moments": list(MOMENTS)})
+            channels, slots, n_edges = index.channels[-1], index.slots[-1], index.edges[-1]
             specs = (
                 (MOMENTS_ARRAY, (cap, len(MOMENTS), channels), np.float64,
-                 (STEP, layout.MOMENT_DIM, layout.CHANNEL_DIM), np.nan),
-                (HISTOGRAM_ARRAY, (cap, block.histogram.shape[0]), np.int64,
-                 (STEP, layout.SLOT_DIM), 0),
-                (layout.BIN_EDGES, (cap, len(edges)), np.float64,
-                 (STEP, layout.BIN_EDGE_DIM), np.nan),
+                 (STEP, layout.MOMENT_DIM, layout.STAT_CHANNEL_DIM), np.nan),
+                (HISTOGRAM_ARRAY, (cap, slots), np.int64, (STEP, layout.STAT_SLOT_DIM), 0),
+                (layout.BIN_EDGES, (cap, n_edges), np.float64,
+                 (STEP, layout.STAT_EDGE_DIM), np.nan),
                 (layout.SAMPLE_MEAN, (cap, n, channels), np.float32,
-                 (STEP, layout.SAMPLE, layout.CHANNEL_DIM), np.nan),
+                 (STEP, layout.SAMPLE, layout.STAT_CHANNEL_DIM), np.nan),
                 (layout.SAMPLE_MAX, (cap, n, channels), np.float32,
-                 (STEP, layout.SAMPLE, layout.CHANNEL_DIM), np.nan),
+                 (STEP, layout.SAMPLE, layout.STAT_CHANNEL_DIM), np.nan),
             )  # fmt: skip
             for name, shape, dtype, array_dims, fill in specs:
                 staging.create_array(f"{base}/{name}", **self._spec(shape, dtype, array_dims, fill))
                 step_arrays.append(f"{base}/{name}")
+            self._indexes[base] = index
         tensors: list[tuple[str, str]] = []
         if record.activations is not None:
             for name, values in (
@@ -473,13 +503,12 @@ class StepWriter:
             self._grow(index)
         a = self._arrays
         self._new_arrays(record, dims)
-        for key, block in record.stats.items():
+        if record.stats:
+            self._write_stats(STEP_STATS, index, record.stats, record.edges)
+        if record.gradient_stats:
             self._write_stats(
-                f"{layout.layer_path(key)}/{layout.STATS}", index, block, record.edges[key]
+                STEP_GRADIENT_STATS, index, record.gradient_stats, record.gradient_edges
             )
-        for key, block in record.gradient_stats.items():
-            base = f"{layout.layer_path(key)}/{GRADIENT_STATS}"
-            self._write_stats(base, index, block, record.gradient_edges[key])
         if record.activations is not None:
             tensor = self._tensor_arrays
             for key, value in record.activations.items():
@@ -503,13 +532,38 @@ class StepWriter:
         self._next = index + 1
         return index
 
-    def _write_stats(self, base: str, index: int, block: BlockStats, edges: np.ndarray) -> None:
+    def _write_stats(
+        self,
+        base: str,
+        index: int,
+        stats: Mapping[str, BlockStats],
+        edges: Mapping[str, np.ndarray],
+    ) -> None:
+        """Write every layer's statistics of one step as one chunk per array, each layer
+        on its span of the flat axes (a layer missing from ``stats`` keeps the fills)."""
+        spans = self._indexes[base]
+        n = self.settings.probe_samples
+        channels, slots, n_edges = spans.channels[-1], spans.slots[-1], spans.edges[-1]
+        moments = np.full((len(MOMENTS), channels), np.nan)
+        histogram = np.zeros(slots, np.int64)
+        bin_edges = np.full(n_edges, np.nan)
+        sample_mean = np.full((n, channels), np.nan, np.float32)
+        sample_max = np.full((n, channels), np.nan, np.float32)
+        for key in spans.layers:
+            block = stats.get(key)
+            if block is None:
+                continue
+            c = spans.channel_span(key)
+            moments[:, c] = block.moments
+            histogram[spans.slot_span(key)] = block.histogram
+            bin_edges[spans.edge_span(key)] = edges[key]
+            sample_mean[:, c] = block.sample_mean
+            sample_max[:, c] = block.sample_max
         a = self._arrays
-        self._set(a[f"{base}/{MOMENTS_ARRAY}"], index, block.moments)
-        self._set(a[f"{base}/{HISTOGRAM_ARRAY}"], index, block.histogram)
-        self._set(a[f"{base}/{layout.BIN_EDGES}"], index, edges)
-        self._set(a[f"{base}/{layout.SAMPLE_MEAN}"], index, block.sample_mean)
-        self._set(a[f"{base}/{layout.SAMPLE_MAX}"], index, block.sample_max)
+        for name, value in zip(
+            _STATS_ARRAYS, (moments, histogram, bin_edges, sample_mean, sample_max), strict=True
+        ):
+            self._set(a[f"{base}/{name}"], index, value)
 
     def set_status(self, status: str, **extra: Any) -> None:
         """Rewrite the root block's ``status`` (and any ``extra`` keys)."""
