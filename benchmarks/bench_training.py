@@ -21,8 +21,9 @@ ratios.  Keras' own train function is compiled once before timing (a warm-up epo
 is in any real training after its first step, and so is the callback's probe step (traced
 once per model: a second ``fit`` of the same model reuses it).
 
-Run: ``python -m benchmarks.bench_training [--epochs E] [--repeats R]``; it writes its own
-``## Training runs`` section in ``benchmarks/RESULTS.md``.
+Run: ``python -m benchmarks.bench_training [--epochs E] [--repeats R] [--only keras|torch]``;
+it writes its own ``## Training runs`` section in ``benchmarks/RESULTS.md`` (``--no-write``:
+only prints it).
 """
 
 from __future__ import annotations
@@ -194,6 +195,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", choices=["keras", "torch"], default=None)
+    parser.add_argument(
+        "--no-write", action="store_true", help="print the section; leave RESULTS.md as it is"
+    )
     args = parser.parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="tt-bench-training-"))
     rows: list[str] = []
@@ -227,7 +231,8 @@ def main(argv: list[str] | None = None) -> None:
             "",
         ]
     )
-    write_section("## Training runs", section)
+    if not args.no_write:
+        write_section("## Training runs", section)
     print(section)
 
 

@@ -23,6 +23,7 @@ from tensortap.core.errors import (
     StorageError,
 )
 from tensortap.core.store import layout, steps
+from tensortap.core.store.run_stats import StatsIndex
 from tensortap.core.store.storage import Location, read_json, total_size
 
 __all__ = ["StepView", "TrainingRun", "is_training_run"]
@@ -83,6 +84,13 @@ class TrainingRun:
     def __init__(self, location: Location, attrs: dict[str, Any]) -> None:
         self._location = location
         self.path = location.url
+        if attrs.get("schema") not in steps.READABLE_SCHEMAS:
+            readable = " and ".join(str(v) for v in steps.READABLE_SCHEMAS)
+            raise CorruptRunError(
+                f"the training run at {location.url!r} has schema {attrs.get('schema')!r}; "
+                f"this tensortap reads training-run schemas {readable} — open it with the "
+                f"tensortap that wrote it (version {attrs.get('version')!r}) or train again"
+            )
         self._attrs = attrs
         self.refresh()
 
@@ -325,26 +333,39 @@ class TrainingRun:
         self._check_key(key)
         if of not in ("activation", "gradient"):
             raise LayerNotFoundError(f"of={of!r} is not allowed; use 'activation' or 'gradient'")
-        group = layout.STATS if of == "activation" else steps.GRADIENT_STATS
-        path = f"{layout.layer_path(key)}/{group}"
+        rows = self._positions
+        upto = int(rows[-1]) + 1 if len(rows) else 0
+        per_layer = self._attrs.get("schema") in steps.PER_LAYER_STATS
+        if per_layer:  # schemas 1 and 2: a statistics group in each layer's group
+            group = layout.STATS if of == "activation" else steps.GRADIENT_STATS
+            path = f"{layout.layer_path(key)}/{group}"
+        else:
+            path = steps.STEP_STATS if of == "activation" else steps.STEP_GRADIENT_STATS
+        missing = NoGradientsError(
+            f"the training run at {self.path!r} has no {of} statistics for {key!r}"
+            + ("; capture with Policy(gradients=True)" if of == "gradient" else "")
+        )
         try:
             zgroup = zarr.open_group(self._location.store, path=path, mode="r")
         except (FileNotFoundError, KeyError, zarr.errors.GroupNotFoundError) as err:
-            raise NoGradientsError(
-                f"the training run at {self.path!r} has no {of} statistics for {key!r}"
-                + ("; capture with Policy(gradients=True)" if of == "gradient" else "")
-            ) from err
-        rows = self._positions
-        upto = int(rows[-1]) + 1 if len(rows) else 0
+            raise missing from err
+        spans = None if per_layer else StatsIndex.from_attrs(zgroup.attrs)
+        if spans is not None and key not in spans.layers:
+            raise missing
+        whole = slice(None)
 
-        def read(name: str) -> np.ndarray:
-            return np.asarray(cast("zarr.Array[Any]", zgroup[name])[:upto])[rows]
+        def read(name: str, span: slice = whole) -> np.ndarray:
+            values = np.asarray(cast("zarr.Array[Any]", zgroup[name])[:upto])[rows]
+            return values[..., span]
 
+        channels = whole if spans is None else spans.channel_span(key)
         data = _step_stats(
-            read(steps.MOMENTS_ARRAY), read(steps.HISTOGRAM_ARRAY), read(layout.BIN_EDGES)
+            read(steps.MOMENTS_ARRAY, channels),
+            read(steps.HISTOGRAM_ARRAY, whole if spans is None else spans.slot_span(key)),
+            read(layout.BIN_EDGES, whole if spans is None else spans.edge_span(key)),
         )
-        data["sample_mean"] = (("step", "sample", "channel"), read(layout.SAMPLE_MEAN))
-        data["sample_max"] = (("step", "sample", "channel"), read(layout.SAMPLE_MAX))
+        data["sample_mean"] = (("step", "sample", "channel"), read(layout.SAMPLE_MEAN, channels))
+        data["sample_max"] = (("step", "sample", "channel"), read(layout.SAMPLE_MAX, channels))
         node = self.node(key)
         attrs = {k: node.get(k) for k in ("name", "layer_type", "long_name", "channel_dim")}
         attrs.update(key=key, of=of)

@@ -26,6 +26,8 @@ from tensortap.core.errors import ResumeMismatchError, RunExistsError, StorageEr
 from tensortap.core.graph import CaptureNode
 from tensortap.core.stats import MOMENTS, BlockStats
 from tensortap.core.store import layout
+from tensortap.core.store.checksums import with_checksum
+from tensortap.core.store.run_stats import StatsIndex
 from tensortap.core.store.staging import Staging
 from tensortap.core.store.storage import Location, read_json
 from tensortap.core.store.whole_chunks import WholeChunks
@@ -33,6 +35,9 @@ from tensortap.core.version import __version__
 
 __all__ = [
     "KIND",
+    "PER_LAYER_STATS",
+    "READABLE_SCHEMAS",
+    "SCHEMA",
     "StepRecord",
     "StepSettings",
     "StepWriter",
@@ -41,6 +46,16 @@ __all__ = [
 
 #: ``attrs["tensortap"]["kind"]`` of a training run (sample-block runs have no ``kind``).
 KIND = "training"
+#: Version of the training-run layout, written in ``attrs["tensortap"]["schema"]``: its own
+#: numbering, not the sample-block run's (:data:`~tensortap.core.store.layout.SCHEMA`).
+#: 3: every layer's statistics in the root groups :data:`STEP_STATS` and
+#: :data:`STEP_GRADIENT_STATS`.
+SCHEMA = 3
+#: Schemas the reader takes.  Runs written before the pin carry the sample-block schema of
+#: their time (1 or 2) and a ``stats`` group in each layer's group (:data:`PER_LAYER_STATS`).
+READABLE_SCHEMAS = (1, 2, 3)
+#: Schemas with the statistics in each layer's group.
+PER_LAYER_STATS = (1, 2)
 
 # Root arrays of a training run (besides ``sample``, ``label`` and ``committed``).
 STEP = "step"
@@ -49,10 +64,17 @@ BATCH = "batch"
 WALL_TIME = "wall_time"
 #: Whether the step stored tensors (1) or statistics only (0).
 HAS_TENSORS = "has_tensors"
-#: Step arrays of a layer's stats groups.
+#: Step arrays of the statistics groups.
 MOMENTS_ARRAY = "moments"
 HISTOGRAM_ARRAY = "histogram"
-#: The stats group of a layer's gradients (``stats`` holds the activations').
+#: Root groups of every layer's statistics of the activations and of the gradients (schema
+#: 3): flat ``stat_channel``, ``stat_slot``, ``stat_bin_edge`` axes, each layer's span in
+#: the group's attrs (:class:`~tensortap.core.store.run_stats.StatsIndex`), so a step
+#: writes five statistics chunks whatever the number of layers.
+STEP_STATS = "step_stats"
+STEP_GRADIENT_STATS = "step_gradient_stats"
+#: Schemas 1 and 2: the per-layer group of the gradients' statistics (``stats``: the
+#: activations').
 GRADIENT_STATS = "gradient_stats"
 #: Group of the per-parameter weight statistics.
 WEIGHTS = "weights"
@@ -60,6 +82,9 @@ WEIGHT_MOMENTS = "moments"
 WEIGHT_GRADIENT_MOMENTS = "gradient_moments"
 PARAMETER_DIM = "parameter"
 _CONFIG: Any = {"write_empty_chunks": True}
+_STATS_ARRAYS = (
+    MOMENTS_ARRAY, HISTOGRAM_ARRAY, layout.BIN_EDGES, layout.SAMPLE_MEAN, layout.SAMPLE_MAX
+)  # fmt: skip
 #: Capacity of a new run, in steps (doubles when full).
 INITIAL_CAPACITY = 16
 
@@ -85,7 +110,7 @@ class StepSettings:
     def attrs(self, status: str) -> dict[str, Any]:
         """The root ``tensortap`` attribute block of a training run."""
         block: dict[str, Any] = {
-            "schema": layout.SCHEMA,
+            "schema": SCHEMA,
             "kind": KIND,
             "version": __version__,
             "framework": self.framework,
@@ -156,6 +181,11 @@ class StepRecord:
     weights: WeightStats | None = None
 
 
+def _offsets(sizes: Sequence[int]) -> tuple[int, ...]:
+    """``(0, sizes[0], sizes[0] + sizes[1], ...)``: spans one after the other."""
+    return (0, *(int(v) for v in np.cumsum(sizes, dtype=np.int64)))
+
+
 def _root_block(location: Location) -> dict[str, Any] | None:
     meta = read_json(location.store, "zarr.json")
     if not isinstance(meta, dict):
@@ -176,6 +206,8 @@ class StepWriter:
         self.settings = settings
         self._arrays: dict[str, zarr.Array[Any]] = {}
         self._tensor_arrays: dict[str, zarr.Array[Any]] = {}
+        #: Each statistics group's layer spans, once the group exists.
+        self._indexes: dict[str, StatsIndex] = {}
         self._capacity = 0
         self._next = 0
         self._direct = WholeChunks(location.store)
@@ -191,6 +223,13 @@ class StepWriter:
                 raise RunExistsError(
                     f"{location.url!r} holds a capture run, not a training run; give the "
                     "callback another store, or overwrite=True to replace it"
+                )
+            if existing.get("schema") != SCHEMA:
+                raise ResumeMismatchError(
+                    f"{location.url!r} holds a training run of schema "
+                    f"{existing.get('schema')!r} (an earlier tensortap); new steps are "
+                    f"written in schema {SCHEMA}: give another store, or overwrite=True to "
+                    "replace it"
                 )
             theirs = {k: existing.get(k) for k in settings.identity()}
             ours = settings.identity()
@@ -259,6 +298,10 @@ class StepWriter:
             node = self.group.get(path)
             if isinstance(node, zarr.Array):
                 self._arrays[path] = node
+        for path in (STEP_STATS, STEP_GRADIENT_STATS):
+            node = self.group.get(path)
+            if isinstance(node, zarr.Group):
+                self._indexes[path] = StatsIndex.from_attrs(node.attrs)
         for key in self.settings.layers:
             for name in (layout.ACTIVATION, layout.GRADIENT):
                 node = self.group.get(f"{layout.layer_path(key)}/{name}")
@@ -268,16 +311,8 @@ class StepWriter:
 
     def _step_array_paths(self) -> list[str]:
         paths = [STEP, EPOCH, BATCH, WALL_TIME, HAS_TENSORS, layout.COMMIT]
-        for key in self.settings.layers:
-            for group in (layout.STATS, GRADIENT_STATS):
-                base = f"{layout.layer_path(key)}/{group}"
-                paths += [
-                    f"{base}/{MOMENTS_ARRAY}",
-                    f"{base}/{HISTOGRAM_ARRAY}",
-                    f"{base}/{layout.BIN_EDGES}",
-                    f"{base}/{layout.SAMPLE_MEAN}",
-                    f"{base}/{layout.SAMPLE_MAX}",
-                ]
+        for base in (STEP_STATS, STEP_GRADIENT_STATS):
+            paths += [f"{base}/{name}" for name in _STATS_ARRAYS]
         paths += [f"{WEIGHTS}/{WEIGHT_MOMENTS}", f"{WEIGHTS}/{WEIGHT_GRADIENT_MOMENTS}"]
         return paths
 
@@ -290,22 +325,17 @@ class StepWriter:
         fill: Any,
         chunks: tuple[int, ...] | None = None,
     ) -> dict[str, Any]:
-        """``create_array`` arguments: one chunk per step, uncompressed, ``.`` keys."""
+        """``create_array`` arguments: one chunk per step, uncompressed but for the CRC-32C
+        of every chunk (docs/store-format.md, *Checksums*), ``.`` keys."""
         return {
             "shape": shape,
             "chunks": chunks or (1, *shape[1:]),
             "dtype": dtype,
             "fill_value": fill,
             "dimension_names": dims,
-            "compressors": None,
+            "compressors": with_checksum(None),
             "chunk_key_encoding": {"name": "default", "separator": "."},
         }
-
-    def _array(
-        self, path: str, shape: tuple[int, ...], dtype: Any, dims: tuple[str, ...], fill: Any
-    ) -> zarr.Array[Any]:
-        spec = self._spec(shape, dtype, dims, fill)
-        return self.group.create_array(path, config=_CONFIG, **spec)
 
     def _publish(self, staging: Staging, step_arrays: Sequence[str]) -> None:
         """Write the staged nodes (one store write each) and bind the step arrays."""
@@ -374,64 +404,80 @@ class StepWriter:
             )
         self._publish(staging, step_arrays)
 
-    def _stats_arrays(self, groups: Sequence[tuple[str, BlockStats, np.ndarray]]) -> None:
-        """Create the stats groups' step arrays the first time they are written, all in
-        one publish (a layer's gradient statistics may first appear when the non-finite
-        trigger fires)."""
-        missing = [g for g in groups if f"{g[0]}/{MOMENTS_ARRAY}" not in self._arrays]
-        if not missing:
-            return
+    def _new_arrays(self, record: StepRecord, dims: Mapping[str, Sequence[str]]) -> None:
+        """Create the step arrays that ``record`` writes for the first time — statistics
+        groups, tensor arrays, weight statistics — all in one publish (one store write per
+        document, no zarr call each); a layer's gradients may first appear when the
+        non-finite trigger fires."""
         cap = self._capacity
         n = self.settings.probe_samples
         staging = Staging(self.group.store_path)
-        step_arrays = []
-        for base, block, edges in missing:
-            staging.create_group(base, {"moments": list(MOMENTS)})
-            channels = block.moments.shape[1]
+        step_arrays: list[str] = []
+        for base, stats, edges in (
+            (STEP_STATS, record.stats, record.edges),
+            (STEP_GRADIENT_STATS, record.gradient_stats, record.gradient_edges),
+        ):
+            if not stats or base in self._indexes:
+                continue
+            keys = [k for k in self.settings.layers if k in stats]
+            keys += [k for k in stats if k not in keys]
+            index = StatsIndex(
+                tuple(keys),
+                _offsets([stats[k].moments.shape[1] for k in keys]),
+                _offsets([stats[k].histogram.shape[0] for k in keys]),
+                _offsets([len(edges[k]) for k in keys]),
+            )
+            staging.create_group(base, {**index.attrs(), "moments": list(MOMENTS)})
+            channels, slots, n_edges = index.channels[-1], index.slots[-1], index.edges[-1]
             specs = (
                 (MOMENTS_ARRAY, (cap, len(MOMENTS), channels), np.float64,
-                 (STEP, layout.MOMENT_DIM, layout.CHANNEL_DIM), np.nan),
-                (HISTOGRAM_ARRAY, (cap, block.histogram.shape[0]), np.int64,
-                 (STEP, layout.SLOT_DIM), 0),
-                (layout.BIN_EDGES, (cap, len(edges)), np.float64,
-                 (STEP, layout.BIN_EDGE_DIM), np.nan),
+                 (STEP, layout.MOMENT_DIM, layout.STAT_CHANNEL_DIM), np.nan),
+                (HISTOGRAM_ARRAY, (cap, slots), np.int64, (STEP, layout.STAT_SLOT_DIM), 0),
+                (layout.BIN_EDGES, (cap, n_edges), np.float64,
+                 (STEP, layout.STAT_EDGE_DIM), np.nan),
                 (layout.SAMPLE_MEAN, (cap, n, channels), np.float32,
-                 (STEP, layout.SAMPLE, layout.CHANNEL_DIM), np.nan),
+                 (STEP, layout.SAMPLE, layout.STAT_CHANNEL_DIM), np.nan),
                 (layout.SAMPLE_MAX, (cap, n, channels), np.float32,
-                 (STEP, layout.SAMPLE, layout.CHANNEL_DIM), np.nan),
+                 (STEP, layout.SAMPLE, layout.STAT_CHANNEL_DIM), np.nan),
             )  # fmt: skip
-            for name, shape, dtype, dims, fill in specs:
-                staging.create_array(f"{base}/{name}", **self._spec(shape, dtype, dims, fill))
+            for name, shape, dtype, array_dims, fill in specs:
+                staging.create_array(f"{base}/{name}", **self._spec(shape, dtype, array_dims, fill))
                 step_arrays.append(f"{base}/{name}")
-        self._publish(staging, step_arrays)
-
-    def _weight_arrays(self) -> None:
-        if f"{WEIGHTS}/{WEIGHT_MOMENTS}" in self._arrays:
+            self._indexes[base] = index
+        tensors: list[tuple[str, str]] = []
+        if record.activations is not None:
+            for name, values in (
+                (layout.ACTIVATION, record.activations),
+                (layout.GRADIENT, record.gradients or {}),
+            ):
+                for key, value in values.items():
+                    if f"{key}/{name}" in self._tensor_arrays:
+                        continue
+                    path = f"{layout.layer_path(key)}/{name}"
+                    spec = self._spec(
+                        (cap, *value.shape),
+                        self.settings.dtype or value.dtype,
+                        (STEP, layout.SAMPLE, *dims[key]),
+                        np.nan,
+                    )
+                    staging.create_array(path, **spec)
+                    tensors.append((f"{key}/{name}", path))
+        if record.weights is not None and f"{WEIGHTS}/{WEIGHT_MOMENTS}" not in self._arrays:
+            staging.create_group(
+                WEIGHTS,
+                {"parameters": list(self.settings.parameters), "moments": list(MOMENTS)},
+            )
+            shape = (cap, len(self.settings.parameters), len(MOMENTS))
+            for name in (WEIGHT_MOMENTS, WEIGHT_GRADIENT_MOMENTS):
+                path = f"{WEIGHTS}/{name}"
+                weight_dims = (STEP, PARAMETER_DIM, layout.MOMENT_DIM)
+                staging.create_array(path, **self._spec(shape, np.float64, weight_dims, np.nan))
+                step_arrays.append(path)
+        if not step_arrays and not tensors:
             return
-        params = len(self.settings.parameters)
-        dims = (STEP, PARAMETER_DIM, layout.MOMENT_DIM)
-        self.group.create_group(
-            WEIGHTS,
-            attributes={"parameters": list(self.settings.parameters), "moments": list(MOMENTS)},
-        )
-        for name in (WEIGHT_MOMENTS, WEIGHT_GRADIENT_MOMENTS):
-            path = f"{WEIGHTS}/{name}"
-            self._arrays[path] = self._array(
-                path, (self._capacity, params, len(MOMENTS)), np.float64, dims, np.nan
-            )
-
-    def _tensor_array(self, key: str, name: str, value: np.ndarray, dims: Sequence[str]) -> Any:
-        path = f"{key}/{name}"
-        if path not in self._tensor_arrays:
-            dtype = self.settings.dtype or value.dtype
-            self._tensor_arrays[path] = self._array(
-                f"{layout.layer_path(key)}/{name}",
-                (self._capacity, *value.shape),
-                dtype,
-                (STEP, layout.SAMPLE, *dims),
-                np.nan,
-            )
-        return self._tensor_arrays[path]
+        self._publish(staging, step_arrays)
+        for key, path in tensors:
+            self._tensor_arrays[key] = staging.open(path, config=_CONFIG)
 
     def _grow(self, needed: int) -> None:
         capacity = self._capacity
@@ -456,30 +502,20 @@ class StepWriter:
         if index >= self._capacity:
             self._grow(index)
         a = self._arrays
-        groups = [
-            (f"{layout.layer_path(k)}/{layout.STATS}", b, record.edges[k])
-            for k, b in record.stats.items()
-        ] + [
-            (f"{layout.layer_path(k)}/{GRADIENT_STATS}", b, record.gradient_edges[k])
-            for k, b in record.gradient_stats.items()
-        ]
-        self._stats_arrays(groups)
-        for key, block in record.stats.items():
+        self._new_arrays(record, dims)
+        if record.stats:
+            self._write_stats(STEP_STATS, index, record.stats, record.edges)
+        if record.gradient_stats:
             self._write_stats(
-                f"{layout.layer_path(key)}/{layout.STATS}", index, block, record.edges[key]
+                STEP_GRADIENT_STATS, index, record.gradient_stats, record.gradient_edges
             )
-        for key, block in record.gradient_stats.items():
-            base = f"{layout.layer_path(key)}/{GRADIENT_STATS}"
-            self._write_stats(base, index, block, record.gradient_edges[key])
         if record.activations is not None:
+            tensor = self._tensor_arrays
             for key, value in record.activations.items():
-                self._set(
-                    self._tensor_array(key, layout.ACTIVATION, value, dims[key]), index, value
-                )
+                self._set(tensor[f"{key}/{layout.ACTIVATION}"], index, value)
             for key, value in (record.gradients or {}).items():
-                self._set(self._tensor_array(key, layout.GRADIENT, value, dims[key]), index, value)
+                self._set(tensor[f"{key}/{layout.GRADIENT}"], index, value)
         if record.weights is not None:
-            self._weight_arrays()
             self._set(a[f"{WEIGHTS}/{WEIGHT_MOMENTS}"], index, record.weights.moments)
             if record.weights.gradient_moments is not None:
                 self._set(
@@ -496,13 +532,38 @@ class StepWriter:
         self._next = index + 1
         return index
 
-    def _write_stats(self, base: str, index: int, block: BlockStats, edges: np.ndarray) -> None:
+    def _write_stats(
+        self,
+        base: str,
+        index: int,
+        stats: Mapping[str, BlockStats],
+        edges: Mapping[str, np.ndarray],
+    ) -> None:
+        """Write every layer's statistics of one step as one chunk per array, each layer
+        on its span of the flat axes (a layer missing from ``stats`` keeps the fills)."""
+        spans = self._indexes[base]
+        n = self.settings.probe_samples
+        channels, slots, n_edges = spans.channels[-1], spans.slots[-1], spans.edges[-1]
+        moments = np.full((len(MOMENTS), channels), np.nan)
+        histogram = np.zeros(slots, np.int64)
+        bin_edges = np.full(n_edges, np.nan)
+        sample_mean = np.full((n, channels), np.nan, np.float32)
+        sample_max = np.full((n, channels), np.nan, np.float32)
+        for key in spans.layers:
+            block = stats.get(key)
+            if block is None:
+                continue
+            c = spans.channel_span(key)
+            moments[:, c] = block.moments
+            histogram[spans.slot_span(key)] = block.histogram
+            bin_edges[spans.edge_span(key)] = edges[key]
+            sample_mean[:, c] = block.sample_mean
+            sample_max[:, c] = block.sample_max
         a = self._arrays
-        self._set(a[f"{base}/{MOMENTS_ARRAY}"], index, block.moments)
-        self._set(a[f"{base}/{HISTOGRAM_ARRAY}"], index, block.histogram)
-        self._set(a[f"{base}/{layout.BIN_EDGES}"], index, edges)
-        self._set(a[f"{base}/{layout.SAMPLE_MEAN}"], index, block.sample_mean)
-        self._set(a[f"{base}/{layout.SAMPLE_MAX}"], index, block.sample_max)
+        for name, value in zip(
+            _STATS_ARRAYS, (moments, histogram, bin_edges, sample_mean, sample_max), strict=True
+        ):
+            self._set(a[f"{base}/{name}"], index, value)
 
     def set_status(self, status: str, **extra: Any) -> None:
         """Rewrite the root block's ``status`` (and any ``extra`` keys)."""
