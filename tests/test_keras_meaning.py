@@ -130,6 +130,11 @@ def test_predictions_are_the_gradients_classes_under_softmax_ties() -> None:
     model = keras.Model(inp, probs)
     head = model.get_layer("probs")
     rng = np.random.default_rng(5)
+    # Every weight from the test's own generator: Keras' initializers draw from a global
+    # seed that earlier tests advance, and the test needs logits that disagree with class 0.
+    model.get_layer("h").set_weights(
+        [rng.standard_normal((4, 5)).astype("float32"), np.zeros(5, "float32")]
+    )
     kernel = (rng.standard_normal((5, 3)) * 1e-10).astype("float32")  # random-init-sized logits
     head.set_weights([kernel, np.zeros(3, "float32")])
     x = rng.standard_normal((8, 4)).astype("float32")
