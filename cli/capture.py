@@ -251,8 +251,6 @@ def capture(
     import_tensorflow_quietly()
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other; choose one")
-    if strict and workers:
-        raise click.UsageError("--strict is not available with --workers yet; drop one of them")
     click.echo(
         capture_command(
             model,
