@@ -174,7 +174,7 @@ def _capture_on_workers(
 @click.option(
     "--image-size",
     nargs=2,
-    type=int,
+    type=click.IntRange(min=1),
     default=None,
     metavar="H W",
     help="Resize images of a DATA folder.",
