@@ -8,6 +8,8 @@ A real multi-process ``LocalCluster`` (two workers).
 
 from __future__ import annotations
 
+import re
+import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
@@ -103,3 +105,28 @@ def test_strict_fails_a_later_block_with_data_error(client: Any, tmp_path: Path)
     run = tt.open_run(path)
     assert run.status == "failed"
     assert "nonfinite_inputs" not in run.attrs  # refused, not recorded
+
+
+def test_cli_workers_strict_ends_in_the_error_line_without_worker_tracebacks(
+    tmp_path: Path,
+) -> None:
+    keras = pytest.importorskip("keras")
+    x = _x()
+    x[20, 0, 0, 0] = np.nan  # block 2: a worker's range fails
+    np.save(tmp_path / "x.npy", x)
+    keras.saving.save_model(tiny_cnn_unguarded(), tmp_path / "m.keras")
+    path = tmp_path / "r.zarr"
+    argv = [sys.executable, "-m", "tensortap", "capture", str(tmp_path / "m.keras")]
+    argv += [str(tmp_path / "x.npy"), "-o", str(path), "--workers", "2", "--strict"]
+    argv += ["--batch-size", str(B), "--block-size", str(B), "--no-progress"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert re.fullmatch(
+        r"error: the input holds 1 NaN or infinite values in samples 16-23 \(first: sample 20\);.*",
+        lines[-1],
+    ), lines[-1]
+    # TF's own start-up lines in each worker process are not ours; a worker's logged
+    # failure ("Compute Failed", its traceback) would be.
+    assert "Compute Failed" not in done.stderr and "Traceback" not in done.stderr
+    assert tt.open_run(path).status == "failed"
