@@ -118,6 +118,7 @@ def _capture_on_workers(
     model_path: str, data_path: str, data: Any, output: str, workers: int, **options: Any
 ) -> str:
     import functools
+    import logging
 
     from distributed import Client, LocalCluster
 
@@ -131,8 +132,13 @@ def _capture_on_workers(
         else data.as_capture_data()
     )
     factory = functools.partial(model_from_file, os.path.abspath(model_path))
+    # A failed range is re-raised here as the one error line; the workers' own logging of
+    # it ("Compute Failed" and its traceback) would add lines to stderr.
+    quiet = logging.CRITICAL
     with (
-        LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cluster,
+        LocalCluster(
+            n_workers=workers, threads_per_worker=1, dashboard_address=None, silence_logs=quiet
+        ) as cluster,
         Client(cluster) as client,
     ):
         run = capture_distributed(factory, captured, output, client=client, **options)
@@ -174,7 +180,7 @@ def _capture_on_workers(
 @click.option(
     "--image-size",
     nargs=2,
-    type=int,
+    type=click.IntRange(min=1),
     default=None,
     metavar="H W",
     help="Resize images of a DATA folder.",
@@ -251,8 +257,6 @@ def capture(
     import_tensorflow_quietly()
     if resume and overwrite:
         raise click.UsageError("--resume and --overwrite contradict each other; choose one")
-    if strict and workers:
-        raise click.UsageError("--strict is not available with --workers yet; drop one of them")
     click.echo(
         capture_command(
             model,

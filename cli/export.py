@@ -201,7 +201,13 @@ def export_command(
 @click.option(
     "--layer", default=None, help="Layer key (default: first spatial layer; last for CAMs)."
 )
-@click.option("--sample", default=0, show_default=True, type=int, help="Sample position.")
+@click.option(
+    "--sample",
+    default=0,
+    show_default=True,
+    type=int,
+    help="Sample position (negative ones count from the end).",
+)
 @click.option("--channel", default=None, type=int, help="One channel (maps, top_samples).")
 @click.option("--channels", default=None, help="Channels of the maps, e.g. 0,3,5 or 0-15.")
 @click.option("--samples", default=None, help="Sample positions for cam_grid / gallery, e.g. 0-8.")

@@ -192,21 +192,55 @@ ATTRIBUTION_METHODS = ("saliency", "gradient_x_input", "smoothgrad", "integrated
 
 
 def resolve_classes(
-    target: Any, n: int, scores: Callable[[], np.ndarray], labels: np.ndarray | None
+    target: Any,
+    n: int,
+    scores: Callable[[], np.ndarray],
+    labels: np.ndarray | None,
+    *,
+    n_classes: Callable[[], int] | None = None,
 ) -> np.ndarray:
-    """One class per sample: ``"predicted"`` (top score), ``"label"``, an int, or an array."""
+    """One class per sample: ``"predicted"`` (top score), ``"label"``, an int, or an array.
+
+    ``n_classes`` (the model's score count, asked only for given classes) range-checks
+    them before any explanation is computed: an index past the scores would fail deep in
+    the method, or, in a framework's gather, silently read another class.
+    """
     if isinstance(target, str) and target == "predicted":
         return np.asarray(np.argmax(scores(), axis=1), dtype=np.int64)
     if isinstance(target, str) and target == "label":
         if labels is None:
             raise TargetError("target='label' needs labels: pass labels= or data as (x, y)")
-        return np.asarray(labels, dtype=np.int64).reshape(-1)[:n]
-    if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
-        return np.full(n, int(target), dtype=np.int64)
-    array = np.asarray(target)
-    if array.dtype.kind in "iu" and array.shape == (n,):
-        return array.astype(np.int64)
+        classes = np.asarray(labels, dtype=np.int64).reshape(-1)[:n]
+    elif isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+        classes = np.full(n, int(target), dtype=np.int64)
+    elif (array := np.asarray(target)).dtype.kind in "iu" and array.shape == (n,):
+        classes = array.astype(np.int64)
+    else:
+        raise _unsupported_target(target, n)
+    if n_classes is not None and classes.size:
+        _check_class_range(target, classes, n_classes())
+    return classes
+
+
+def _check_class_range(target: Any, classes: np.ndarray, n_classes: int) -> None:
+    low, high = int(classes.min()), int(classes.max())
+    if low >= 0 and high < n_classes:
+        return
+    bad = low if low < 0 else high
+    what = "labels hold" if isinstance(target, str) else "target"
     raise TargetError(
+        f"{what} class {bad}, outside the model's {n_classes} classes (0..{n_classes - 1}); "
+        f"pass a class index in 0..{n_classes - 1}, 'predicted' or 'label'"
+    )
+
+
+def scores_width(scores: Callable[[np.ndarray], Any], x: np.ndarray) -> Callable[[], int]:
+    """How many scores the model gives one sample (from one forward pass of ``x[:1]``)."""
+    return lambda: int(np.asarray(scores(x[:1])).reshape(1, -1).shape[1])
+
+
+def _unsupported_target(target: Any, n: int) -> TargetError:
+    return TargetError(
         f"target {target!r} is not supported for explanations; use 'predicted', 'label', "
         f"a class index or one class per sample ({n} of them)"
     )
@@ -292,7 +326,13 @@ def attribute(
         )
     x = np.asarray(inputs.values)
     label_values = data_labels if labels is None else np.asarray(labels)
-    classes = resolve_classes(target, len(x), lambda: chosen.scores(model, x), label_values)
+    classes = resolve_classes(
+        target,
+        len(x),
+        lambda: chosen.scores(model, x),
+        label_values,
+        n_classes=scores_width(lambda batch: chosen.scores(model, batch), x),
+    )
 
     def gradient(batch: np.ndarray, cls: np.ndarray) -> np.ndarray:
         return np.asarray(grad_op(model, batch, cls)[0])

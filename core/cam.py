@@ -306,7 +306,8 @@ def _sample_positions(n_samples: int, sample: int | Sequence[int] | None) -> np.
     if bad.size:
         raise ViewError(
             f"sample {int(bad[0])} is out of range: the run has {n_samples} committed samples "
-            f"(0..{n_samples - 1})"
+            f"(0..{n_samples - 1}); pass samples in 0..{n_samples - 1} (negative ones count "
+            "from the end)"
         )
     return np.where(positions < 0, positions + n_samples, positions)
 

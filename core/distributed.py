@@ -61,7 +61,7 @@ from tensortap.core.store.new_run import NewRunPlacement, open_new_run
 from tensortap.core.store.storage import open_location
 from tensortap.core.store.writer import RunSettings, RunWriter
 from tensortap.core.targets import Target, resolve_target
-from tensortap.core.validation import check_int, check_storage_dtype
+from tensortap.core.validation import NonFiniteInputs, check_int, check_storage_dtype
 
 __all__ = ["capture_distributed", "plan_ranges"]
 
@@ -184,6 +184,7 @@ class _RangeJob:
     example: Any = None
     depth: int = 1
     threads: int | None = None
+    strict: bool = False
 
 
 @dataclass
@@ -228,9 +229,15 @@ def _worker_model(job: _RangeJob) -> _Model:
 
 
 def _job_batches(
-    job: _RangeJob, committed: frozenset[int] = frozenset()
+    job: _RangeJob,
+    committed: frozenset[int] = frozenset(),
+    nonfinite: NonFiniteInputs | None = None,
 ) -> Iterator[tuple[int, Batch]]:
-    """The range's batches, without those of ``committed`` blocks (a retried range)."""
+    """The range's batches, without those of ``committed`` blocks (a retried range).
+
+    ``nonfinite`` counts every batch of the range, the committed ones too: a range re-run
+    after its worker died returns the counts of the whole range (the dead one returned none).
+    """
     b = job.settings.batch_size
     block = job.settings.block_size or b  # ranges are whole blocks of the run's block size
     columns = {
@@ -238,20 +245,23 @@ def _job_batches(
         for name, value in job.inputs.items()
     }
     for i in range(job.start, job.stop, b):
-        if i // block in committed:
-            continue
         j = min(i + b, job.stop)
         inputs = {}
         for name, column in columns.items():
             # Paths are whole files (global indices); shipped slices start at job.start.
             offset = 0 if isinstance(job.inputs[name], str) else job.start
             inputs[name] = np.ascontiguousarray(column[i - offset : j - offset])
+        if nonfinite is not None:
+            nonfinite.check(i, inputs)  # strict: raises before this batch is computed
+        if i // block in committed:
+            continue
         labels = None if job.labels is None else job.labels[i - job.start : j - job.start]
         yield i, Batch(inputs, labels)
 
 
-def _capture_range(job: _RangeJob) -> tuple[int, int]:
-    """Worker task: capture ``[job.start, job.stop)``; returns ``(samples, bytes)``."""
+def _capture_range(job: _RangeJob) -> tuple[int, int, dict[str, Any]]:
+    """Worker task: capture ``[job.start, job.stop)``; returns ``(samples, bytes, record)``,
+    ``record`` the range's non-finite input counts (:meth:`NonFiniteInputs.record`)."""
     built = _worker_model(job)
     location = open_location(job.store, job.storage_options, read_only=False)
     writer = RunWriter.attach(location, job.settings)
@@ -272,6 +282,7 @@ def _capture_range(job: _RangeJob) -> tuple[int, int]:
     done = frozenset(
         k for k in range(job.start // b, -(-job.stop // b)) if k < len(counts) and counts[k]
     )
+    nonfinite = NonFiniteInputs(strict=job.strict)
 
     capture_blocks(
         built.backend,
@@ -280,13 +291,13 @@ def _capture_range(job: _RangeJob) -> tuple[int, int]:
         built.nodes,
         writer,
         job.target,
-        _job_batches(job, done),
+        _job_batches(job, done, nonfinite),
         gradients=job.settings.gradients,
         depth=job.depth,
         threads=job.threads,
         on_committed=count,
     )
-    return job.stop - job.start, written[0]
+    return job.stop - job.start, written[0], nonfinite.record()
 
 
 # ---------------------------------------------------------------------------- coordinator
@@ -354,6 +365,7 @@ def capture_distributed(
     threads: int | None = None,
     block_size: int | None = None,
     chunk_bytes: int | None = None,
+    strict: bool = False,
 ) -> Run:
     """Capture a run with Dask workers, each capturing disjoint block-aligned sample ranges.
 
@@ -377,6 +389,14 @@ def capture_distributed(
     progress, keep_inputs, codec, sharded, depth, threads, block_size, chunk_bytes
         As for :func:`tensortap.capture`.  The coordinator captures block 0 itself, which
         decides the block size by the same rule; the ranges are whole blocks.  ``progress`` advances per finished range.
+    strict : bool
+        As for :func:`tensortap.capture`: NaN or infinite input values are counted on the
+        workers, where the batches are, and merged here into one
+        :class:`~tensortap.core.errors.NonFiniteInputWarning` at the end and the run's
+        ``nonfinite_inputs`` attr; ``strict=True`` refuses them instead, with
+        :class:`~tensortap.core.errors.DataError`: before the run exists when the first
+        batch holds one, else when the range holding it reaches it (the run ends
+        ``failed`` with the committed blocks kept).
     ranges_per_worker : int, optional
         Ranges per worker (default 2).  More ranges balance uneven workers and lose less
         work to a failure, at the cost of one task each.
@@ -466,7 +486,7 @@ def capture_distributed(
                 {n: (c.path, c.array.shape) for n, c in columns.items() if c.path is not None},
             ),
         )
-        return _capture_on(
+        run, nonfinite = _capture_on(
             dask_client,
             model_factory,
             model,
@@ -487,9 +507,12 @@ def capture_distributed(
             depth=depth,
             threads=threads,
             rule=rule,
+            strict=strict,
         )
     finally:
         close()
+    nonfinite.warn(stacklevel=3)  # at the caller of capture_distributed
+    return run
 
 
 def _probe_job(
@@ -534,10 +557,15 @@ def _capture_on(
     depth: int,
     threads: int | None,
     rule: BlockRule,
-) -> Run:
-    """Create (or reopen) the run, write block 0, hand the other blocks to the workers."""
+    strict: bool = False,
+) -> tuple[Run, NonFiniteInputs]:
+    """Create (or reopen) the run, write block 0, hand the other blocks to the workers.
+
+    Returns the run and this call's non-finite input counts (the coordinator's block 0
+    and every range's, merged)."""
     total = settings.total
     assert total is not None
+    nonfinite = NonFiniteInputs(strict=strict)
     location = open_location(url, storage_options, read_only=False)
     # A local folder that does not exist yet is not touched (reading would create it).
     absent = location.is_local and not Path(str(getattr(location.store, "root", ""))).exists()
@@ -558,6 +586,11 @@ def _capture_on(
                 f"the data now has {total}; resume with the same data"
             )
     else:
+        # As tt.capture: strict refuses a non-finite first batch before the run exists.
+        first_stop = min(settings.batch_size, total)
+        nonfinite.check(
+            0, {n: np.ascontiguousarray(c.array[:first_stop]) for n, c in columns.items()}
+        )
         # As tt.capture: the old run stays untouched until block 0 is committed.
         writer, placement = open_new_run(location, settings, overwrite=overwrite, absent=absent)
     bar = _Progress(total, int(writer.committed_counts().sum()), progress)
@@ -577,6 +610,8 @@ def _capture_on(
                 threads,
                 bar,
                 rule,
+                nonfinite,
+                checked_first=not resuming,
             )
         if placement is not None:  # the workers write to the published run
             writer.relocate(placement.publish())
@@ -607,6 +642,7 @@ def _capture_on(
                 depth,
                 threads,
                 bar,
+                nonfinite,
             )
     except BaseException:
         bar.close()
@@ -616,14 +652,30 @@ def _capture_on(
             _remove(writer)  # a refused capture leaves no run behind
         else:
             # No trimming (finish would resize): a worker of a failed range may still write.
-            _set_failed(writer)
+            _set_failed(writer, _nonfinite_attrs(writer, nonfinite, resuming))
         raise
     bar.close()
     if errors:
-        _set_failed(writer)
+        _set_failed(writer, _nonfinite_attrs(writer, nonfinite, resuming))
         raise errors[0]
-    writer.finish("complete")  # every range ended: trimming the last block is safe now
-    return Run(location)
+    # Every range ended: trimming the last block is safe now.
+    writer.finish("complete", **_nonfinite_attrs(writer, nonfinite, resuming))
+    return Run(location), nonfinite
+
+
+def _nonfinite_attrs(
+    writer: RunWriter, nonfinite: NonFiniteInputs, resuming: bool
+) -> dict[str, Any]:
+    """The run's ``nonfinite_inputs`` attr: this call's counts, plus the run's earlier ones
+    when resuming (a resume captures only blocks the earlier calls did not commit)."""
+    merged = NonFiniteInputs()
+    merged.add(nonfinite.record())
+    if resuming and merged.values:
+        try:
+            merged.add({"nonfinite_inputs": writer.stored_attr("nonfinite_inputs")})
+        except Exception:  # noqa: BLE001 - a failing capture's own error matters more
+            pass
+    return merged.record()
 
 
 def _check_digests(writer: RunWriter, *, columns: Mapping[str, _Column]) -> None:
@@ -653,9 +705,10 @@ def _remove(writer: RunWriter) -> None:
         pass
 
 
-def _set_failed(writer: RunWriter) -> None:
+def _set_failed(writer: RunWriter, extra: Mapping[str, Any] | None = None) -> None:
     try:
-        writer.set_status("failed", samples=int(writer.committed_counts().sum()))
+        samples = int(writer.committed_counts().sum())
+        writer.set_status("failed", samples=samples, **(extra or {}))
     except Exception:  # noqa: BLE001 - the capture's own error matters more
         pass
 
@@ -674,22 +727,23 @@ def _first_block(
     threads: int | None,
     bar: _Progress,
     rule: BlockRule,
+    nonfinite: NonFiniteInputs,
+    *,
+    checked_first: bool,
 ) -> None:
     """Capture block 0 here: it decides the block size, creates the arrays (pre-sized to
     ``total``) and fixes the histogram edges from its values, exactly as the single-process
-    engine does."""
+    engine does.  ``nonfinite`` counts its batches (the first one only when not
+    ``checked_first``: a new run's first batch was counted before the run was created)."""
     b = writer.batch_size
 
     def batches() -> Iterator[tuple[int, Batch]]:  # computed only as far as block 0 needs
         for start in range(0, total, b):
             stop = min(start + b, total)
-            yield (
-                start,
-                Batch(
-                    {n: np.ascontiguousarray(c.array[start:stop]) for n, c in columns.items()},
-                    None if labels is None else np.asarray(labels[start:stop]),
-                ),
-            )
+            inputs = {n: np.ascontiguousarray(c.array[start:stop]) for n, c in columns.items()}
+            if start or not checked_first:
+                nonfinite.check(start, inputs)
+            yield start, Batch(inputs, None if labels is None else np.asarray(labels[start:stop]))
 
     capture_blocks(
         backend,
@@ -727,6 +781,7 @@ def _run_ranges(
     depth: int,
     threads: int | None,
     bar: _Progress,
+    nonfinite: NonFiniteInputs,
 ) -> list[BaseException]:
     """Submit one task per range and wait for **all** of them; returns their errors.
 
@@ -762,6 +817,7 @@ def _run_ranges(
             example=example,
             depth=depth,
             threads=threads,
+            strict=nonfinite.strict,
         )
         # pure=False: a fresh key per call, so a resume never reuses an earlier erred task.
         futures.append(client.submit(_capture_range, job, pure=False))
@@ -771,8 +827,9 @@ def _run_ranges(
         if future.status == "error":
             errors.append(_explained(future.exception(), spans[future.key]))
         else:
-            samples, nbytes = future.result()
+            samples, nbytes, record = future.result()
             bar.update(samples, nbytes)
+            nonfinite.add(record)  # counted on the worker, where the batches are
     return errors
 
 

@@ -16,7 +16,12 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from tensortap.core.attribution import ATTRIBUTION_METHODS, attribute, resolve_classes
+from tensortap.core.attribution import (
+    ATTRIBUTION_METHODS,
+    attribute,
+    resolve_classes,
+    scores_width,
+)
 from tensortap.core.cam import _spatial, input_size, normalize_maps, resize_bilinear
 from tensortap.core.errors import UnsupportedModelError, ViewError
 
@@ -282,20 +287,25 @@ def explain(
         return np.asarray(chosen.scores(model, batch))
 
     labels = None if run.labels is None else run.labels.values
-    classes = resolve_classes(target, len(x), lambda: scores(x), labels)
+    classes = resolve_classes(
+        target, len(x), lambda: scores(x), labels, n_classes=scores_width(scores, x)
+    )
+    a: np.ndarray | None = None
+    if method == "occlusion":
+        layer = None  # occlusion reads no layer
+    else:  # a bad layer fails before the progress bar starts (one line on the CLI)
+        if layer is None:
+            raise ViewError(f"{method} needs layer=: the key of a spatial layer in the run")
+        a = np.asarray(_spatial(run.activation(layer), layer).values, dtype=np.float64)
     bar = _progress_bar(progress, len(x), method)
     tick = None if bar is None else bar.update
     try:
-        if method == "occlusion":
-            layer = None  # occlusion reads no layer
+        if a is None:
             maps = occlusion(
                 x, dims, classes, scores, window=window, stride=stride, baseline=baseline,
                 batch_size=batch_size, progress=tick,
             )  # fmt: skip
         else:
-            if layer is None:
-                raise ViewError(f"{method} needs layer=: the key of a spatial layer in the run")
-            a = np.asarray(_spatial(run.activation(layer), layer).values, dtype=np.float64)
             if method == "scorecam":
                 maps = scorecam(a, x, dims, classes, scores, batch_size=batch_size, progress=tick)
             else:

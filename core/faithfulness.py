@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from tensortap.core.attribution import ATTRIBUTION_METHODS, resolve_classes
+from tensortap.core.attribution import ATTRIBUTION_METHODS, resolve_classes, scores_width
 from tensortap.core.cam import CAM_METHODS, cam, input_size, resize_bilinear
 from tensortap.core.errors import ViewError
 from tensortap.core.explain import MODEL_METHODS, _spatial_axes, explanation_name, softmax
@@ -190,7 +190,9 @@ def faithfulness(
         return np.asarray(chosen.scores(model, batch))
 
     labels = None if run.labels is None else run.labels.values
-    classes = resolve_classes(target, len(x), lambda: scores(x), labels)
+    classes = resolve_classes(
+        target, len(x), lambda: scores(x), labels, n_classes=scores_width(scores, x)
+    )
     results = []
     for method in methods:
         maps = _method_maps(run, method, layer, (int(size[0]), int(size[1])))

@@ -119,7 +119,7 @@ class MultiTarget:
             if spec.kind == "class" and not 0 <= spec.value < n_classes:
                 raise TargetError(
                     f"target class {spec.value} is out of range: the model has {n_classes} "
-                    f"classes (0..{n_classes - 1})"
+                    f"classes (0..{n_classes - 1}); pass classes in 0..{n_classes - 1}"
                 )
             if spec.kind == "rank" and spec.value > n_classes:
                 raise TargetError(

@@ -81,7 +81,8 @@ class Target:
         if self.kind == "class" and not 0 <= int(self.class_index or 0) < n_classes:
             raise TargetError(
                 f"target class {self.class_index} is out of range: the model has {n_classes} "
-                f"classes (0..{n_classes - 1})"
+                f"classes (0..{n_classes - 1}); pass a class in 0..{n_classes - 1}, "
+                "'predicted' or 'label'"
             )
         if self.kind == "classes" and self.classes is not None and self.classes.size:
             low, high = int(self.classes.min()), int(self.classes.max())
@@ -128,7 +129,10 @@ def resolve_target(target: Any, *, n_samples: int | None = None) -> Target:
         raise TargetError(f"target must be a class index, not {target!r}")
     if isinstance(target, (int, np.integer)):
         if target < 0:
-            raise TargetError(f"target class {target} is negative; classes count from 0")
+            raise TargetError(
+                f"target class {target} is negative; classes count from 0: pass a class "
+                "index >= 0, 'predicted' or 'label'"
+            )
         return Target("class", class_index=int(target))
     if callable(target):
         return Target("callable", function=target)

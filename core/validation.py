@@ -125,6 +125,18 @@ class NonFiniteInputs:
         if self.first_sample is None:
             self.first_sample = first
 
+    def add(self, record: Mapping[str, Any]) -> None:
+        """Add counts made elsewhere: another counter's :meth:`record` (a Dask worker's),
+        or a resumed run's ``nonfinite_inputs`` attr under that key."""
+        counts = record.get("nonfinite_inputs") or {}
+        if not counts.get("values"):
+            return
+        self.values += int(counts["values"])
+        self.samples += int(counts.get("samples", 0))
+        first = counts.get("first_sample")
+        if first is not None and (self.first_sample is None or int(first) < self.first_sample):
+            self.first_sample = int(first)
+
     def record(self) -> dict[str, Any]:
         """The run's ``nonfinite_inputs`` attr (empty when every value was finite)."""
         if not self.values:
@@ -137,8 +149,11 @@ class NonFiniteInputs:
             }
         }
 
-    def warn(self) -> None:
-        """Warn once, with the counts, when some input value was not finite."""
+    def warn(self, stacklevel: int = 4) -> None:
+        """Warn once, with the counts, when some input value was not finite.
+
+        ``stacklevel`` points the warning at the user's call (4: the caller of
+        :func:`tensortap.capture`, whose helper calls this)."""
         if self.values:
             warnings.warn(
                 f"the input held {self.values} NaN or infinite values in {self.samples} "
@@ -146,5 +161,5 @@ class NonFiniteInputs:
                 "and recorded in the run's attrs (nonfinite_inputs); pass strict=True "
                 "(--strict) to refuse such data",
                 NonFiniteInputWarning,
-                stacklevel=4,  # the caller of tensortap.capture
+                stacklevel=stacklevel,
             )

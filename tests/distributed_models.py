@@ -28,8 +28,17 @@ class FiniteGuard(keras.layers.Layer):
 
 def tiny_cnn() -> Any:
     """A tiny Keras CNN (seeded: identical weights in every process)."""
+    return _cnn(guarded=True)
+
+
+def tiny_cnn_unguarded() -> Any:
+    """:func:`tiny_cnn` without the guard: NaN inputs flow through (non-finite input tests)."""
+    return _cnn(guarded=False)
+
+
+def _cnn(*, guarded: bool) -> Any:
     inputs = keras.Input((8, 8, 3), name="image")
-    h = FiniteGuard(name="guard")(inputs)
+    h = FiniteGuard(name="guard")(inputs) if guarded else inputs
     h = keras.layers.Conv2D(
         4,
         3,

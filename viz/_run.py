@@ -51,7 +51,12 @@ def check_sample(n_samples: int, sample: int) -> int:
     if not -n_samples <= sample < n_samples:
         raise ViewError(
             f"sample {sample} is out of range: the run has {n_samples} committed samples"
-            + (f" (0..{n_samples - 1})" if n_samples else "")
+            + (
+                f" (0..{n_samples - 1}); pass a sample in 0..{n_samples - 1} (negative ones "
+                "count from the end)"
+                if n_samples
+                else "; capture or resume the run first"
+            )
         )
     return int(sample) % n_samples
 
@@ -69,7 +74,7 @@ def check_channel(key: str, n_channels: int, channel: int) -> int:
     if not 0 <= channel < n_channels:
         raise ViewError(
             f"channel {channel} is out of range: layer {key!r} has {n_channels} channels "
-            f"(0..{n_channels - 1})"
+            f"(0..{n_channels - 1}); pass a channel in 0..{n_channels - 1}"
         )
     return int(channel)
 
