@@ -7,7 +7,11 @@ Targets, every ratio measured in one run on the same machine:
     (``keras.Model(inputs, [all those outputs])`` in a compiled ``tf.function``) ≤ 1.5;
 (b) tensortap at least 1.5× faster than TensorFlow Debugger V2 dumping the same ops
     (``enable_dump_debug_info(..., tensor_debug_mode="FULL_TENSOR", circular_buffer_size=-1)``);
-(c) peak RSS capturing 4× the samples / 1× the samples ≤ 1.15 (fresh subprocesses).
+(c) peak RSS capturing 4× the samples / 1× the samples ≤ 1.15 (fresh subprocesses): 24 and 6
+    batches, so the shorter run already fills the write pipeline (three blocks of up to two
+    batches each).
+
+Issue 12 tightened (a) to ≤ 1.1 and (c) to ≤ 1.05; the table judges against those.
 
 Also: write speed and compression ratio of the candidate codecs on one batch of W1
 activations (docs/store-format.md explains the default).
@@ -43,6 +47,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 SECTION = "## Capture (W1)"
 BATCH = 32
+#: Batches of the shorter (c) run: three blocks of two batches fill the write pipeline.
+RSS_BATCHES = 6
 TYPES = ("Conv2D", "DepthwiseConv2D")
 #: The codec row written the way captures write uncompressed chunks.
 CAPTURE_PATH = "none, as captures write (O_DIRECT)"
@@ -201,7 +207,7 @@ def _child_rss(batches: int) -> dict[str, Any]:
         f"    tt.capture(m, b._batches({batches}), store=d + '/r.zarr', layers=b._selected, "
         f"batch_size={BATCH}, progress=False)\n"
         "finally:\n"
-        "    shutil.rmtree(d, ignore_errors=True)  # 12 W1 batches are 10 GB\n"
+        "    shutil.rmtree(d, ignore_errors=True)  # 24 W1 batches are 20 GB\n"
         "print(json.dumps({'rss_kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))\n"
     )
     out = subprocess.run(
@@ -248,8 +254,8 @@ def run(batches: int, repeats: int = 3) -> dict[str, Any]:
         codecs = time_codecs(model, folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    rss_1 = _child_rss(3)["rss_kb"]
-    rss_4 = _child_rss(12)["rss_kb"]
+    rss_1 = _child_rss(RSS_BATCHES)["rss_kb"]
+    rss_4 = _child_rss(4 * RSS_BATCHES)["rss_kb"]
     return {
         "batches": batches,
         "samples": len(x),
@@ -294,12 +300,13 @@ def _write_results(r: dict[str, Any]) -> None:
         "|---|---|---|---|",
         f"| (a) capture to a local run / in-memory multi-output pass, median of "
         f"{len(r['ratios_a'])} pairs | {r['capture_s']:.2f} s / {r['plain_s']:.2f} s = "
-        f"**{a:.2f}** (all: {', '.join(f'{x:.2f}' for x in r['ratios_a'])}) | ≤ 1.5 | "
-        f"{verdict(a <= 1.5)} |",
+        f"**{a:.2f}** (all: {', '.join(f'{x:.2f}' for x in r['ratios_a'])}) | ≤ 1.1 | "
+        f"{verdict(a <= 1.1)} |",
         f"| (b) TF Debugger V2 FULL_TENSOR / capture | {r['tfdbg_s']:.1f} s / "
         f"{r['capture_s']:.1f} s = **{b:.2f}×** | ≥ 1.5× | {verdict(b >= 1.5)} |",
-        f"| (c) peak RSS, 12 batches / 3 batches | {r['rss_4_gb']:.2f} GB / "
-        f"{r['rss_1_gb']:.2f} GB = **{c:.2f}** | ≤ 1.15 | {verdict(c <= 1.15)} |",
+        f"| (c) peak RSS, {4 * RSS_BATCHES} batches / {RSS_BATCHES} batches | "
+        f"{r['rss_4_gb']:.2f} GB / {r['rss_1_gb']:.2f} GB = **{c:.2f}** | ≤ 1.05 | "
+        f"{verdict(c <= 1.05)} |",
         "",
         f"Stored: {r['stored_gb']:.2f} GB for {r['gb_per_batch'] * r['batches']:.2f} GB of "
         f"activations (plus stats) in {r['files']:,} files "
@@ -333,9 +340,9 @@ def _write_results(r: dict[str, Any]) -> None:
             "to the kernel later.",
             "",
         ]
-    if a > 1.5:
+    if a > 1.1:
         lines += [
-            f"**Why (a) is missed here.** (a) allows {1.5 * per_batch:.2f} s a batch (1.5 × "
+            f"**Why (a) is missed here.** (a) allows {1.1 * per_batch:.2f} s a batch (1.1 × "
             f"the plain pass's {per_batch:.2f} s); the capture takes "
             f"{r['capture_s'] / r['batches']:.2f} s a batch, on 2 cores shared by the model "
             "(~1.4 cores when alone), the exact statistics (~0.32 core-s a batch with the "
