@@ -26,6 +26,7 @@ import xarray as xr
 from tensortap.core import cam_methods
 from tensortap.core.cam_info import MapFacts, choose_targets, describe_cam, map_facts
 from tensortap.core.errors import NoGradientsError, ViewError
+from tensortap.core.sample_reads import take_samples
 from tensortap.core.tokens import is_token_layer, token_grid
 
 __all__ = [
@@ -481,7 +482,7 @@ def cam(
     for start in range(0, len(positions), _BLOCK):
         chosen = positions[start : start + _BLOCK]
         # Read only the chosen samples; .values loads them (zarr/dask) in one go.
-        a = np.asarray(activation.isel(sample=chosen).values, dtype=np.float64)
+        a = np.asarray(take_samples(activation, chosen).values, dtype=np.float64)
         if gradient is None:  # a gradient-free method (EigenCAM, FEM)
             g = None
         elif several:  # each sample's chosen target, picked point-wise (one read)
@@ -492,7 +493,7 @@ def cam(
             picked = xr.DataArray(pick.data, dims=("sample", *pick.dims[1:]))
             g = np.asarray(_spatial(picked, key, tokens).values, dtype=np.float64)
         else:
-            g = np.asarray(gradient.isel(sample=chosen).values, dtype=np.float64)
+            g = np.asarray(take_samples(gradient, chosen).values, dtype=np.float64)
         maps = cam_maps(a, g, method, eigen_smooth=eigen_smooth)
         facts.append(map_facts(maps, a, g))
         if normalize:

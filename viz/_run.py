@@ -19,6 +19,7 @@ from tensortap.core.cam_info import target_classes
 from tensortap.core.class_names import class_label
 from tensortap.core.errors import TensortapError, ViewError
 from tensortap.core.graph import channel_dim
+from tensortap.core.sample_reads import take_samples
 from tensortap.core.selection import resolve_layer_key
 
 __all__ = [
@@ -176,7 +177,7 @@ def stored_inputs(run: Any, positions: Sequence[int]) -> np.ndarray | None:
         return None
     if inputs is None or "height" not in inputs.dims or "width" not in inputs.dims:
         return None
-    images = inputs.isel(sample=list(positions))
+    images = take_samples(inputs, list(positions))
     if "channel" in images.dims:
         images = images.transpose("sample", "height", "width", "channel")
     else:

@@ -17,6 +17,7 @@ import numpy as np
 
 from tensortap.core.errors import ViewError
 from tensortap.core.graph import channel_dim
+from tensortap.core.sample_reads import take_samples
 from tensortap.core.unit_health import is_derived
 from tensortap.viz._backend import style
 from tensortap.viz._colour import to_rgb
@@ -165,7 +166,7 @@ def _channel_maps(activation: Any, key: str, channel: int, samples: list[int]) -
     """``(len(samples), height, width)`` maps of one channel, dims found by name, one read."""
     dims = tuple(str(d) for d in activation.dims)
     name = channel_dim(dims[1:])
-    block = activation.isel(sample=samples)
+    block = take_samples(activation, samples)
     if name is not None:
         block = block.isel({name: channel})
     rest = [d for d in block.dims if d not in ("sample", "height", "width")]

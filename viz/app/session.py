@@ -265,7 +265,9 @@ class TensortapApp(LiveAndSteps):
         outputs = run.outputs()
         if outputs is None or outputs.ndim != 2:
             return float("nan")
-        scores = np.asarray(outputs.isel(sample=[sample]).transpose("sample", ...).values)
+        scores = np.asarray(
+            outputs.isel(sample=slice(sample, sample + 1)).transpose("sample", ...).values
+        )
         predicted = np.asarray(run.predictions.values[sample : sample + 1], dtype=np.int64)
         return float(confidence(scores, predicted)[0])
 
