@@ -99,15 +99,8 @@ def target_rows(text: str) -> list[tuple[str, str, str]]:
             continue
         verdict = cells[-1].strip("* ").lower()
         if verdict.startswith(("met", "missed")):
-            value = next(
-                (
-                    c
-                    for c in reversed(cells[1:-1])
-                    if c and not c.startswith("≤") and not c.startswith("≥")
-                ),
-                "",
-            )
-            target = next((c for c in cells[1:-1] if c.startswith(("≤", "≥"))), "")
+            # Rows are | measure | ... | value | target | verdict |.
+            value, target = (cells[-3], cells[-2]) if len(cells) >= 4 else (cells[-2], "")
             rows.append((section, f"{cells[0]} | {value} | {target}", cells[-1]))
     return rows
 

@@ -147,8 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     section = f"""## Attribution
 
 Issue 17. `{command}` on {platform.machine()}, {os.cpu_count()} CPUs
-({platform.python_version()}); measured while other engineers loaded the machine: re-run
-on a quiet one before quoting.
+({platform.python_version()}).
 
 Offline CAM from a stored run, MobileNetV2 `Conv_1` (7x7x1280, gradients stored), {args.samples}
 samples, `tt.cam(run, "Conv_1", method=m)` end to end (read, compute, normalise, resize to

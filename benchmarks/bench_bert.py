@@ -125,7 +125,7 @@ def _write_results(r: dict[str, Any]) -> None:
         SECTION,
         "",
         f"`python -m benchmarks.bench_bert --samples {r['samples']}` on {r['machine']}, "
-        f"{r['cpus']} CPUs, **measured on a loaded machine**, torch {r['torch']} with 1 thread, "
+        f"{r['cpus']} CPUs, torch {r['torch']} with 1 thread, "
         f"{r['date']}. `BertForSequenceClassification` (4 layers, hidden 256, sequence "
         f"{SEQUENCE}, untrained), every module ({r['modules']}), batch {BATCH}, default "
         f"options (blocks of {r['block_size']}), one run.",

@@ -291,7 +291,7 @@ def _write_results(r: dict[str, Any]) -> None:
         "",
         f"`python -m benchmarks.bench_capture --batches {r['batches']} --repeats "
         f"{len(r['ratios_a'])}` on {r['machine']}, "
-        f"{r['cpus']} CPUs (shared with other work), TensorFlow {r['tf']}, {r['date']}. "
+        f"{r['cpus']} CPUs, TensorFlow {r['tf']}, {r['date']}. "
         f"W1: MobileNetV2(weights=None) 224×224, batch {BATCH}, every Conv2D and "
         f"DepthwiseConv2D output ({r['gb_per_batch'] * 1000:.0f} MB float32 a batch), "
         f"{r['samples']} samples, default codec, all in one run.",
@@ -341,13 +341,16 @@ def _write_results(r: dict[str, Any]) -> None:
             "",
         ]
     if a > 1.1:
+        direct_mb_s = direct["mb_s"] if direct is not None else float("nan")
         lines += [
             f"**Why (a) is missed here.** (a) allows {1.1 * per_batch:.2f} s a batch (1.1 × "
             f"the plain pass's {per_batch:.2f} s); the capture takes "
             f"{r['capture_s'] / r['batches']:.2f} s a batch, on 2 cores shared by the model "
             "(~1.4 cores when alone), the exact statistics (~0.32 core-s a batch with the "
-            "vectorised kernel) and the writes, while the disk takes the "
-            f"{r['gb_per_batch'] * 1000:.0f} MB at ~1.4 GB/s (`dd`, `O_DIRECT`).",
+            "vectorised kernel) and the writes; the disk alone needs "
+            f"{r['gb_per_batch'] * 1000 / direct_mb_s:.2f} s a batch for its "
+            f"{r['gb_per_batch'] * 1000:.0f} MB at the {direct_mb_s:,.0f} MB/s measured "
+            "above (O_DIRECT, as captures write).",
             "",
         ]
     section = "\n".join(lines) + "\n"

@@ -148,7 +148,7 @@ def _write_results(r: dict[str, Any]) -> None:
             "",
             f"2 workers / 1 worker: **{r['speedup']:.2f}×**; one worker writes "
             f"{r['one_rate'] * r['run_mb'] / r['samples']:.0f} MB/s. This machine has 2 cores "
-            "for the coordinator, the scheduler, both workers and the other engineers' jobs, "
+            "for the coordinator, the scheduler, and both workers, "
             "so the figure says that the work divides, not what 2 machines give. A "
             "distributed call also pays, inside the timed call, the per-worker checks and "
             "block 0 computed by the coordinator before any worker starts (part of why 1 "

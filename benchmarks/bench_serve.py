@@ -325,9 +325,8 @@ def _write_results(r: dict[str, Any]) -> None:
             "frame of the same shape updates its plot in place (a Pipe'd DynamicMap), and "
             "a view keeps the plots of its last 3 layers, so the layer toggles above "
             "(`narrow` ↔ `wide`) update plots while a layer's first view builds them. "
-            "Wall times on this shared 2-CPU machine vary up to 2× between runs minutes "
-            "apart (other engineers' work); this run ended with a load average of "
-            f"{r['load_average']:.1f}: the lead re-runs it on a quiet machine.",
+            "This run ended with a load average of "
+            f"{r['load_average']:.1f}; on a shared machine wall times vary up to 2×.",
             "",
         ]
     )

@@ -273,7 +273,7 @@ def _write_results(r: dict[str, Any]) -> None:
         "",
         f"`python -m benchmarks.bench_small_layers --mlp-samples {mlp_['samples']} "
         f"--cnn-samples {cnn_['samples']} --repeats {r['repeats']}` on {r['machine']}, "
-        f"{r['cpus']} CPUs, **measured on a loaded machine** (other work running), TensorFlow "
+        f"{r['cpus']} CPUs, TensorFlow "
         f"{r['tf']}, {r['date']}. Default options (batch 32, blocks sized by bytes), every "
         "layer, one run; each ratio is the median of back-to-back (plain, capture) pairs.",
         "",

@@ -219,8 +219,7 @@ def main(argv: list[str] | None = None) -> None:
             "",
             f"`{command}` — digits CNN, batch 32, 55 steps an epoch, {args.epochs} epochs, "
             f"64-sample probe; median of {args.repeats} alternating repetitions "
-            f"({platform.machine()}, {os.cpu_count()} CPUs, load average {load:.1f} at the end: "
-            "measured on a machine shared with other work). Bars (issue 14): stats every 50 "
+            f"({platform.machine()}, {os.cpu_count()} CPUs, load average {load:.1f} at the end). Bars (issue 14): stats every 50 "
             "≤ 1.05, full every epoch ≤ 1.10. The CPU-time ratio (the process's CPU seconds, "
             "the writer thread's included) is steadier than wall time on a loaded machine.",
             "",
