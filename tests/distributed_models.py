@@ -1,4 +1,4 @@
-"""Model factories for tests/test_distributed.py, importable by Dask worker processes.
+"""Model factories for the Dask tests, importable by worker processes, and their cluster.
 
 A factory must return the same weights in every process (the run's fingerprint is checked on
 each worker), so every initialiser has its own seed: ``keras.utils.set_random_seed`` alone is
@@ -7,6 +7,8 @@ not enough, a worker process (its thread settings differ) drew other dense weigh
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import keras
@@ -62,3 +64,16 @@ def cached_models() -> int:
     from tensortap.core.distributed import _MODELS
 
     return len(_MODELS)
+
+
+@contextmanager
+def two_worker_client() -> Iterator[Any]:
+    """A real ``LocalCluster`` of two single-threaded worker processes, and its client."""
+    import distributed
+
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    with distributed.Client(cluster) as client:
+        yield client
+    cluster.close()

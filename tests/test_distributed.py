@@ -24,7 +24,7 @@ distributed = pytest.importorskip("distributed")
 TESTS = Path(__file__).parent
 # Spawned worker processes inherit sys.path: they unpickle the factory from this module.
 sys.path.insert(0, str(TESTS))
-from distributed_models import cached_models, tiny_cnn  # noqa: E402
+from distributed_models import cached_models, tiny_cnn, two_worker_client  # noqa: E402
 
 from tensortap.core.distributed import plan_ranges  # noqa: E402
 
@@ -34,12 +34,8 @@ LAYERS = ["conv", "pool", "dense"]
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    )
-    with distributed.Client(cluster) as c:
+    with two_worker_client() as c:
         yield c
-    cluster.close()
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ pytest.importorskip("tensorflow")
 distributed = pytest.importorskip("distributed")
 
 sys.path.insert(0, str(Path(__file__).parent))  # workers unpickle the factory from here
-from distributed_models import tiny_cnn_unguarded  # noqa: E402
+from distributed_models import tiny_cnn_unguarded, two_worker_client  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -36,12 +36,8 @@ COMMON = dict(layers=["conv", "dense"], batch_size=B, block_size=B, progress=Fal
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    )
-    with distributed.Client(cluster) as c:
+    with two_worker_client() as c:
         yield c
-    cluster.close()
 
 
 def _x() -> np.ndarray:

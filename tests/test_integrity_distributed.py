@@ -24,7 +24,7 @@ pytest.importorskip("tensorflow")
 distributed = pytest.importorskip("distributed")
 
 sys.path.insert(0, str(Path(__file__).parent))  # workers unpickle the factory from here
-from distributed_models import tiny_cnn  # noqa: E402
+from distributed_models import tiny_cnn, two_worker_client  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -46,12 +46,8 @@ def _x(seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
-    cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-    )
-    with distributed.Client(cluster) as c:
+    with two_worker_client() as c:
         yield c
-    cluster.close()
 
 
 def test_a_failed_overwrite_keeps_the_old_run_and_a_good_one_replaces_it(
