@@ -170,7 +170,7 @@ def _capture_on_workers(
     "--chunk-bytes",
     default=None,
     type=click.IntRange(min=1),
-    help="Target bytes of the largest array's chunk when sizing blocks [default: 67108864].",
+    help="Target bytes of the median array's chunk when sizing blocks [default: 67108864].",
 )
 @click.option(
     "--dtype", default=None, help="Storage dtype of activations: float16, float32 or float64."

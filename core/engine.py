@@ -214,10 +214,10 @@ def capture(
     block_size : int, optional
         Samples per storage block (one chunk of every array, one commit), a multiple of
         ``batch_size``.  By default as many whole batches as fill ``chunk_bytes`` in the
-        largest array, bounded by memory and ~2 s of compute a block
+        median array, bounded by memory and ~3 s of compute a block
         (:mod:`tensortap.core.block_size`).  A resumed run keeps its own.
     chunk_bytes : int, optional
-        Target bytes of the largest array's chunk when the block size is chosen (64 MiB).
+        Target bytes of the median array's chunk when the block size is chosen (64 MiB).
     strict : bool
         Refuse input data holding NaN or infinite values (by default they are captured, with
         a :class:`~tensortap.core.errors.NonFiniteInputWarning` and a ``nonfinite_inputs``
