@@ -16,51 +16,20 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/ helpers (import-mode=importlib)
 from fake_runs import FakeRun  # noqa: E402
+from square_task import SIZE, SQUARE, squares, trained_keras_cnn  # noqa: E402
 
 import tensortap as tt  # noqa: E402
 from tensortap.core.cam import CAM_METHODS, normalize_maps, resize_bilinear  # noqa: E402
 
-SIZE, SQUARE, LAYER = 32, 6, "last_conv"
-
-
-def _squares(
-    n: int, rng: np.random.Generator, present: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Noise images; where ``present``, one bright square at a random place. Returns x, boxes."""
-    x = rng.uniform(0.0, 0.3, size=(n, SIZE, SIZE, 1)).astype("float32")
-    boxes = np.zeros((n, 2), dtype=int)
-    for i in np.flatnonzero(present):
-        top, left = rng.integers(0, SIZE - SQUARE + 1, size=2)
-        x[i, top : top + SQUARE, left : left + SQUARE] = 1.0
-        boxes[i] = top, left
-    return x, boxes
+LAYER = "last_conv"  # the square task's last convolution
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    keras = pytest.importorskip("keras")
-    keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    present = rng.random(1200) < 0.5
-    x, _ = _squares(len(present), rng, present)
-    model = keras.Sequential(
-        [
-            keras.Input((SIZE, SIZE, 1)),
-            keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv"),
-            keras.layers.MaxPooling2D(name="pool"),
-            keras.layers.Conv2D(16, 3, padding="same", activation="relu", name=LAYER),
-            keras.layers.GlobalAveragePooling2D(name="gap"),
-            keras.layers.Dense(2, name="logits"),  # linear: Grad-CAM of a logit
-        ]
-    )
-    model.compile(
-        optimizer=keras.optimizers.Adam(3e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    model.fit(x, present.astype("int64"), epochs=6, batch_size=32, verbose=0)
+    pytest.importorskip("keras")
+    model, rng = trained_keras_cnn(0, metrics=["accuracy"])
 
-    held_out, boxes = _squares(40, rng, np.ones(40, dtype=bool))
+    held_out, boxes = squares(40, rng, np.ones(40, dtype=bool))
     run = tt.capture(
         model,
         (held_out, np.ones(40, dtype=np.int64)),

@@ -15,50 +15,20 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/ helpers (import-mode=importlib)
 from fake_runs import FakeRun  # noqa: E402
+from square_task import SIZE, SQUARE, squares, trained_keras_cnn  # noqa: E402
 
 import tensortap as tt  # noqa: E402
 from tensortap.core.cam import CAM_METHODS, cam_maps  # noqa: E402
 from tensortap.core.cam_fusion import fused_cam  # noqa: E402
 
-SIZE, SQUARE = 32, 6
 NEW_METHODS = ("gradcam-elementwise", "eigencam", "eigengradcam", "kpca-cam", "fem")
-
-
-def _squares(
-    n: int, rng: np.random.Generator, present: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    x = rng.uniform(0.0, 0.3, size=(n, SIZE, SIZE, 1)).astype("float32")
-    boxes = np.zeros((n, 2), dtype=int)
-    for i in np.flatnonzero(present):
-        top, left = rng.integers(0, SIZE - SQUARE + 1, size=2)
-        x[i, top : top + SQUARE, left : left + SQUARE] = 1.0
-        boxes[i] = top, left
-    return x, boxes
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    keras = pytest.importorskip("keras")
-    keras.utils.set_random_seed(1)
-    rng = np.random.default_rng(1)
-    present = rng.random(1200) < 0.5
-    x, _ = _squares(len(present), rng, present)
-    model = keras.Sequential(
-        [
-            keras.Input((SIZE, SIZE, 1)),
-            keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv"),
-            keras.layers.MaxPooling2D(name="pool"),
-            keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="last_conv"),
-            keras.layers.GlobalAveragePooling2D(name="gap"),
-            keras.layers.Dense(2, name="logits"),
-        ]
-    )
-    model.compile(
-        optimizer=keras.optimizers.Adam(3e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    model.fit(x, present.astype("int64"), epochs=6, batch_size=32, verbose=0)
-    held_out, boxes = _squares(40, rng, np.ones(40, dtype=bool))
+    pytest.importorskip("keras")
+    model, rng = trained_keras_cnn(1)
+    held_out, boxes = squares(40, rng, np.ones(40, dtype=bool))
     root = tmp_path_factory.mktemp("cam_methods")
     run = tt.capture(
         model,
@@ -263,7 +233,7 @@ def pointing_game(maps: np.ndarray, boxes: np.ndarray) -> float:
 
 
 @pytest.mark.parametrize("method", sorted(CAM_METHODS))
-def test_pointing_game_on_trained_squares(trained: dict, method: str) -> None:
+def test_pointing_game_on_trainedsquares(trained: dict, method: str) -> None:
     maps = tt.cam(trained["run"], "last_conv", method=method).values
     score = pointing_game(maps, trained["boxes"])
     assert score >= 0.9, f"{method}: pointing game {score:.0%}"

@@ -8,27 +8,21 @@ insertion curves written out step by step; then a pointing game on trained toy m
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-import tensortap as tt
-from tensortap.core.explain import explain, scorecam
-from tensortap.core.explanation_store import read_explanation
-from tensortap.core.faithfulness import auc, deletion_insertion, faithfulness, read_faithfulness
+sys.path.insert(0, str(Path(__file__).parent))  # tests/ helpers (import-mode=importlib)
+from square_task import SIZE, SQUARE, squares, trained_keras_cnn  # noqa: E402
 
-SIZE, SQUARE, TOLERANCE = 32, 6, 2  # tolerance: 15 px at 224 (Zhang et al. 2016), scaled
+import tensortap as tt  # noqa: E402
+from tensortap.core.explain import explain, scorecam  # noqa: E402
+from tensortap.core.explanation_store import read_explanation  # noqa: E402
+from tensortap.core.faithfulness import auc, deletion_insertion, faithfulness, read_faithfulness  # noqa: E402
 
-
-def _squares(
-    n: int, rng: np.random.Generator, present: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    x = rng.uniform(0.0, 0.3, size=(n, SIZE, SIZE, 1)).astype("float32")
-    boxes = np.zeros((n, 2), dtype=int)
-    for i in np.flatnonzero(present):
-        top, left = rng.integers(0, SIZE - SQUARE + 1, size=2)
-        x[i, top : top + SQUARE, left : left + SQUARE] = 1.0
-        boxes[i] = top, left
-    return x, boxes
+TOLERANCE = 2  # tolerance: 15 px at 224 (Zhang et al. 2016), scaled
 
 
 def pointing_game(maps: np.ndarray, boxes: np.ndarray) -> float:
@@ -43,27 +37,9 @@ def pointing_game(maps: np.ndarray, boxes: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def keras_case(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    keras = pytest.importorskip("keras")
-    keras.utils.set_random_seed(2)
-    rng = np.random.default_rng(2)
-    present = rng.random(1200) < 0.5
-    x, _ = _squares(len(present), rng, present)
-    model = keras.Sequential(
-        [
-            keras.Input((SIZE, SIZE, 1)),
-            keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv"),
-            keras.layers.MaxPooling2D(name="pool"),
-            keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="last_conv"),
-            keras.layers.GlobalAveragePooling2D(name="gap"),
-            keras.layers.Dense(2, name="logits"),
-        ]
-    )
-    model.compile(
-        optimizer=keras.optimizers.Adam(3e-3),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    model.fit(x, present.astype("int64"), epochs=6, batch_size=32, verbose=0)
-    held, boxes = _squares(24, rng, np.ones(24, dtype=bool))
+    pytest.importorskip("keras")
+    model, rng = trained_keras_cnn(2)
+    held, boxes = squares(24, rng, np.ones(24, dtype=bool))
     run = tt.capture(
         model,
         (held, np.ones(24, dtype=np.int64)),
@@ -241,7 +217,7 @@ def torch_case(tmp_path_factory: pytest.TempPathFactory) -> dict:
     torch.manual_seed(0)
     rng = np.random.default_rng(3)
     present = rng.random(1000) < 0.5
-    x, _ = _squares(len(present), rng, present)
+    x, _ = squares(len(present), rng, present)
     x = x.transpose(0, 3, 1, 2).copy()
     model = nn.Sequential(
         nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -259,7 +235,7 @@ def torch_case(tmp_path_factory: pytest.TempPathFactory) -> dict:
             loss.backward()
             optimiser.step()
     model.eval()
-    held, boxes = _squares(24, rng, np.ones(24, dtype=bool))
+    held, boxes = squares(24, rng, np.ones(24, dtype=bool))
     held = held.transpose(0, 3, 1, 2).copy()
     run = tt.capture(
         model,
