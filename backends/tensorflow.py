@@ -32,6 +32,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tensortap.backends._keras_batches import loop_over_batches as _loop_over_batches
+from tensortap.backends._keras_batches import sample_bytes as _sample_bytes
 from tensortap.backends._keras_inputs import (
     input_specs,
     output_names,
@@ -70,6 +72,11 @@ OUTPUT = "model output"
 #: reused after the model dies); the cache is bounded because a traced step may keep its
 #: model alive.  Variables are captured by reference, so steps see updated weights.
 _CACHE_SIZE = 16
+#: A group of batches run in one call holds at most this many bytes of tensors and batches
+#: (:meth:`TensorFlowSession.batches_per_call`): the MLP of benchmarks/bench_small_layers.py
+#: runs 128 batches of 32 to a call, MobileNetV2 one.
+_GROUP_BYTES = 8 << 20
+_GROUP_BATCHES = 128
 _graph_cache: OrderedDict[int, tuple[weakref.ref[Any], CaptureGraph]] = OrderedDict()
 _step_cache: OrderedDict[tuple[Any, ...], tuple[weakref.ref[Any], Any]] = OrderedDict()
 
@@ -537,6 +544,72 @@ class TensorFlowSession(CaptureSession):
             row[2 : 2 + bounds.size] = bounds
 
     # -- running -------------------------------------------------------------------------
+    def batches_per_call(self, batch_size: int) -> int:
+        """Compute batches :meth:`run_batches` runs in one compiled call.
+
+        Small layers (issue 12): a compiled call costs about a millisecond of Python and
+        TensorFlow dispatch whatever the batch, as much as the MLP's whole forward and
+        backward pass, so batches whose tensors stay small run many to a call, in an
+        in-graph loop.  Large batches (MobileNetV2's 855 MB) gain nothing and would pay one
+        more copy of every tensor, so they run one to a call; so do steps that take more
+        than one batch's inputs (input attributions, in-step statistics).
+        """
+        if self._attributions is not None or self._stat_keys:
+            return 1
+        per_sample = _sample_bytes(
+            [self._nodes[key] for key in self._keys], self._graph.outputs, self._gradients
+        )
+        if per_sample is None:
+            return 1
+        fitting = _GROUP_BYTES // max(1, per_sample * batch_size)
+        return int(max(1, min(_GROUP_BATCHES, fitting)))
+
+    def run_batches(
+        self,
+        inputs: Mapping[str, np.ndarray] | np.ndarray,
+        batch_size: int,
+        classes: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+    ) -> BatchResult:
+        """Run consecutive batches of ``batch_size`` samples in one compiled call.
+
+        The model sees each batch alone, exactly as :meth:`run` would (an in-graph loop
+        calls the single-batch step on each slice), so every value is bit-identical to
+        running the batches one by one; ``inputs`` hold a whole number of batches, or one
+        shorter batch.
+        """
+        if self._closed:
+            raise RuntimeError("this capture session is closed; open a new one")
+        if self._attributions is not None or self._stat_keys:
+            return super().run_batches(inputs, batch_size, classes=classes, labels=labels)
+        arrays = prepare_inputs(self._graph.inputs, inputs)
+        n = arrays[0].shape[0]
+        if n > batch_size and n % batch_size:
+            raise ValueError(f"{n} samples are not whole batches of {batch_size}")
+        mode, label_spec, extra = self._mode(n, classes, labels)
+        step = self._grouped_step(mode, label_spec)
+        size = tf.constant(min(n, batch_size), dtype=tf.int32)
+        return self._batch_result(step(size, *(tf.constant(a) for a in arrays), *extra))
+
+    def _mode(
+        self, n: int, classes: np.ndarray | None, labels: np.ndarray | None
+    ) -> tuple[str, Any, list[Any]]:
+        """The step's mode, the labels' spec (callable targets) and the step's extra inputs."""
+        mode, label_spec, extra = "forward", None, []
+        if self._gradients or self._attributions is not None:
+            if self._target.kind == "callable":
+                mode = "callable"
+                if labels is not None:
+                    labels = np.asarray(labels)
+                    label_spec = tf.TensorSpec((None, *labels.shape[1:]), tf.as_dtype(labels.dtype))
+                    extra.append(tf.constant(labels))
+            else:
+                classes = self._classes(n, classes, labels)
+                mode = "predicted" if classes is None else "classes"
+                if classes is not None:
+                    extra.append(tf.constant(classes, dtype=tf.int64))
+        return mode, label_spec, extra
+
     def run(
         self,
         inputs: Mapping[str, np.ndarray] | np.ndarray,
@@ -548,26 +621,17 @@ class TensorFlowSession(CaptureSession):
             raise RuntimeError("this capture session is closed; open a new one")
         arrays = prepare_inputs(self._graph.inputs, inputs)
         n = arrays[0].shape[0]
-        args: list[Any] = [tf.constant(a) for a in arrays]
-        mode, label_spec = "forward", None
+        mode, label_spec, extra = self._mode(n, classes, labels)
+        args: list[Any] = [*(tf.constant(a) for a in arrays), *extra]
         spec = self._attributions
-        if self._gradients or spec is not None:
-            if self._target.kind == "callable":
-                mode = "callable"
-                if labels is not None:
-                    labels = np.asarray(labels)
-                    label_spec = tf.TensorSpec((None, *labels.shape[1:]), tf.as_dtype(labels.dtype))
-                    args.append(tf.constant(labels))
-            else:
-                classes = self._classes(n, classes, labels)
-                mode = "predicted" if classes is None else "classes"
-                if classes is not None:
-                    args.append(tf.constant(classes, dtype=tf.int64))
         if spec is not None and spec.needs_noise:
             args.append(tf.constant(spec.noise(start, arrays[0])))
         if self._stat_keys:
             args.append(tf.constant(self._stat_params))
-        result = self._step(mode, label_spec)(*args)
+        return self._batch_result(self._step(mode, label_spec)(*args))
+
+    def _batch_result(self, result: Mapping[str, Any]) -> BatchResult:
+        """A step's tensors as NumPy arrays (zero-copy views where possible)."""
         outputs = {
             spec.name: _host_array(value)
             for spec, value in zip(self._graph.outputs, result["outputs"], strict=True)
@@ -649,6 +713,18 @@ class TensorFlowSession(CaptureSession):
             step = _cached(_step_cache, cache_key, self._model)
             if step is None:
                 step = self._trace_step(mode, label_spec)
+                _remember(_step_cache, cache_key, self._model, step)
+            self._steps[cache_key] = step
+        return self._steps[cache_key]
+
+    def _grouped_step(self, mode: str, label_spec: Any) -> Any:
+        """The loop over batches around :meth:`_step` (cached like it)."""
+        single = self._step(mode, label_spec)
+        cache_key = ("batches", single)
+        if cache_key not in self._steps:
+            step = _cached(_step_cache, cache_key, self._model)
+            if step is None:
+                step = _loop_over_batches(single)
                 _remember(_step_cache, cache_key, self._model, step)
             self._steps[cache_key] = step
         return self._steps[cache_key]

@@ -106,6 +106,42 @@ class CaptureSession(ABC):
             The batch's labels, passed to a callable target.
         """
 
+    def batches_per_call(self, batch_size: int) -> int:
+        """How many compute batches of ``batch_size`` samples :meth:`run_batches` should be
+        given at once.  More than one pays a session's fixed cost per call (dispatch,
+        conversions) once per group of batches; the default, one, runs batch by batch."""
+        return 1
+
+    def run_batches(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        batch_size: int,
+        classes: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+    ) -> BatchResult:
+        """Run consecutive batches of ``batch_size`` samples; the model sees one at a time.
+
+        ``inputs`` hold a whole number of batches, or one batch shorter than
+        ``batch_size``; ``classes`` and ``labels`` cover all their samples.  The result
+        equals the batches' :meth:`run` results joined in sample order.  This default
+        calls :meth:`run` on each batch; sessions that can run a group in one compiled
+        call override it (and :meth:`batches_per_call`).
+        """
+        from tensortap.core.block_parts import join_results
+
+        n = len(next(iter(inputs.values())))
+        results = []
+        for i in range(0, n, batch_size):
+            rows = slice(i, i + batch_size)
+            results.append(
+                self.run(
+                    {name: value[rows] for name, value in inputs.items()},
+                    classes=None if classes is None else classes[rows],
+                    labels=None if labels is None else labels[rows],
+                )
+            )
+        return results[0] if len(results) == 1 else join_results(results)
+
     def set_histogram_edges(self, edges: Mapping[str, np.ndarray]) -> None:
         """Histogram edges per node key, for backends that compute statistics in their
         compiled step (``Backend.supports_partial_stats``); later batches then carry

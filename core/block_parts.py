@@ -16,7 +16,7 @@ import numpy as np
 from tensortap.core.backend import BatchResult
 from tensortap.core.pipeline import Block
 
-__all__ = ["BlockParts"]
+__all__ = ["BlockParts", "join_results"]
 
 
 def _join(parts: Sequence[np.ndarray]) -> np.ndarray:
@@ -55,6 +55,22 @@ def _join_partials(
             merged[name] = np.sum(values, axis=0) if name == "histogram" else _join(values)
         joined[key] = merged
     return joined
+
+
+def join_results(results: Sequence[BatchResult]) -> BatchResult:
+    """Consecutive batches' results as one, in sample order."""
+    return BatchResult(
+        outputs=_join_all([r.outputs for r in results]),
+        activations=_join_all([r.activations for r in results]),
+        gradients=_join_all([r.gradients for r in results]) if results[0].gradients else {},
+        target_classes=_join_optional([r.target_classes for r in results]),
+        target_values=_join_optional([r.target_values for r in results]),
+        partial_stats=_join_partials([r.partial_stats for r in results]),
+        predictions=_join_optional([r.predictions for r in results]),
+        attributions=(
+            _join_all([r.attributions for r in results]) if results[0].attributions else {}
+        ),
+    )
 
 
 class BlockParts:
@@ -113,21 +129,9 @@ class BlockParts:
 
     def assemble(self) -> Block:
         """One :class:`Block` holding every batch added; the parts are released."""
-        results = self._results
         block = Block(
             self.start,
-            BatchResult(
-                outputs=_join_all([r.outputs for r in results]),
-                activations=_join_all([r.activations for r in results]),
-                gradients=_join_all([r.gradients for r in results]) if results[0].gradients else {},
-                target_classes=_join_optional([r.target_classes for r in results]),
-                target_values=_join_optional([r.target_values for r in results]),
-                partial_stats=_join_partials([r.partial_stats for r in results]),
-                predictions=_join_optional([r.predictions for r in results]),
-                attributions=(
-                    _join_all([r.attributions for r in results]) if results[0].attributions else {}
-                ),
-            ),
+            join_results(self._results),
             _join_all(self._inputs),
             _join_optional(self._labels),
             _join_optional(self._predictions),

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from tensortap.core.backend import Backend, BatchResult, CaptureSession
+from tensortap.core.batch_groups import BatchGroups
 from tensortap.core.block_parts import BlockParts
 from tensortap.core.block_size import BlockRule, choose_block_size
 from tensortap.core.data import Batch
@@ -262,7 +263,19 @@ def capture_blocks(
                 pipeline.submit(parts)
 
             parts: BlockParts | None = None
-            for start, batch in batches:
+            batch_size = writer.batch_size
+            per_call = session.batches_per_call(batch_size)
+
+            def group_limit(start: int) -> int:
+                """Batches one call may run: one until the block size is known (the sizer
+                times single batches), then as many as fit before the block's end."""
+                if block_size is None or per_call <= 1:
+                    return 1
+                return min(per_call, (block_size - start % block_size) // batch_size)
+
+            groups = BatchGroups(batches, batch_size)
+            while (group := groups.next_group(group_limit)) is not None:
+                start, batch = group
                 if parts is not None and start != parts.stop:  # blocks were skipped
                     emit(parts)
                     emitted += 1
@@ -273,7 +286,14 @@ def capture_blocks(
                 classes = target.batch_classes(start, start + n, batch.labels)
                 began = time.perf_counter()
                 extra = {"start": start} if attributions is not None else {}
-                result = session.run(batch.inputs, classes=classes, labels=batch.labels, **extra)
+                if per_call > 1:
+                    result = session.run_batches(
+                        batch.inputs, batch_size, classes=classes, labels=batch.labels
+                    )
+                else:
+                    result = session.run(
+                        batch.inputs, classes=classes, labels=batch.labels, **extra
+                    )
                 seconds = time.perf_counter() - began
                 if parts is None:
                     parts = BlockParts(start)

@@ -22,7 +22,7 @@ from tensortap.core.errors import DataError, EmptyDataError, InputMismatchError
 if TYPE_CHECKING:
     from tensortap.core.backend import Backend
 
-__all__ = ["Batch", "DataSource", "as_source"]
+__all__ = ["Batch", "DataSource", "as_source", "concat_batches"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +151,11 @@ class IterableSource(DataSource):
 def _slice(batch: Batch, i: int, j: int) -> Batch:
     labels = None if batch.labels is None else batch.labels[i:j]
     return Batch({k: v[i:j] for k, v in batch.inputs.items()}, labels)
+
+
+def concat_batches(batches: list[Batch]) -> Batch:
+    """Consecutive batches as one (the first batch itself when alone)."""
+    return _concat(batches)
 
 
 def _concat(batches: list[Batch]) -> Batch:
