@@ -214,6 +214,42 @@ class BackendTests:
         for (name, value), own in zip(outputs.items(), self.predict(model, inputs), strict=True):
             np.testing.assert_allclose(value, own, rtol=1e-5, atol=1e-6, err_msg=name)
 
+    def test_run_batches_equals_batch_by_batch(self, built: Any, backend: Backend) -> None:
+        """Several batches in one call (``run_batches``) give exactly what running them one
+        by one gives: the model sees one batch at a time (issue 12)."""
+        case, model, inputs, _ = built
+        graph = backend.graph(model)
+        feed = as_input_dict(graph, inputs)
+        n = next(iter(feed.values())).shape[0]
+        gradients = self.backend_cls.supports_gradients and case.classification
+        classes = None
+        if gradients:
+            classes = np.arange(n, dtype=np.int64) % int(graph.outputs[0].shape[-1] or 1)
+        target = Target("classes", classes=classes) if gradients else None
+        with backend.session(model, graph.nodes, gradients=gradients, target=target) as session:
+            for size in (1, n + 1):  # whole batches, then one batch shorter than the size
+                grouped = session.run_batches(feed, size, classes=classes)
+                singles = [
+                    session.run(
+                        {name: value[i : i + size] for name, value in feed.items()},
+                        classes=None if classes is None else classes[i : i + size],
+                    )
+                    for i in range(0, n, size)
+                ]
+                for field in ("outputs", "activations", "gradients"):
+                    found = getattr(grouped, field)
+                    assert list(found) == list(getattr(singles[0], field)), field
+                    for key, value in found.items():
+                        expected = np.concatenate([getattr(r, field)[key] for r in singles])
+                        np.testing.assert_array_equal(value, expected, err_msg=f"{field} {key}")
+                for field in ("target_classes", "target_values", "predictions"):
+                    parts = [getattr(r, field) for r in singles]
+                    value = getattr(grouped, field)
+                    if parts[0] is None:
+                        assert value is None, field
+                    else:
+                        np.testing.assert_array_equal(value, np.concatenate(parts), err_msg=field)
+
     # -- no side effects -----------------------------------------------------------------
     def test_model_untouched(self, built: Any, captured: dict[str, Any]) -> None:
         _, model, inputs, _ = built
