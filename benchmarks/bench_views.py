@@ -5,7 +5,9 @@
 1. Grad-CAM on MobileNetV2 (``weights=None``, 224×224, batch 8): tensortap's capture of the
    last convolution (``Conv_1``) with gradients into an in-memory run, then ``tt.cam``,
    against tf-keras-vis ``Gradcam`` on the same batch, layer and class (the predicted one).
-   Both are timed warm (after one call), median of ``repeats``.  Target: ratio ≤ 0.25.
+   Both are timed warm (after one call), median of ``repeats``.  Target: ratio ≤ 0.10
+   (issue 12; ≤ 0.25 before).  For reference, the compiled step alone, and the model's own
+   compiled forward pass on the same batch (the floor any Grad-CAM stands on).
 2. One feature-map element (reading one sample of one layer and building the
    ``hv.Image`` of one channel) from a run of at least 2 GB, median over random samples.
    Target: ≤ 50 ms.
@@ -93,16 +95,28 @@ def bench_gradcam(repeats: int = 5, batch: int = 8) -> dict[str, Any]:
         result = session.run({input_name: x}, classes=classes)
         return cam_maps(result.activations[key], result.gradients[key], "gradcam")
 
+    # The floor of any Grad-CAM: the model's own compiled forward pass on the same batch
+    # (a Grad-CAM needs it and a backward pass to the layer on top).
+    import tensorflow as tf
+
+    forward_fn = tf.function(lambda batch_x: model(batch_x, training=False), autograph=False)
+    x_tensor = tf.constant(x)
+
+    def forward() -> np.ndarray:
+        return np.asarray(forward_fn(x_tensor))
+
     with session:
-        a, b, _ = ours(), theirs(), step()  # warm all three (tracing, model building)
+        a, b, _, _ = ours(), theirs(), step(), forward()  # warm all (tracing, building)
         assert a.shape == b.shape == (batch, 224, 224)
         ours_s, theirs_s = _median_time(ours, repeats), _median_time(theirs, repeats)
         step_s = _median_time(step, repeats)
+        forward_s = _median_time(forward, repeats)
     return {
         "tensortap_s": ours_s,
         "tf_keras_vis_s": theirs_s,
         "ratio": ours_s / theirs_s,
         "step_s": step_s,
+        "forward_s": forward_s,
         "layer": key,
     }
 
@@ -203,10 +217,14 @@ def _write(r: dict[str, Any]) -> None:
         "|---|---|---|---|",
         f"| Grad-CAM, MobileNetV2 224², batch 8, layer `{r['layer']}`: tensortap capture + "
         f"`tt.cam` / tf-keras-vis `Gradcam` | {r['tensortap_s']:.3f} s / {r['tf_keras_vis_s']:.3f} s"
-        f" = **{r['ratio']:.2f}** | ≤ 0.25 | {verdict(r['ratio'] <= 0.25)} |",
+        f" = **{r['ratio']:.2f}** | ≤ 0.10 (issue 12; ≤ 0.25 before) | "
+        f"{verdict(r['ratio'] <= 0.10)} (≤ 0.25: {verdict(r['ratio'] <= 0.25)}) |",
         f"| (for reference) the backend's compiled step reused across batches + CAM math / "
         f"tf-keras-vis | {r['step_s']:.3f} s / {r['tf_keras_vis_s']:.3f} s = "
         f"{r['step_s'] / r['tf_keras_vis_s']:.2f} | | |",
+        f"| (for reference) the model's own forward pass alone (`tf.function` of "
+        f"`model(x, training=False)`, batch 8) / tf-keras-vis | {r['forward_s']:.3f} s / "
+        f"{r['tf_keras_vis_s']:.3f} s = {r['forward_s'] / r['tf_keras_vis_s']:.2f} | | |",
         f"| one feature-map element (read one sample + `hv.Image`), run of "
         f"{r['logical_gb']:.2f} GB | **{r['element_s'] * 1000:.1f} ms** | ≤ 50 ms | "
         f"{verdict(r['element_s'] <= 0.05)} |",
@@ -228,6 +246,19 @@ def _write(r: dict[str, Any]) -> None:
         "reference row is the compiled step alone.",
         "",
     ]
+    floor = r["forward_s"] / r["tf_keras_vis_s"]
+    if r["ratio"] > 0.10:
+        lines += [
+            f"Issue 12's ≤ 0.10 against this machine's floor: the model's forward pass alone "
+            f"is {floor:.2f} of tf-keras-vis ({r['forward_s'] * 1000:.0f} ms), "
+            + (
+                "already above 0.10, so no capture with its backward pass can meet it here."
+                if floor > 0.10
+                else f"which leaves {(0.10 - floor) * r['tf_keras_vis_s'] * 1000:.0f} ms for "
+                "the backward pass to the layer and everything the capture adds."
+            ),
+            "",
+        ]
     if r["ratio"] > 0.25:
         budget = 0.25 * r["tf_keras_vis_s"] - r["step_s"]
         lines += [
