@@ -318,9 +318,20 @@ def _write_results(r: dict[str, Any]) -> None:
         "memory and ~3 s of compute (the time bound, measured on the second batch, often "
         "decides the MLP's block) and never more than the run (docs/store-format.md, *The block "
         "rule*). Keras' `predict` pays a per-step overhead of several ms here, which is why "
-        "the capture beats it; the gradient row's reference is a bare `tf.function`, and the "
-        "gap there is the TensorFlow backend's compiled step itself (profiled: ~6 ms a batch "
-        "of `TFE_Py_Execute` against ~2.3 ms for the whole reference step), not the store.",
+        "the capture beats it; the gradient row's reference is a bare `tf.function` called "
+        "batch by batch.",
+        "",
+        "Issue 12 (small layers with gradients, 2.44 before): a compiled call cost ~1.5 ms of "
+        "Python and dispatch a batch (argument binding, output packing, one `EagerTensor` and "
+        "NumPy view per array; cProfile: 2,048 calls of the step, 4.5 s in `TFE_Py_Execute` "
+        "and ~5 s around it on a loaded machine). The TensorFlow session now runs up to 128 "
+        "batches (8 MiB of tensors) in one call: a `tf.while_loop` calls the single-batch "
+        "step on each 32-sample slice, so the model still sees one batch at a time and every "
+        "value is bit-identical (`run_batches`, backends/_keras_batches.py; the conformance "
+        "suite checks it). The MLP's 2,048 calls become ~20; the capture's main thread then "
+        "mostly waits for the writer (statistics and ~240 MB of activations, gradients and "
+        "per-sample statistics to disk). Layers whose batches exceed 8 MiB (the CNN, W1) "
+        "still run one batch a call.",
         "",
         "The one-batch row is the run's fixed cost with the model traced. Schema 2 stores every "
         "layer's statistics in one group (docs/store-format.md): a block writes four "
