@@ -178,8 +178,16 @@ def test_channels_first_maps_reduced_in_lanes_equal_the_numpy_path() -> None:
     nchw[3, 4, 2, :3] = [1e30, -1e30, 1e30]
     with_nan = nchw.copy()
     with_nan[4, 5, 0, :2] = [np.nan, np.inf]
-    cases = [(nchw, 6), (with_nan, 6), (np.ascontiguousarray(nchw[:, :1]), 1)]
-    for values, channels in cases:
+    relu = np.maximum(nchw[:, :4], 0)  # zero is the lowest edge, half the values zeros
+    relu[0, 0, 0, :3] = -0.0
+    cases = [
+        (nchw, 6, edges),
+        (with_nan, 6, edges),
+        (np.ascontiguousarray(nchw[:, :1]), 1, edges),
+        (relu, 4, choose_edges(relu)),
+    ]
+    for values, channels, edges in cases:
+        assert (edges[0] == 0) == (values is relu)
         x3 = to_channels_last(values, ("channel", "height", "width"), "channel")
         assert _stats_kernel._lanes(x3) > 0 and x3.shape[2] == channels
         fast, reference = block_stats(x3, edges), block_stats(x3, edges, kernel=False)
