@@ -110,9 +110,13 @@ class TorchCaptureSession(CaptureSession):
 
     # -- hooks -------------------------------------------------------------------------
     def _attach(self, captured: dict[str, torch.Tensor], scores: list[torch.Tensor]) -> None:
-        modules = dict(self.model.named_modules())
+        # Only the hooked paths are looked up: walking ``named_modules()`` every batch was a
+        # fifth of a training probe's pass (issue 14).
+        modules = {path: _submodule(self.model, path) for path in self._wanted}
+        if self._softmax is not None and self._needs_grad:
+            modules[self._softmax[0]] = _submodule(self.model, self._softmax[0])
         calls: dict[str, int] = {}
-        missing = sorted(set(self._wanted) - set(modules))
+        missing = sorted(path for path, module in modules.items() if module is None)
         if missing:  # a submodule renamed or deleted since the trace
             raise InputMismatchError(
                 f"the model no longer has submodules {missing}; trace it again with graph()"
@@ -385,6 +389,14 @@ def _by_name(graph: CaptureGraph, inputs: Any) -> Mapping[str, Any]:
         f"the model takes {len(graph.inputs)} input(s) {[s.name for s in graph.inputs]}; "
         f"got {type(inputs).__name__}"
     )
+
+
+def _submodule(model: torch.nn.Module, path: str) -> torch.nn.Module | None:
+    """The submodule at ``path`` (``""``: the model itself), or ``None`` if it is gone."""
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        return None
 
 
 def _storage(tensor: torch.Tensor) -> int:

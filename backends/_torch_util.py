@@ -197,11 +197,13 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
     exactly as it was (a model mixing train and eval submodules stays mixed)."""
     flags = [(module, module.training) for module in model.modules()]
     try:
-        model.eval()
+        if any(flag for _, flag in flags):  # ``eval()`` honours a module's own ``train()``
+            model.eval()
         yield
     finally:
         for module, flag in flags:
-            module.training = flag
+            if module.training != flag:  # ``nn.Module.__setattr__`` is slow: only changes
+                module.training = flag
 
 
 def remove_all(handles: list[Any]) -> None:

@@ -7,7 +7,9 @@ PyTorch modules have no static input shape, so the capture graph comes from trac
 example batch: :attr:`TorchBackend.needs_example_inputs` is ``True`` and the engine passes
 its first batch to ``graph(model, inputs=...)`` (docs/contracts.md, "torch").  Graphs are
 cached per model object (weakly), so later ``graph(model)`` calls — ``model_info``,
-``fingerprint``, the engine's selection — reuse the trace.
+``fingerprint``, the engine's selection — reuse the trace; a fresh instance of the same
+architecture (class, name, submodules and parameter shapes) with inputs of the same
+shapes reuses it too.
 
 >>> backend = TorchBackend()
 >>> graph = backend.graph(model, inputs=x[:2])           # doctest: +SKIP
@@ -22,6 +24,7 @@ import os
 import warnings
 import weakref
 import zipfile
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -48,6 +51,13 @@ __all__ = ["TorchBackend", "TorchCaptureSession"]
 _GRAPHS: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple[Any, ...], CaptureGraph]] = (
     weakref.WeakKeyDictionary()
 )
+
+
+#: Traced graphs by model class, display name and structure: a fresh instance of an
+#: already traced architecture (a new model per training run, issue 14) reuses its trace
+#: instead of running the example again.  Bounded, oldest out first.
+_BY_STRUCTURE: OrderedDict[tuple[Any, ...], CaptureGraph] = OrderedDict()
+_BY_STRUCTURE_SIZE = 16
 
 
 def _structure(model: torch.nn.Module) -> tuple[Any, ...]:
@@ -129,6 +139,11 @@ class TorchBackend(Backend):
             and (inputs is None or _same_inputs(cached[1], model, inputs))
         ):
             return cached[1]
+        shared = (type(model), model_name(model), structure)
+        twin = _BY_STRUCTURE.get(shared)
+        if twin is not None and inputs is not None and _same_inputs(twin, model, inputs):
+            _GRAPHS[model] = (structure, twin)
+            return twin
         if inputs is None:
             raise ModelNotBuiltError(
                 f"torch model {model_name(model)} has no static input shape; trace it with an "
@@ -137,6 +152,10 @@ class TorchBackend(Backend):
             )
         graph = build_graph(model, inputs)
         _GRAPHS[model] = (structure, graph)
+        _BY_STRUCTURE[shared] = graph
+        _BY_STRUCTURE.move_to_end(shared)
+        while len(_BY_STRUCTURE) > _BY_STRUCTURE_SIZE:
+            _BY_STRUCTURE.popitem(last=False)
         return graph
 
     def session(

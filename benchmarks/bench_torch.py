@@ -18,7 +18,11 @@ the disk's floor (the same bytes written raw).
 One thread for torch (``torch.set_num_threads(1)``): the machine is shared, and a ratio
 of two single-threaded timings is steadier than one of two contended ones.
 
-Run: ``python -m benchmarks.bench_torch [--samples N] [--batch-size B]``; it writes its
+The headline ratio is the median of interleaved (forward, capture) pairs, the order
+flipped every pair (``--repeats``, 5 by default): on a shared machine one pass of either
+side swings by tens of percent.
+
+Run: ``python -m benchmarks.bench_torch [--samples N] [--batch-size B] [--repeats R]``; it writes its
 own ``## PyTorch`` section in ``benchmarks/RESULTS.md``.
 """
 
@@ -29,6 +33,7 @@ import importlib.util
 import os
 import platform
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -124,7 +129,9 @@ def _raw_write_s(folder: Path, nbytes: int) -> float:
     return elapsed
 
 
-def main(samples: int = 256, batch_size: int = 32, write: bool = True) -> dict[str, Any]:
+def main(
+    samples: int = 256, batch_size: int = 32, write: bool = True, repeats: int = 5
+) -> dict[str, Any]:
     """Time a plain forward pass and a capture of the same data into a local run.
 
     Parameters
@@ -135,6 +142,8 @@ def main(samples: int = 256, batch_size: int = 32, write: bool = True) -> dict[s
         Samples per batch, for the forward pass and the capture alike.
     write
         Update the ``## PyTorch`` section of ``benchmarks/RESULTS.md``.
+    repeats
+        Interleaved (forward, every-node capture) pairs behind the headline ratio.
 
     Returns
     -------
@@ -159,22 +168,38 @@ def main(samples: int = 256, batch_size: int = 32, write: bool = True) -> dict[s
         # statistics kernel and the store's codecs (seconds), as the forward's first call
         # sets up its kernels.
         tt.capture(model, x[:batch_size], store=str(folder / "warm.zarr"), progress=False)
-        forward_s = _forward_s(model, x, batch_size, gradients=False)
+        graph = TorchBackend().graph(model, x[:batch_size])
+
+        def capture_all(index: int) -> float:
+            started = time.perf_counter()
+            # What capture does with its first batch (needs_example_inputs), timed with it.
+            TorchBackend().graph(model, x[:batch_size])
+            run = tt.capture(
+                model,
+                x,
+                store=str(folder / f"all{index}.zarr"),
+                layers="*",
+                batch_size=batch_size,
+                progress=False,
+            )
+            assert run.samples == samples
+            return time.perf_counter() - started
+
+        # Interleaved (forward, capture) pairs, the order flipped every pair: the figure is
+        # the median pair ratio, so a load that changes during the run weighs on both.
+        pairs = []
+        for index in range(repeats):
+            if index % 2 == 0:
+                forward = _forward_s(model, x, batch_size, gradients=False)
+                pairs.append((forward, capture_all(index)))
+            else:
+                captured = capture_all(index)
+                pairs.append((_forward_s(model, x, batch_size, gradients=False), captured))
+        ratios = [c / f for f, c in pairs]
+        forward_s = statistics.median(f for f, _ in pairs)
+        capture_s = statistics.median(c for _, c in pairs)
         session_s = _session_s(model, x, batch_size)
         stats_s = _stats_s(model, x, batch_size)
-        started = time.perf_counter()
-        # What capture does with its first batch (needs_example_inputs), timed with it.
-        graph = TorchBackend().graph(model, x[:batch_size])
-        run = tt.capture(
-            model,
-            x,
-            store=str(folder / "all.zarr"),
-            layers="*",
-            batch_size=batch_size,
-            progress=False,
-        )
-        capture_s = time.perf_counter() - started
-        assert run.samples == samples
 
         backward_s = _forward_s(model, x, batch_size, gradients=True)
         blocks = ["layer1.*", "layer2.*"]
@@ -198,10 +223,11 @@ def main(samples: int = 256, batch_size: int = 32, write: bool = True) -> dict[s
             "layers": len(graph.nodes),
             "gradient_layers": len(with_gradients.layers),
             "activation_mb": stored / 1e6,
-            "on_disk_mb": _folder_bytes(folder / "all.zarr") / 1e6,
+            "on_disk_mb": _folder_bytes(folder / "all0.zarr") / 1e6,
             "forward_s": forward_s,
             "capture_s": capture_s,
-            "ratio": capture_s / forward_s,
+            "ratio": statistics.median(ratios),
+            "ratios": ratios,
             "session_s": session_s,
             "session_ratio": session_s / forward_s,
             "stats_s": stats_s,
@@ -234,7 +260,8 @@ def _write_results(r: dict[str, Any]) -> None:
             "|---|---|---|---|",
             f"| every node ({r['layers']} layers, {r['activation_mb']:.0f} MB float32, "
             f"{r['on_disk_mb']:.0f} MB on disk) vs forward (eval, no_grad) "
-            f"| {r['forward_s']:.2f} s | {r['capture_s']:.2f} s | **{r['ratio']:.1f}×** |",
+            f"| {r['forward_s']:.2f} s | {r['capture_s']:.2f} s | **{r['ratio']:.1f}×** "
+            f"(pairs: {', '.join(f'{q:.1f}' for q in r['ratios'])}) |",
             f"| every node, the backend alone (`session.run` into NumPy, nothing stored) "
             f"| {r['forward_s']:.2f} s | {r['session_s']:.2f} s | {r['session_ratio']:.1f}× |",
             f"| every node, the engine's statistics alone (one thread, over the backend's "
@@ -245,6 +272,9 @@ def _write_results(r: dict[str, Any]) -> None:
             f"class vs forward + autograd.grad | {r['forward_backward_s']:.2f} s "
             f"| {r['gradient_capture_s']:.2f} s | {r['gradient_ratio']:.1f}× |",
             "",
+            f"The first row is the median of {len(r['ratios'])} interleaved (forward, capture) "
+            "pairs, the order flipped every pair (its times are the medians of each side); the "
+            "other rows are one run each. "
             "Both sides are warmed on one batch first. The capture time includes tracing the "
             "graph, statistics, compression and writing; the backend, the statistics and the "
             "writes overlap (the engine computes the next batch while the pipeline's threads "
@@ -268,6 +298,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5, help="(forward, capture) pairs")
     parser.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = parser.parse_args()
-    print(main(args.samples, args.batch_size, write=not args.no_write))
+    print(main(args.samples, args.batch_size, write=not args.no_write, repeats=args.repeats))

@@ -82,7 +82,7 @@ def _reduce_py(
 
 
 def _reduce_finite(
-    x3: Any, scale: Any, offset: Any, bounds: Any, slots: int, margin: Any
+    x3: Any, scale: Any, offset: Any, bounds: Any, slots: int, margin: Any, zero_slot: int
 ) -> Any:  # pragma: no cover - compiled
     """:func:`_reduce_py` for blocks of finite values; ``bad`` counts the others (then the
     results are void and the caller falls back).
@@ -92,6 +92,9 @@ def _reduce_finite(
     a handful of such checks (one loop for everything ran at half the speed).  A guess
     within ``margin`` of a slot boundary is flagged (bit 24) and corrected against
     ``bounds`` in the counting loop; every other guess is exact (:func:`guess_margin`).
+    Exact zeros take ``zero_slot``, their slot found once by the caller: after a ReLU half
+    the values are zeros, and where zero is an edge (a ReLU layer's lowest) each of them
+    was flagged, and its correction's unpredictable branch made the kernel ~2× slower.
     """
     n, positions, channels = x3.shape
     sums = np.zeros((n, channels), np.float64)
@@ -127,7 +130,8 @@ def _reduce_finite(
                 t = row[c] * scale + offset
                 near = np.int32(abs(t - np.rint(t)) < margin)
                 t = t if t > zero else zero  # NaN too: every guess indexes ``bounds``
-                guess[c] = np.int32(t if t < top else top) | (near << 24)
+                g = np.int32(t if t < top else top) | (near << 24)
+                guess[c] = zero_slot if row[c] == zero else g
             for c in range(channels):  # count, correcting the few flagged guesses
                 s = guess[c]
                 if s >= flag:
@@ -182,6 +186,28 @@ def _compiled_finite() -> Any:
     return njit(nogil=True, cache=True, boundscheck=False)(_reduce_finite)
 
 
+#: Lane widths tried for channels-first maps, widest first (see :func:`reduce_block`).
+_LANE_WIDTHS = (64, 32)
+#: Up to this many channels a channels-first map is reduced in lanes (interleaved timings
+#: on TinyResNet's maps: 1.1-1.2x faster at 8 channels, none at 16).
+_FEW_CHANNELS = 8
+
+
+def _lanes(x3: np.ndarray) -> int:
+    """Lane width for a channels-first ``(sample, positions, channel)`` view whose
+    positions are contiguous within each channel, or 0 where the lanes do not apply."""
+    n, positions, channels = x3.shape
+    item = x3.itemsize
+    contiguous_maps = (
+        x3.strides[1] == item
+        and (channels == 1 or x3.strides[2] == positions * item)
+        and (n == 1 or x3.strides[0] == positions * channels * item)
+    )
+    if not contiguous_maps or channels > _FEW_CHANNELS:
+        return 0
+    return next((w for w in _LANE_WIDTHS if positions % w == 0), 0)
+
+
 def reduce_block(
     x3: np.ndarray, scale: np.float32, offset: np.float32, bounds: np.ndarray
 ) -> BlockReductions | None:
@@ -199,17 +225,36 @@ def reduce_block(
     if kernel is None or len(bounds) >= 1 << 24:  # slot numbers must stay below the flag
         return None
     slots = len(bounds) - 1
-    # Channels-first layers (PyTorch's NCHW) arrive as a strided view whose channel axis
-    # jumps a whole feature map: the kernel then reads memory out of order.  A contiguous
-    # copy first costs less than it saves (1.3-1.9x faster on TinyResNet's layers); the
-    # values and their order of reduction are the same, so are the results.
-    x3 = np.ascontiguousarray(x3)
+    n, positions, channels = x3.shape
+    lanes = _lanes(x3)
     args = (x3, np.float32(scale), np.float32(offset), np.asarray(bounds, np.float32), slots)
     padded = np.append(args[3], np.float32(np.inf))
     margin = guess_margin(args[1], args[2], args[3])
-    sums, squares, low, high, zeros32, slot_counts, bad = _compiled_finite()(
-        *args[:3], padded, slots, margin
-    )
+    # the exact slot of 0.0 (and -0.0): bounds[k] <= 0 < bounds[k + 1]
+    zero_slot = np.int32(np.searchsorted(args[3], np.float32(0), side="right") - 1)
+    if lanes:
+        # Channels-first layers (PyTorch's NCHW) with few channels: each (sample, channel)
+        # map is contiguous, so it is cut into rows of ``lanes`` positions and reduced as
+        # ``lanes`` pseudo-channels of one pseudo-sample; the lanes are then reduced here.
+        # The kernel's loops then run over ``lanes`` values instead of a handful of
+        # channels, without a transposing copy (TinyResNet's 8-channel maps: 1.1-1.2x
+        # faster).  Counts, extremes, zeros and slots are the same; only the order of the
+        # float64 sums differs.
+        rows = np.moveaxis(x3, 2, 1).reshape(n * channels, positions // lanes, lanes)
+        parts = _compiled_finite()(rows, *args[1:3], padded, slots, margin, zero_slot)
+        sums, squares = (p.sum(axis=1).reshape(n, channels) for p in parts[:2])
+        low, high = (parts[i].reshape(n, channels, lanes) for i in (2, 3))
+        low, high = low.min(axis=2), high.max(axis=2)
+        zeros32 = parts[4].sum(axis=1, dtype=np.int64).reshape(n, channels)
+        slot_counts, bad = parts[5], parts[6]
+    else:
+        # Channels-last data, or a channels-first view that cannot be cut into lanes: a
+        # strided view would be read out of order, so it is made contiguous first (it
+        # costs less than it saves); the order of reduction is the same.
+        args = (np.ascontiguousarray(x3), *args[1:])
+        sums, squares, low, high, zeros32, slot_counts, bad = _compiled_finite()(
+            *args[:3], padded, slots, margin, zero_slot
+        )
     if bad == 0:
         finite = np.full(sums.shape, x3.shape[1], np.int64)
         zeros = zeros32.astype(np.int64)

@@ -153,6 +153,37 @@ def test_graph_needs_an_example_once(backend: Any) -> None:
         backend.graph(model)
 
 
+def test_a_fresh_instance_of_a_traced_architecture_reuses_its_trace(
+    backend: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new model per training run (issue 14) is not traced again, unless its
+    structure or its inputs' shapes differ; its activations still come from itself."""
+    from tensortap.backends import torch as torch_backend
+
+    case = CASES["resnet"]
+    example = case.example()
+    first = backend.graph(case.build(), example)
+    fresh = case.build()
+    traces: list[int] = []
+    original = torch_backend.build_graph  # the real tracer, counted
+    monkeypatch.setattr(
+        torch_backend, "build_graph", lambda *a, **k: traces.append(1) or original(*a, **k)
+    )
+    assert backend.graph(fresh, example) is first and not traces
+    assert backend.graph(fresh) is first  # now cached for this instance too
+    wider = np.concatenate([example, example], axis=-1)  # another per-sample shape
+    assert backend.graph(case.build(), wider) is not first and len(traces) == 1
+    edited = case.build()
+    edited.extra = nn.Linear(2, 2)
+    assert backend.graph(edited, example) is not first and len(traces) == 2
+    monkeypatch.undo()
+    with backend.session(fresh, first.nodes) as session:
+        result = session.run({first.inputs[0].name: example})
+    with torch.no_grad():
+        reference = fresh.eval()(torch.from_numpy(example)).numpy()
+    np.testing.assert_allclose(result.outputs[first.outputs[0].name], reference, rtol=1e-6)
+
+
 # -- fidelity ---------------------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_activations_equal_reference(backend: Any, name: str) -> None:

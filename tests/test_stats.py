@@ -159,3 +159,46 @@ def test_compiled_histogram_is_exact_around_every_edge(low: float, high: float, 
     wide = values.astype(np.float64).ravel()
     counts, _ = np.histogram(wide[wide < edges[-1]], bins=edges)  # half-open like ours
     np.testing.assert_array_equal(fast.histogram[:bins], counts)
+
+
+def test_channels_first_maps_reduced_in_lanes_equal_the_numpy_path() -> None:
+    """NCHW maps (PyTorch) viewed channels-last are reduced in lanes of contiguous
+    positions (core/_stats_kernel.py): the same statistics as the NumPy path, with
+    edges, zeros, out-of-range and non-finite values, and one-channel maps."""
+    from tensortap.core import _stats_kernel
+
+    if _stats_kernel._compiled() is None:
+        pytest.skip("numba is not installed or TENSORTAP_NUMBA=0")
+    rng = np.random.default_rng(2)
+    nchw = rng.standard_normal((5, 6, 8, 16)).astype(np.float32)
+    edges = choose_edges(nchw)
+    nchw[0, 1, 0, :4] = edges[7]
+    nchw[1, 2, 3, :4] = np.nextafter(np.float32(edges[9]), np.float32(-np.inf))
+    nchw[2, 3, 1, :6] = 0.0
+    nchw[3, 4, 2, :3] = [1e30, -1e30, 1e30]
+    with_nan = nchw.copy()
+    with_nan[4, 5, 0, :2] = [np.nan, np.inf]
+    relu = np.maximum(nchw[:, :4], 0)  # zero is the lowest edge, half the values zeros
+    relu[0, 0, 0, :3] = -0.0
+    cases = [
+        (nchw, 6, edges),
+        (with_nan, 6, edges),
+        (np.ascontiguousarray(nchw[:, :1]), 1, edges),
+        (relu, 4, choose_edges(relu)),
+    ]
+    for values, channels, edges in cases:
+        assert (edges[0] == 0) == (values is relu)
+        x3 = to_channels_last(values, ("channel", "height", "width"), "channel")
+        assert _stats_kernel._lanes(x3) > 0 and x3.shape[2] == channels
+        fast, reference = block_stats(x3, edges), block_stats(x3, edges, kernel=False)
+        np.testing.assert_array_equal(fast.histogram, reference.histogram)
+        np.testing.assert_array_equal(fast.sample_max, reference.sample_max)
+        exact = [0, 3, 4, 5, 6]
+        np.testing.assert_array_equal(fast.moments[exact], reference.moments[exact])
+        finite = [c for c in range(channels) if c != 4]  # channel 4 sums ±1e30
+        np.testing.assert_allclose(
+            fast.moments[1:3, finite], reference.moments[1:3, finite], rtol=1e-12
+        )
+        np.testing.assert_allclose(
+            fast.sample_mean[:, finite], reference.sample_mean[:, finite], rtol=1e-6
+        )
