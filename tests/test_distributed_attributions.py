@@ -181,13 +181,14 @@ def test_resume_with_other_attributions_is_refused(
 ) -> None:
     path = tmp_path / "run.zarr"
     first = dict(COMMON, attribution_options={**OPTIONS})
+    labelled = (data["x_path"], data["y"])
     tt.capture_distributed(
-        scale_net, data["x_path"], path, client=client, attributions=["saliency"], **first
+        scale_net, labelled, path, client=client, attributions=["saliency"], **first
     )
     with pytest.raises(tt.ResumeMismatchError, match="attributions"):
         tt.capture_distributed(
             scale_net,
-            data["x_path"],
+            labelled,
             path,
             client=client,
             resume=True,
