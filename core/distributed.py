@@ -13,6 +13,9 @@ factory) and captures its ranges into the same run through the ordinary
 array and one entry of the commit record, so workers never share an object and nobody
 resizes while workers write (docs/design.md §4 commit rule).  Per-block statistics partials are
 the store's design already: ``open_run(...).stats`` reduces over every writer's blocks.
+Input attributions computed at capture (``attributions=``) travel the same way: each worker
+computes those of its blocks in its capture step (SmoothGrad's noise is seeded per global
+sample index, so which worker took a block does not change a value).
 
 A worker that dies mid-range (its process killed, its machine lost) is replaced by Dask,
 which re-runs its task elsewhere; the re-run skips the blocks the dead worker committed
