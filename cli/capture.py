@@ -90,11 +90,7 @@ def capture_command(
     names = parse_class_names(class_names) if class_names else None
     if strict:
         options["strict"] = True
-    if attributions:
-        if workers:
-            raise click.UsageError(
-                "--attributions is not available with --workers yet; drop one of them"
-            )
+    if attributions:  # with --workers too: each worker computes its blocks' attributions
         options["attributions"] = attributions
         options["attribution_options"] = attribution_options or {}
     if workers:
@@ -198,7 +194,8 @@ def _capture_on_workers(
     default=None,
     metavar="METHODS",
     help="Input attributions computed in the capture step, comma-separated: saliency, "
-    "gradient_x_input, smoothgrad, integrated_gradients (or gxi, sg, ig).",
+    "gradient_x_input, smoothgrad, integrated_gradients (or gxi, sg, ig); with --workers, "
+    "each worker computes those of its blocks (the same values as one process).",
 )
 @click.option(
     "--sg-samples",

@@ -13,6 +13,9 @@ factory) and captures its ranges into the same run through the ordinary
 array and one entry of the commit record, so workers never share an object and nobody
 resizes while workers write (docs/design.md §4 commit rule).  Per-block statistics partials are
 the store's design already: ``open_run(...).stats`` reduces over every writer's blocks.
+Input attributions computed at capture (``attributions=``) travel the same way: each worker
+computes those of its blocks in its capture step (SmoothGrad's noise is seeded per global
+sample index, so which worker took a block does not change a value).
 
 A worker that dies mid-range (its process killed, its machine lost) is replaced by Dask,
 which re-runs its task elsewhere; the re-run skips the blocks the dead worker committed
@@ -40,6 +43,11 @@ import numpy as np
 from tensortap.core.backend import Backend
 from tensortap.core.block_size import BlockRule
 from tensortap.core.blocks import array_creator, capture_blocks, n_classes
+from tensortap.core.capture_attributions import (
+    AttributionSpec,
+    check_attributions,
+    parse_attributions,
+)
 from tensortap.core.data import Batch, _as_inputs, _is_arraylike, as_source
 from tensortap.core.distributed_checks import WorkerCheck, check_client, check_workers
 from tensortap.core.engine import _Progress, resolve_backend
@@ -185,6 +193,8 @@ class _RangeJob:
     depth: int = 1
     threads: int | None = None
     strict: bool = False
+    #: Input attributions computed in the capture step, as by the coordinator's block 0.
+    attributions: AttributionSpec | None = None
 
 
 @dataclass
@@ -296,6 +306,7 @@ def _capture_range(job: _RangeJob) -> tuple[int, int, dict[str, Any]]:
         depth=job.depth,
         threads=job.threads,
         on_committed=count,
+        attributions=job.attributions,
     )
     return job.stop - job.start, written[0], nonfinite.record()
 
@@ -366,6 +377,8 @@ def capture_distributed(
     block_size: int | None = None,
     chunk_bytes: int | None = None,
     strict: bool = False,
+    attributions: Any = None,
+    attribution_options: Mapping[str, Any] | None = None,
 ) -> Run:
     """Capture a run with Dask workers, each capturing disjoint block-aligned sample ranges.
 
@@ -397,6 +410,11 @@ def capture_distributed(
         :class:`~tensortap.core.errors.DataError`: before the run exists when the first
         batch holds one, else when the range holding it reaches it (the run ends
         ``failed`` with the committed blocks kept).
+    attributions, attribution_options
+        As for :func:`tensortap.capture`: every worker computes the input attributions of
+        its blocks in the same compiled step as their activations and stores them in
+        ``/attributions/<method>``; SmoothGrad's noise is seeded by each sample's global
+        index, so the run equals a single-process capture whichever worker took a block.
     ranges_per_worker : int, optional
         Ranges per worker (default 2).  More ranges balance uneven workers and lose less
         work to a failure, at the cost of one task each.
@@ -445,8 +463,11 @@ def capture_distributed(
     nodes = graph.select(layers)
     if gradients and not backend.supports_gradients:
         raise TensortapError(f"the {backend.name} backend cannot capture gradients")
+    spec = parse_attributions(attributions, **dict(attribution_options or {}))
+    if spec is not None:
+        check_attributions(backend, graph, target)
     rule = BlockRule.from_options(block_size, chunk_bytes, int(batch_size))
-    input_names = tuple(spec.name for spec in graph.inputs)
+    input_names = tuple(item.name for item in graph.inputs)
     source = as_source(x, input_names=input_names, batch_size=batch_size, labels=label_array)
     total = source.length
     if not total:
@@ -471,8 +492,9 @@ def capture_distributed(
         keep_inputs=keep_inputs,
         total=total,
         inputs=input_names,
-        outputs=tuple(spec.name for spec in graph.outputs),
+        outputs=tuple(output.name for output in graph.outputs),
         block_size=rule.block_size,
+        attributions={} if spec is None else spec.describe(),
     )
     dask_client, close = _client(client)
     try:
@@ -508,6 +530,7 @@ def capture_distributed(
             threads=threads,
             rule=rule,
             strict=strict,
+            attributions=spec,
         )
     finally:
         close()
@@ -558,6 +581,7 @@ def _capture_on(
     threads: int | None,
     rule: BlockRule,
     strict: bool = False,
+    attributions: AttributionSpec | None = None,
 ) -> tuple[Run, NonFiniteInputs]:
     """Create (or reopen) the run, write block 0, hand the other blocks to the workers.
 
@@ -612,6 +636,7 @@ def _capture_on(
                 rule,
                 nonfinite,
                 checked_first=not resuming,
+                attributions=attributions,
             )
         if placement is not None:  # the workers write to the published run
             writer.relocate(placement.publish())
@@ -643,6 +668,7 @@ def _capture_on(
                 threads,
                 bar,
                 nonfinite,
+                attributions,
             )
     except BaseException:
         bar.close()
@@ -730,6 +756,7 @@ def _first_block(
     nonfinite: NonFiniteInputs,
     *,
     checked_first: bool,
+    attributions: AttributionSpec | None = None,
 ) -> None:
     """Capture block 0 here: it decides the block size, creates the arrays (pre-sized to
     ``total``) and fixes the histogram edges from its values, exactly as the single-process
@@ -761,6 +788,7 @@ def _first_block(
         rule=rule,
         total=total,
         max_blocks=1,
+        attributions=attributions,
     )
 
 
@@ -782,6 +810,7 @@ def _run_ranges(
     threads: int | None,
     bar: _Progress,
     nonfinite: NonFiniteInputs,
+    attributions: AttributionSpec | None = None,
 ) -> list[BaseException]:
     """Submit one task per range and wait for **all** of them; returns their errors.
 
@@ -818,6 +847,7 @@ def _run_ranges(
             depth=depth,
             threads=threads,
             strict=nonfinite.strict,
+            attributions=attributions,
         )
         # pure=False: a fresh key per call, so a resume never reuses an earlier erred task.
         futures.append(client.submit(_capture_range, job, pure=False))
