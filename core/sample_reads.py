@@ -47,7 +47,8 @@ def take_samples(array: xr.DataArray, positions: Sequence[int] | np.ndarray) -> 
     first = chosen[0]
     if chosen == list(range(first, first + len(chosen))):  # contiguous: one slice
         return array.isel(sample=slice(first, first + len(chosen)))
-    if not hasattr(array.data, "dask") or len(chosen) > MAX_SCATTERED:
+    # ``chunks``, not ``array.data``: the data of a lazily indexed array is all of it, read.
+    if array.chunks is None or len(chosen) > MAX_SCATTERED:
         return array.isel(sample=chosen)
     parts = [array.isel(sample=slice(p, p + 1)).compute() for p in chosen]
     return xr.concat(parts, dim="sample", coords="minimal", compat="override", join="override")

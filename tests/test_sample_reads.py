@@ -40,3 +40,31 @@ def test_take_samples_equals_the_model_and_isel(tmp_path: Path) -> None:
         np.testing.assert_array_equal(got["sample"].values, np.arange(96)[wanted])
     assert len(range(0, 96)) > MAX_SCATTERED  # the last case took the plain isel path
     assert take_samples(activation, []).sizes["sample"] == 0
+
+
+def test_indexed_run_reads_the_same_samples_without_dask(tmp_path: Path) -> None:
+    model, x = FakeModel(size=16, channels=8), images(96, size=16)
+    run = tt.capture(
+        model,
+        x,
+        store=tmp_path / "r.zarr",
+        backend=FakeBackend(),
+        batch_size=8,
+        block_size=32,
+        progress=False,
+    )
+    run = tt.open_run(tmp_path / "r.zarr")
+    view = run.indexed()
+    assert view is run.indexed() and view.samples == run.samples == 96
+    activation = view.activation("block.conv")
+    assert activation.chunks is None  # xarray's lazy indexing: zarr reads the positions
+    reference = model.forward(x)["block.conv"]
+    positions = [70, 3, 40, 3, -1]
+    got = take_samples(activation, positions)
+    # Still lazy: the test of ``.data`` it replaced read all of a lazily indexed array.
+    assert not activation.variable._in_memory and not got.variable._in_memory
+    np.testing.assert_array_equal(got.values, reference[[70, 3, 40, 3, 95]])
+    np.testing.assert_array_equal(got["sample"].values, [70, 3, 40, 3, 95])
+    np.testing.assert_array_equal(view.inputs().isel(sample=[5, 1]).values, x[[5, 1]])
+    run.refresh()
+    assert run.indexed() is not view  # a refresh may see new samples: a new view

@@ -27,6 +27,7 @@ __all__ = [
     "check_channel",
     "check_sample",
     "hv_dimension",
+    "indexed",
     "layer_key",
     "layer_map",
     "positions",
@@ -35,6 +36,13 @@ __all__ = [
     "stored_inputs",
     "target_class",
 ]
+
+
+def indexed(run: Any) -> Any:
+    """The run whose arrays read a few samples through zarr directly (:meth:`Run.indexed`),
+    for views that read a handful of samples; a reader without it is returned as is."""
+    view = getattr(run, "indexed", None)
+    return view() if callable(view) else run
 
 
 def layer_key(run: Any, key: str) -> str:
@@ -168,11 +176,11 @@ def stored_input(run: Any, position: int) -> np.ndarray | None:
 def stored_inputs(run: Any, positions: Sequence[int]) -> np.ndarray | None:
     """The stored model inputs of several samples as ``(n, height, width, channel)``.
 
-    One read for all of them (one task graph, each chunk decompressed once), in the order
+    One zarr read for all of them (:func:`indexed`: only their chunks), in the order
     given; ``None`` when the run kept no inputs or the first input is not image-like.
     """
     try:
-        inputs = run.inputs()
+        inputs = indexed(run).inputs()
     except (TensortapError, KeyError, LookupError, FileNotFoundError):
         return None
     if inputs is None or "height" not in inputs.dims or "width" not in inputs.dims:

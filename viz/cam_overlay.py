@@ -20,7 +20,7 @@ from tensortap.viz._backend import style
 from tensortap.viz._cam_text import explained_class, flat_note, target_summary
 from tensortap.viz._colour import blend, heat_rgb, resize_map, to_rgb
 from tensortap.viz._mosaic import rgb_mosaic
-from tensortap.viz._run import check_sample, positions, sample_caption, stored_input
+from tensortap.viz._run import check_sample, indexed, positions, sample_caption, stored_input
 
 __all__ = ["cam_grid", "cam_overlay", "overlay_rgb"]
 
@@ -87,8 +87,9 @@ def cam_overlay(
     """
     activation = run.activation(key)
     position = check_sample(int(activation.sizes["sample"]), sample)
+    # indexed: one sample's activation and gradient read through zarr, no Dask graph.
     result = cam(
-        run, key, method=method, sample=[position], upsample=False, class_index=class_index
+        indexed(run), key, method=method, sample=[position], upsample=False, class_index=class_index
     )
     values = result.values[0]
     image = stored_input(run, position)
@@ -164,7 +165,7 @@ def cam_grid(
         warnings.simplefilter("always")
         tiles = [cam_overlay(run, key, p, method=method, alpha=alpha, compact=True) for p in chosen]
     # The facts of all tiles at once, at the layer's size (small): class, score, flat maps.
-    summary = cam(run, key, method=method, sample=chosen, upsample=False)
+    summary = cam(indexed(run), key, method=method, sample=chosen, upsample=False)
     if summary.attrs["warning"]:
         caught.insert(0, warnings.WarningMessage(summary.attrs["warning"], UserWarning, "", 0))
     if caught:  # one warning for the grid, not one per tile

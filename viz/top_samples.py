@@ -25,6 +25,7 @@ from tensortap.viz._mosaic import rgb_mosaic
 from tensortap.viz._run import (
     _sample_index,
     check_channel,
+    indexed,
     sample_caption,
     stored_inputs,
 )
@@ -92,9 +93,9 @@ def top_samples(
     if layout not in ("grid", "mosaic"):
         raise ViewError(f"layout must be 'grid' or 'mosaic', got {layout!r}")
     ranked, maxima = top_sample_positions(run, key, channel, k)
-    activation = run.activation(key)
+    activation = indexed(run).activation(key)  # k samples' inner chunks, one zarr read
     spatial = "height" in activation.dims and "width" in activation.dims
-    # Read the k samples in storage order, each one's chunk once, in one task graph (one
+    # Read the k samples in storage order, each one's chunk once, in one read (one
     # ``.values`` per sample cost a graph and a thread hand-off each), then restore the rank.
     order = np.argsort(ranked, kind="stable")
     stored = ranked[order].tolist()

@@ -262,7 +262,7 @@ class TensortapApp(LiveAndSteps):
         run = self.run
         if run.predictions is None or not run.output_names:
             return float("nan")
-        outputs = run.outputs()
+        outputs = run.indexed().outputs() if hasattr(run, "indexed") else run.outputs()
         if outputs is None or outputs.ndim != 2:
             return float("nan")
         scores = np.asarray(

@@ -45,7 +45,9 @@ def input_thumbnail(run: Any, sample: int, name: str | None = None) -> hv.Elemen
     name
         Which input of a multi-input model (default: the first).
     """
-    data = run.inputs(name).isel(sample=sample)
+    from tensortap.viz._run import indexed
+
+    data = indexed(run).inputs(name).isel(sample=sample)  # zarr directly: no Dask graph
     values = np.asarray(data.values, dtype="float64")
     finite = values[np.isfinite(values)]
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)

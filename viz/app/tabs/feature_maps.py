@@ -99,13 +99,19 @@ class FeatureMapsTab(Tab):
         Drawn apart from the grid so that choosing a channel redraws this small plot only
         (and reaches channels beyond the grid's first 64).
         """
-        from tensortap.viz._run import check_channel, check_sample, layer_map, sample_caption
+        from tensortap.viz._run import (
+            check_channel,
+            check_sample,
+            indexed,
+            layer_map,
+            sample_caption,
+        )
         from tensortap.viz.feature_maps import map_image
 
         app, run, key = self.app, self.app.run, self.app.key
-        activation = run.activation(key)
+        activation = indexed(run).activation(key)  # one sample, through zarr directly
         position = check_sample(int(activation.sizes["sample"]), app.sample())
-        one = layer_map(activation.isel(sample=position), key)
+        one = layer_map(activation.isel(sample=position).load(), key)  # see feature_mosaic
         if "height" not in one.dims:
             return pn.pane.Markdown(
                 f"Layer `{key}` has no channel maps: the grid above shows all of it."
