@@ -1,15 +1,13 @@
-"""A storage block gathered from several compute batches.
+"""The first compute batches of a new run, held until they decide its block size.
 
-The engine computes batch after batch and adds each to the :class:`BlockParts` of the block
-it belongs to; the write pipeline's committer thread calls :meth:`BlockParts.assemble` to
-join them into one :class:`~tensortap.core.pipeline.Block` (one array per tensor), so the
-copy happens off the thread that drives the model.  A block of one batch is passed through
-without a copy (MobileNetV2's 855 MB batches).
+The engine computes batch after batch; a new run's block size is decided from its first
+batch (its bytes and, when its time could bound the block, the second batch's time:
+:mod:`tensortap.core.block_size`).  Until then the computed batches wait here, in sample
+order, and are handed to the write pipeline, one by one, once the size is known; after
+that every batch goes to the pipeline as soon as it is computed (issue 12).
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -19,59 +17,18 @@ from tensortap.core.pipeline import Block
 __all__ = ["BlockParts"]
 
 
-def _join(parts: Sequence[np.ndarray]) -> np.ndarray:
-    if len(parts) == 1:
-        return np.asarray(parts[0])
-    return np.concatenate([np.asarray(p) for p in parts], axis=0)
-
-
-def _join_all(parts: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return {key: _join([p[key] for p in parts]) for key in parts[0]}
-
-
-def _join_optional(parts: Sequence[np.ndarray | None]) -> np.ndarray | None:
-    if any(p is None for p in parts):
-        return None
-    return _join([p for p in parts if p is not None])
-
-
-def _join_partials(
-    parts: Sequence[dict[str, dict[str, np.ndarray]] | None],
-) -> dict[str, dict[str, np.ndarray]] | None:
-    """Backend step statistics of several batches as one block's: per-sample reductions
-    concatenated, histograms summed; a layer some batch lacks gets none (NumPy path)."""
-    if any(not p for p in parts):
-        return None
-    first = parts[0]
-    assert first is not None
-    joined: dict[str, dict[str, np.ndarray]] = {}
-    for key in first:
-        layer = [p.get(key) for p in parts if p is not None]
-        if any(partial is None for partial in layer):
-            continue
-        merged: dict[str, np.ndarray] = {}
-        for name in layer[0] or {}:
-            values = [np.asarray(partial[name]) for partial in layer if partial is not None]
-            merged[name] = np.sum(values, axis=0) if name == "histogram" else _join(values)
-        joined[key] = merged
-    return joined
-
-
 class BlockParts:
-    """The computed batches of one block, in sample order, not yet joined.
+    """Computed batches in sample order, not yet handed to the writer.
 
     Parameters
     ----------
     start : int
-        Global index of the block's first sample.
+        Global index of the first sample.
     """
 
     def __init__(self, start: int) -> None:
         self.start = start
-        self._results: list[BatchResult] = []
-        self._inputs: list[dict[str, np.ndarray]] = []
-        self._labels: list[np.ndarray | None] = []
-        self._predictions: list[np.ndarray | None] = []
+        self.pieces: list[Block] = []
         self._samples = 0
 
     def __len__(self) -> int:
@@ -85,17 +42,17 @@ class BlockParts:
     @property
     def batches(self) -> int:
         """Batches added so far."""
-        return len(self._results)
+        return len(self.pieces)
 
     @property
     def first_result(self) -> BatchResult:
         """The first batch's result (its sizes decide the block size)."""
-        return self._results[0]
+        return self.pieces[0].result
 
     @property
     def first_inputs(self) -> dict[str, np.ndarray]:
         """The first batch's inputs."""
-        return self._inputs[0]
+        return self.pieces[0].inputs
 
     def add(
         self,
@@ -104,33 +61,6 @@ class BlockParts:
         labels: np.ndarray | None,
         predictions: np.ndarray | None,
     ) -> None:
-        """Append the next batch of the block."""
-        self._results.append(result)
-        self._inputs.append(inputs)
-        self._labels.append(labels)
-        self._predictions.append(predictions)
-        self._samples += len(next(iter(result.outputs.values())))
-
-    def assemble(self) -> Block:
-        """One :class:`Block` holding every batch added; the parts are released."""
-        results = self._results
-        block = Block(
-            self.start,
-            BatchResult(
-                outputs=_join_all([r.outputs for r in results]),
-                activations=_join_all([r.activations for r in results]),
-                gradients=_join_all([r.gradients for r in results]) if results[0].gradients else {},
-                target_classes=_join_optional([r.target_classes for r in results]),
-                target_values=_join_optional([r.target_values for r in results]),
-                partial_stats=_join_partials([r.partial_stats for r in results]),
-                predictions=_join_optional([r.predictions for r in results]),
-                attributions=(
-                    _join_all([r.attributions for r in results]) if results[0].attributions else {}
-                ),
-            ),
-            _join_all(self._inputs),
-            _join_optional(self._labels),
-            _join_optional(self._predictions),
-        )
-        self._results, self._inputs, self._labels, self._predictions = [], [], [], []
-        return block
+        """Append the next batch."""
+        self.pieces.append(Block(self.stop, result, inputs, labels, predictions))
+        self._samples += len(self.pieces[-1])
