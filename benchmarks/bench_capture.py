@@ -8,8 +8,8 @@ Targets, every ratio measured in one run on the same machine:
 (b) tensortap at least 1.5× faster than TensorFlow Debugger V2 dumping the same ops
     (``enable_dump_debug_info(..., tensor_debug_mode="FULL_TENSOR", circular_buffer_size=-1)``);
 (c) peak RSS capturing 4× the samples / 1× the samples ≤ 1.15 (fresh subprocesses): 24 and 6
-    batches, so the shorter run already fills the write pipeline (three blocks of up to two
-    batches each).
+    batches, so the shorter run already fills the write pipeline (batches are streamed to
+    disk one by one; the first block's are kept until its end, where they fix the edges).
 
 Issue 12 tightened (a) to ≤ 1.1 and (c) to ≤ 1.05; the table judges against those.
 
@@ -47,7 +47,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 SECTION = "## Capture (W1)"
 BATCH = 32
-#: Batches of the shorter (c) run: three blocks of two batches fill the write pipeline.
+#: Batches of the shorter (c) run: three blocks of two batches, past the first block's peak.
 RSS_BATCHES = 6
 TYPES = ("Conv2D", "DepthwiseConv2D")
 #: The codec row written the way captures write uncompressed chunks.
@@ -286,6 +286,12 @@ def _write_results(r: dict[str, Any]) -> None:
     def verdict(ok: bool) -> str:
         return "met" if ok else "**missed**"
 
+    # The physical floor of (a): the model's pass, or the disk taking the bytes at the
+    # speed measured below (O_DIRECT, as captures write), whichever is longer.
+    direct = next((c for c in r["codecs"] if c["codec"] == CAPTURE_PATH), None)
+    disk_s = r["gb_per_batch"] * r["batches"] * 1e3 / direct["mb_s"] if direct else float("nan")
+    floor_s = max(r["plain_s"], disk_s)
+
     lines = [
         SECTION,
         "",
@@ -302,6 +308,10 @@ def _write_results(r: dict[str, Any]) -> None:
         f"{len(r['ratios_a'])} pairs | {r['capture_s']:.2f} s / {r['plain_s']:.2f} s = "
         f"**{a:.2f}** (all: {', '.join(f'{x:.2f}' for x in r['ratios_a'])}) | ≤ 1.1 | "
         f"{verdict(a <= 1.1)} |",
+        f"| (a, floor) capture / physical floor max(plain pass, bytes / disk write speed) | "
+        f"{r['capture_s']:.2f} s / max({r['plain_s']:.2f} s, {disk_s:.2f} s) = "
+        f"**{r['capture_s'] / floor_s:.2f}** (the floor itself is {floor_s / r['plain_s']:.2f}× "
+        f"the plain pass) | 1.0 at best | how much is the disk, how much is tensortap |",
         f"| (b) TF Debugger V2 FULL_TENSOR / capture | {r['tfdbg_s']:.1f} s / "
         f"{r['capture_s']:.1f} s = **{b:.2f}×** | ≥ 1.5× | {verdict(b >= 1.5)} |",
         f"| (c) peak RSS, {4 * RSS_BATCHES} batches / {RSS_BATCHES} batches | "
@@ -322,7 +332,6 @@ def _write_results(r: dict[str, Any]) -> None:
         "",
     ]
     per_batch = r["plain_s"] / r["batches"]
-    direct = next((c for c in r["codecs"] if c["codec"] == CAPTURE_PATH), None)
     cached = next((c for c in r["codecs"] if c["codec"] == "none"), None)
     if direct is not None and cached is not None:
         lines += [
@@ -350,7 +359,11 @@ def _write_results(r: dict[str, Any]) -> None:
             "vectorised kernel) and the writes; the disk alone needs "
             f"{r['gb_per_batch'] * 1000 / direct_mb_s:.2f} s a batch for its "
             f"{r['gb_per_batch'] * 1000:.0f} MB at the {direct_mb_s:,.0f} MB/s measured "
-            "above (O_DIRECT, as captures write).",
+            "above (O_DIRECT, as captures write). Each batch is streamed into its block's "
+            "shards as it is computed (core/store/shard_stream.py), so the disk works from "
+            "the first batch on; what the floor row leaves above 1.0 is tensortap's own cost "
+            "(statistics, the copy into the aligned write buffer, CRC-32C) and the CPU the "
+            "writes take from the model on this machine.",
             "",
         ]
     section = "\n".join(lines) + "\n"

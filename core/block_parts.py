@@ -1,10 +1,12 @@
-"""A storage block gathered from several compute batches.
+"""The first compute batches of a new run, held until they decide its block size.
 
-The engine computes batch after batch and adds each to the :class:`BlockParts` of the block
-it belongs to; the write pipeline's committer thread calls :meth:`BlockParts.assemble` to
-join them into one :class:`~tensortap.core.pipeline.Block` (one array per tensor), so the
-copy happens off the thread that drives the model.  A block of one batch is passed through
-without a copy (MobileNetV2's 855 MB batches).
+The engine computes batch after batch; a new run's block size is decided from its first
+batch (its bytes and, when its time could bound the block, the second batch's time:
+:mod:`tensortap.core.block_size`).  Until then the computed batches wait here, in sample
+order, and are handed to the write pipeline, one by one, once the size is known; after
+that every batch goes to the pipeline as soon as it is computed (issue 12).
+:func:`join_results` joins consecutive batches' results into one (a backend's grouped
+call, :meth:`~tensortap.core.backend.CaptureSession.run_batches`).
 """
 
 from __future__ import annotations
@@ -74,20 +76,17 @@ def join_results(results: Sequence[BatchResult]) -> BatchResult:
 
 
 class BlockParts:
-    """The computed batches of one block, in sample order, not yet joined.
+    """Computed batches in sample order, not yet handed to the writer.
 
     Parameters
     ----------
     start : int
-        Global index of the block's first sample.
+        Global index of the first sample.
     """
 
     def __init__(self, start: int) -> None:
         self.start = start
-        self._results: list[BatchResult] = []
-        self._inputs: list[dict[str, np.ndarray]] = []
-        self._labels: list[np.ndarray | None] = []
-        self._predictions: list[np.ndarray | None] = []
+        self.pieces: list[Block] = []
         self._samples = 0
 
     def __len__(self) -> int:
@@ -101,17 +100,17 @@ class BlockParts:
     @property
     def batches(self) -> int:
         """Batches added so far."""
-        return len(self._results)
+        return len(self.pieces)
 
     @property
     def first_result(self) -> BatchResult:
         """The first batch's result (its sizes decide the block size)."""
-        return self._results[0]
+        return self.pieces[0].result
 
     @property
     def first_inputs(self) -> dict[str, np.ndarray]:
         """The first batch's inputs."""
-        return self._inputs[0]
+        return self.pieces[0].inputs
 
     def add(
         self,
@@ -120,21 +119,6 @@ class BlockParts:
         labels: np.ndarray | None,
         predictions: np.ndarray | None,
     ) -> None:
-        """Append the next batch of the block."""
-        self._results.append(result)
-        self._inputs.append(inputs)
-        self._labels.append(labels)
-        self._predictions.append(predictions)
-        self._samples += len(next(iter(result.outputs.values())))
-
-    def assemble(self) -> Block:
-        """One :class:`Block` holding every batch added; the parts are released."""
-        block = Block(
-            self.start,
-            join_results(self._results),
-            _join_all(self._inputs),
-            _join_optional(self._labels),
-            _join_optional(self._predictions),
-        )
-        self._results, self._inputs, self._labels, self._predictions = [], [], [], []
-        return block
+        """Append the next batch."""
+        self.pieces.append(Block(self.stop, result, inputs, labels, predictions))
+        self._samples += len(self.pieces[-1])

@@ -8,10 +8,8 @@ the run.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -23,7 +21,6 @@ from tensortap.core.block_size import BlockRule, choose_block_size
 from tensortap.core.data import Batch
 from tensortap.core.graph import CaptureGraph, CaptureNode
 from tensortap.core.pipeline import Block, WritePipeline
-from tensortap.core.stats import choose_edges
 from tensortap.core.store.writer import RunWriter
 from tensortap.core.targets import Target
 
@@ -68,8 +65,9 @@ def array_creator(
     """The first-block hook of the process that owns the run's root.
 
     It records what the session says about the target (``score``) and, for a new run,
-    creates every array from the first block: shapes and dtypes from its values, each
-    layer's histogram edges from its activations, capacity ``total`` (or room to grow).
+    creates every array from the first batch: shapes and dtypes from its values, capacity
+    ``total`` (or room to grow); the write pipeline fixes each layer's histogram edges from
+    the whole first block's activations when that block ends.
     It runs in the write pipeline's thread (see :func:`capture_blocks`).
     """
 
@@ -85,11 +83,6 @@ def array_creator(
             writer.set_status("capturing")  # stores the block size before any array exists
         if writer.has_arrays:  # a resumed run
             return
-        keys = writer.settings.layers
-        # Two passes over the whole first block (min, max): on as many threads as CPUs.
-        with ThreadPoolExecutor(min(4, os.cpu_count() or 1), "tt-edges") as pool:
-            found = pool.map(lambda k: choose_edges(np.asarray(result.activations[k])), keys)
-            edges = dict(zip(keys, found, strict=True))
         writer.create_arrays(
             capacity=total or 4 * len(first),
             nodes=nodes,
@@ -100,7 +93,9 @@ def array_creator(
             input_specs=graph.inputs,
             labels=labels,
             predictions=predictions is not None,
-            edges=edges,
+            # Fixed by the whole first block at its end (core/pipeline.py): its batches
+            # are written as they come, before the block is complete.
+            edges=None,
             target_classes=result.target_classes is not None,
             # Several targets: gradients (and target classes) carry a ``target`` axis.
             gradient_targets=(
@@ -164,7 +159,12 @@ class _BlockSizer:
             return self.at_end(parts)
         if parts.batches == 1:
             size = self._choose(parts, None)
-            return size if size <= batch else None
+            # The first batch's time includes tracing the step, so it over-estimates a
+            # batch's: when even it does not bound the block, the second batch's would not
+            # either, and the block's writes can start now (issue 12).
+            if size <= batch or self._choose(parts, seconds) == size:
+                return size
+            return None
         # Never fewer batches than the first block already holds.
         return max(self._choose(parts, seconds), parts.batches * batch)
 
@@ -221,48 +221,37 @@ def capture_blocks(
             model, nodes, gradients=gradients, target=target, **options
         ) as session:
             partial = bool(getattr(backend, "supports_partial_stats", False))
-            if partial and writer.has_arrays:
+            edges_set = False
+            if partial and writer.edges:
                 session.set_histogram_edges(writer.edges)
+                edges_set = True
 
-            def emit(parts: BlockParts) -> None:
-                nonlocal pipeline
-                if pipeline is None:
-                    prepare: Callable[[Block], None] | None = None
-                    if on_first is not None:
-                        if partial:  # the session needs the edges the first block fixes
-                            first = parts.assemble()
-                            on_first(
-                                session,
-                                first.result,
-                                Batch(first.inputs, first.labels),
-                                first.labels,
-                                first.predictions,
-                            )
-                            session.set_histogram_edges(writer.edges)
-                            parts = first  # type: ignore[assignment]
-                        else:
-                            # Created by the writer thread, before it writes this block,
-                            # while this thread computes the next one.
-                            def prepare(block: Block) -> None:
-                                on_first(
-                                    session,
-                                    block.result,
-                                    Batch(block.inputs, block.labels),
-                                    block.labels,
-                                    block.predictions,
-                                )
+            def start_pipeline() -> WritePipeline:
+                prepare: Callable[[Block], None] | None = None
+                if on_first is not None:
+                    # Created by the writer thread, before it writes the first batch,
+                    # while this thread computes the next one.
+                    def prepare(first: Block) -> None:
+                        on_first(
+                            session,
+                            first.result,
+                            Batch(first.inputs, first.labels),
+                            first.labels,
+                            first.predictions,
+                        )
 
-                    pipeline = WritePipeline(
-                        writer,
-                        nodes,
-                        depth=depth,
-                        threads=threads,
-                        on_committed=on_committed,
-                        prepare=prepare,
-                    )
-                pipeline.submit(parts)
+                return WritePipeline(
+                    writer,
+                    nodes,
+                    depth=depth,
+                    threads=threads,
+                    on_committed=on_committed,
+                    prepare=prepare,
+                )
 
-            parts: BlockParts | None = None
+            head: BlockParts | None = None  # batches computed before the block size is known
+            stop: int | None = None  # one past the last sample handed on
+            open_block = False  # a block has batches handed on and is not complete
             batch_size = writer.batch_size
             per_call = session.batches_per_call(batch_size)
 
@@ -276,10 +265,17 @@ def capture_blocks(
             groups = BatchGroups(batches, batch_size)
             while (group := groups.next_group(group_limit)) is not None:
                 start, batch = group
-                if parts is not None and start != parts.stop:  # blocks were skipped
-                    emit(parts)
+                if head is not None and start != head.stop:  # a gap before the size is known
+                    assert sizer is not None
+                    writer.set_block_size(sizer.at_end(head))
+                    block_size = writer.block_size
+                    pipeline = start_pipeline()
+                    for held in head.pieces:
+                        pipeline.submit(held)
+                    head, open_block = None, True
+                if stop is not None and start != stop and open_block:  # blocks were skipped
                     emitted += 1
-                    parts = None
+                    open_block = False
                     if max_blocks is not None and emitted >= max_blocks:
                         break
                 n = len(batch)
@@ -295,9 +291,8 @@ def capture_blocks(
                         batch.inputs, classes=classes, labels=batch.labels, **extra
                     )
                 seconds = time.perf_counter() - began
-                if parts is None:
-                    parts = BlockParts(start)
-                parts.add(
+                piece = Block(
+                    start,
                     result,
                     batch.inputs,
                     labels_for_store(batch.labels),
@@ -307,30 +302,50 @@ def capture_blocks(
                         else predictions_of(graph, result.outputs)
                     ),
                 )
-                del result  # the block's parts own the memory now
-                if sizer is not None and block_size is None:
-                    block_size = sizer.observe(parts, seconds)
-                    if block_size is not None:
-                        writer.set_block_size(block_size)
-                if block_size is not None and (
-                    parts.stop % block_size == 0 or len(parts) >= block_size
-                ):
-                    emit(parts)
+                del result  # the piece owns the memory now
+                stop = start + n
+                if block_size is None:
+                    assert sizer is not None
+                    if head is None:
+                        head = BlockParts(start)
+                    head.add(piece.result, piece.inputs, piece.labels, piece.predictions)
+                    block_size = sizer.observe(head, seconds)
+                    if block_size is None:
+                        continue
+                    writer.set_block_size(block_size)
+                    pipeline = start_pipeline()
+                    for held in head.pieces:
+                        pipeline.submit(held)
+                    head = None
+                else:
+                    if pipeline is None:
+                        pipeline = start_pipeline()
+                    pipeline.submit(piece)
+                del piece
+                open_block = True
+                if stop % block_size == 0:
                     emitted += 1
-                    parts = None
+                    open_block = False
                     if max_blocks is not None and emitted >= max_blocks:
                         break
-            if parts is not None:
-                if sizer is not None and block_size is None:
-                    writer.set_block_size(sizer.at_end(parts))
-                emit(parts)
-            parts = None
+                if partial and not edges_set and writer.edges:  # the first block fixed them
+                    session.set_histogram_edges(writer.edges)
+                    edges_set = True
+            if head is not None:
+                assert sizer is not None
+                writer.set_block_size(sizer.at_end(head))
+                pipeline = start_pipeline()
+                for held in head.pieces:
+                    pipeline.submit(held)
+                head = None
             if pipeline is not None:
                 pipeline.close()
     except BaseException:
         if pipeline is not None:
             try:
-                pipeline.close()
+                # Blocks complete before the error are committed (good data); the block
+                # still open lacks batches and is dropped.
+                pipeline.close(complete=False)
             except BaseException:  # noqa: BLE001 - the writer failed too; report the first error
                 pipeline.abort()
         raise

@@ -201,7 +201,8 @@ def capture(
     sharded : bool
         One shard per block with one inner chunk per sample (cheaper single-sample reads).
     depth : int
-        Computed blocks that may wait for the writer (memory: about ``depth + 2`` blocks).
+        Computed batches that may wait for the writer (memory: about ``depth + 2``
+        batches, plus the first block's activations until they fix the histogram edges).
     threads : int, optional
         Writer threads per block.
     dims : dict of str to sequence of str, optional

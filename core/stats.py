@@ -34,9 +34,11 @@ __all__ = [
     "block_stats",
     "block_stats_from_partials",
     "choose_edges",
+    "choose_edges_of_parts",
     "histogram_params",
     "slot_bounds",
     "merge_blocks",
+    "merge_stats",
     "reduce_blocks",
     "to_channels_last",
 ]
@@ -123,6 +125,26 @@ def choose_edges(values: np.ndarray, bins: int = DEFAULT_BINS) -> np.ndarray:
     low = 0.0 if low == 0.0 else low - span / 2
     high = high + span / 2
     return np.linspace(low, high, bins + 1)
+
+
+def choose_edges_of_parts(parts: Sequence[np.ndarray], bins: int = DEFAULT_BINS) -> np.ndarray:
+    """:func:`choose_edges` of the parts joined along the first axis, without joining them.
+
+    The edges depend only on the finite minimum and maximum, so each part's are found
+    alone (a block's batches are written as they arrive: their join is never in memory).
+    """
+    ends: list[float] = []
+    for values in parts:
+        if not values.size:
+            continue
+        low, high = float(values.min()), float(values.max())
+        if not (np.isfinite(low) and np.isfinite(high)):
+            finite = values[np.isfinite(values)]
+            if not finite.size:
+                continue
+            low, high = float(finite.min()), float(finite.max())
+        ends += [low, high]
+    return choose_edges(np.asarray(ends, np.float64), bins)
 
 
 def _sample_moments(x3: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -344,6 +366,21 @@ def block_stats_from_partials(
         (positions - finite_counts).sum(axis=0),
         arrays["histogram"].astype(np.int64),
         bins,
+    )
+
+
+def merge_stats(parts: Sequence[BlockStats]) -> BlockStats:
+    """One block's statistics from those of its consecutive batches (in sample order)."""
+    if len(parts) == 1:
+        return parts[0]
+    moments, histogram = merge_blocks(
+        np.stack([p.moments for p in parts]), np.stack([p.histogram for p in parts])
+    )
+    return BlockStats(
+        moments,
+        histogram,
+        np.concatenate([p.sample_mean for p in parts]),
+        np.concatenate([p.sample_max for p in parts]),
     )
 
 

@@ -36,6 +36,7 @@ from zarr.storage import LocalStore
 from tensortap.core.errors import StorageError
 from tensortap.core.store.checksums import CHECKSUM_BYTES, crc32c_trailer
 from tensortap.core.store.direct_io import DirectLocalStore, write_file
+from tensortap.core.store.shard_stream import ShardStream
 
 __all__ = ["WholeChunks"]
 
@@ -111,6 +112,33 @@ class WholeChunks:
         if direct and not still_direct:
             self._store._direct = False  # the file system refused O_DIRECT: stop trying
         return True
+
+    def open_stream(self, array: zarr.Array[Any], block: int) -> ShardStream | None:
+        """A :class:`ShardStream` for shard ``block`` of ``array`` when it is written
+        directly, else ``None`` (the block's values are then gathered and written at its
+        end)."""
+        plan = self._plan(array)
+        if plan is None or not plan.inner_rows:
+            return None
+        key = plan.encode_key((block, *(0,) * (len(plan.chunks) - 1)))
+        if "/" in key:
+            (plan.folder / key).parent.mkdir(parents=True, exist_ok=True)
+        direct = isinstance(self._store, DirectLocalStore) and self._store._direct
+        try:
+            return ShardStream(
+                plan.folder / key,
+                inner_rows=plan.inner_rows,
+                inner_count=plan.chunks[0] // plan.inner_rows,
+                row_shape=plan.chunks[1:],
+                dtype=plan.dtype,
+                fill_value=plan.fill_value,
+                direct=direct,
+            )
+        except FileNotFoundError as err:
+            raise StorageError(
+                f"cannot write {str(plan.folder)!r}: the run's folder vanished during the "
+                "capture; capture again"
+            ) from err
 
     def _plan(self, array: zarr.Array[Any]) -> _Plan | None:
         path = array.path

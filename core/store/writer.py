@@ -31,12 +31,13 @@ from tensortap.core.errors import (
     StorageError,
 )
 from tensortap.core.graph import CaptureNode, TensorSpec
-from tensortap.core.stats import MOMENTS, BlockStats, merge_blocks
+from tensortap.core.stats import DEFAULT_BINS, MOMENTS, BlockStats, merge_blocks
 from tensortap.core.store import commit, layout
 from tensortap.core.store.checksums import input_digest, with_checksum
 from tensortap.core.store.layout import Codec
 from tensortap.core.store.object_placement import REPLACING
 from tensortap.core.store.run_stats import StatsIndex
+from tensortap.core.store.shard_stream import ShardStream
 from tensortap.core.store.staging import Staging
 from tensortap.core.store.storage import Location, read_json
 from tensortap.core.store.whole_chunks import WholeChunks
@@ -468,8 +469,9 @@ class RunWriter:
         for name in (layout.BLOCK_MOMENTS, layout.BLOCK_HISTOGRAM):
             self._bind(layout.run_stats_path(name), sample=False)
         edges = np.asarray(cast("zarr.Array[Any]", stats[layout.BIN_EDGES])[:])
-        for key in s.layers:
-            self.edges[key] = edges[self._stats_index.edge_span(key)]
+        # NaN edges: killed before the first block fixed them; that block decides them.
+        if not np.isnan(edges).all():
+            self.edges = {key: edges[self._stats_index.edge_span(key)] for key in s.layers}
         if layout.INPUT_DIGEST in self.group:  # runs before issue 20 have none
             self._bind(layout.INPUT_DIGEST, sample=False)
         self._block_arrays.append(layout.COMMIT)
@@ -579,12 +581,15 @@ class RunWriter:
         input_specs: Sequence[TensorSpec],
         labels: np.ndarray | None,
         predictions: bool,
-        edges: Mapping[str, np.ndarray],
+        edges: Mapping[str, np.ndarray] | None,
         target_classes: bool = False,
         gradient_targets: int = 0,
         attributions: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        """Create every array, sized for ``capacity`` samples, from the first block's shapes.
+        """Create every array, sized for ``capacity`` samples, from the first batch's shapes.
+
+        ``edges`` ``None``: the histogram edges are stored as NaN until :meth:`set_edges`
+        (the first block fixes them from all its batches, written as they arrive).
 
         ``attributions`` (method -> first block's values) get arrays with the dims of the
         one model input, under ``/attributions``.
@@ -683,7 +688,7 @@ class RunWriter:
                         **_attribution_params(method, params),
                     )
             by_key = {node.key: node for node in nodes}
-            channels = [self._layer(by_key[key], activations[key], edges[key]) for key in s.layers]
+            channels = [self._layer(by_key[key], activations[key]) for key in s.layers]
             self._stats_arrays(channels, edges, n_blocks)
             self._array(
                 layout.INPUT_DIGEST,
@@ -778,7 +783,7 @@ class RunWriter:
             attrs={"long_name": long_name},
         )
 
-    def _layer(self, node: CaptureNode, first: np.ndarray, edges: np.ndarray) -> int:
+    def _layer(self, node: CaptureNode, first: np.ndarray) -> int:
         """Declare a layer's group and tensors; returns its channels."""
         s = self.settings
         base = layout.layer_path(node.key)
@@ -827,12 +832,13 @@ class RunWriter:
         return first.shape[1 + dims.index(channel_dim)] if channel_dim in dims else 1
 
     def _stats_arrays(
-        self, channels: Sequence[int], edges: Mapping[str, np.ndarray], n_blocks: int
+        self, channels: Sequence[int], edges: Mapping[str, np.ndarray] | None, n_blocks: int
     ) -> None:
         """Declare the statistics group: every layer's statistics along flat axes, so a
         block writes four statistics objects however many layers the run has."""
         keys = self.settings.layers
-        index = StatsIndex.from_sizes(keys, channels, [len(edges[k]) for k in keys])
+        sizes = [len(edges[k]) if edges else DEFAULT_BINS + 1 for k in keys]
+        index = StatsIndex.from_sizes(keys, channels, sizes)
         self._stats_index = index
         n_channels, n_slots = index.channels[-1], index.slots[-1]
         self._group(
@@ -846,7 +852,11 @@ class RunWriter:
                 "flat axis; reduce over committed blocks (tensortap.open_run(...).stats)",
             },
         )
-        flat_edges = np.concatenate([np.asarray(edges[k], np.float64) for k in keys])
+        flat_edges = (
+            np.concatenate([np.asarray(edges[k], np.float64) for k in keys])
+            if edges
+            else np.full(index.edges[-1], np.nan)
+        )
         path = layout.run_stats_path
         self._array(
             path(layout.BIN_EDGES),
@@ -859,8 +869,8 @@ class RunWriter:
             attrs={"long_name": "histogram bin edges of every layer"},
         )
         self._declared_values.append((path(layout.BIN_EDGES), flat_edges))
-        for key in keys:
-            self.edges[key] = np.asarray(edges[key])
+        if edges:
+            self.edges = {key: np.asarray(edges[key]) for key in keys}
         self._array(
             path(layout.BLOCK_MOMENTS),
             (n_blocks, len(MOMENTS), n_channels),
@@ -891,6 +901,16 @@ class RunWriter:
             )
 
     # ------------------------------------------------------------------ writing
+    def set_edges(self, edges: Mapping[str, np.ndarray]) -> None:
+        """Store the histogram edges the first block fixed (before that block's commit)."""
+        keys = self.settings.layers
+        flat = np.concatenate([np.asarray(edges[k], np.float64) for k in keys])
+        with _guard(self.location, "write statistics to"):
+            self._write_items(
+                [(self.arrays[layout.run_stats_path(layout.BIN_EDGES)], slice(0, len(flat)), flat)]
+            )
+        self.edges = {key: np.asarray(edges[key]) for key in keys}
+
     def ensure_capacity(self, stop: int) -> None:
         """Grow every array to hold ``stop`` samples (unknown-length data only).
 
@@ -969,15 +989,17 @@ class RunWriter:
         self,
         key: str,
         start: int,
-        activation: np.ndarray,
+        activation: np.ndarray | None,
         gradient: np.ndarray | None,
     ) -> int:
-        """Write one layer's block: activation and gradient.  Thread-safe across distinct
-        keys.  Returns the bytes written (after dtype narrowing, before compression).
+        """Write one layer's block: activation and gradient (either may be ``None``:
+        streamed instead, core/pipeline.py).  Thread-safe across distinct keys.  Returns
+        the bytes written (after dtype narrowing, before compression).
         """
         s = self.settings
         base = layout.layer_path(key)
-        stop = start + len(activation)
+        given = activation if activation is not None else gradient
+        stop = start + (0 if given is None else len(given))
         stored = np.dtype(s.dtype) if s.dtype else None
         nbytes = 0
         rows = slice(start, stop)
@@ -992,6 +1014,13 @@ class RunWriter:
         with _guard(self.location, "write to"):
             self._write_items(items)
         return nbytes
+
+    def open_stream(self, path: str, block: int) -> ShardStream | None:
+        """A stream writing shard ``block`` of the array at ``path`` batch by batch, or
+        ``None`` when that array is written whole at the block's end (compressed, small,
+        not local; :meth:`WholeChunks.open_stream`)."""
+        with _guard(self.location, "write to"):
+            return self._whole_chunks.open_stream(self.arrays[path], block)
 
     def write_stats(self, start: int, stats: Mapping[str, BlockStats]) -> None:
         """Write the block's statistics of every layer: four objects, in layer order along
