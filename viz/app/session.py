@@ -147,9 +147,11 @@ class TensortapApp(LiveAndSteps):
             for choice, names in tab.FOLLOWS.items():
                 self._follows.setdefault(choice, []).extend(names)
         self._views = {name: slot.container for name, slot in self._slots.items()}
+        # dynamic: the browser gets a hidden tab's models when it is first shown, so a
+        # page opens with the visible tab's plots only (issue 16: open in under 1 s).
         self.tabs = pn.Tabs(
             *(tab.layout(self._views) for tab in self.tab_list),
-            dynamic=False,
+            dynamic=True,
             sizing_mode="stretch_width",
         )
         self.layout = pn.Column(
