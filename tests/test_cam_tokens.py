@@ -113,15 +113,16 @@ def _squares(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, 
     return x, present.astype("int64"), boxes
 
 
-@pytest.fixture(scope="module")
-def trained_vit(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def _trained_on_squares(depth: int, epochs: int) -> dict:
+    """A TinyViT of ``depth`` blocks trained on the square task (seed 0), with its accuracy
+    and 40 held-out images of the class with a square, their labels and boxes."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     x, y, _ = _squares(448, rng)
-    model = TinyViT()
+    model = TinyViT(depth=depth)
     optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    for _ in range(5):
+    for _ in range(epochs):
         order = torch.randperm(len(xt))
         for start in range(0, len(xt), 64):
             idx = order[start : start + 64]
@@ -134,13 +135,25 @@ def trained_vit(tmp_path_factory: pytest.TempPathFactory) -> dict:
     with torch.no_grad():
         accuracy = (model(torch.from_numpy(test_x)).argmax(1).numpy() == test_y).mean()
     held = test_y == 1
+    return {
+        "model": model,
+        "accuracy": accuracy,
+        "x": test_x[held][:40],
+        "y": test_y[held][:40],
+        "boxes": test_boxes[held][:40],
+    }
+
+
+@pytest.fixture(scope="module")
+def trained_vit(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    trained = _trained_on_squares(depth=2, epochs=5)
     # The tokens entering the last block (pytorch-grad-cam takes the last block's norm1): the
     # last block's own output reaches the class token only through the head, so its patch
     # tokens get no gradient at all.
     key = "encoder.layers.0"
     run = tt.capture(
-        model,
-        (test_x[held][:40], test_y[held][:40]),
+        trained["model"],
+        (trained["x"], trained["y"]),
         store=tmp_path_factory.mktemp("vit") / "trained.zarr",
         layers=[key],
         gradients=True,
@@ -150,14 +163,7 @@ def trained_vit(tmp_path_factory: pytest.TempPathFactory) -> dict:
         attributions=["saliency", "integrated_gradients"],
         attribution_options={"steps": 16},
     )
-    return {
-        "run": run,
-        "key": key,
-        "boxes": test_boxes[held][:40],
-        "accuracy": accuracy,
-        "model": model,
-        "x": test_x[held][:40],
-    }
+    return {"run": run, "key": key, **trained}
 
 
 @pytest.fixture(scope="module")
@@ -172,29 +178,11 @@ def trained_one_block_vit(tmp_path_factory: pytest.TempPathFactory) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 3-4x faster than the default threads on a shared 2-core box
     try:
-        torch.manual_seed(0)
-        rng = np.random.default_rng(0)
-        x, y, _ = _squares(448, rng)
-        model = TinyViT(depth=1)
-        optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
-        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-        for _ in range(10):
-            order = torch.randperm(len(xt))
-            for start in range(0, len(xt), 64):
-                idx = order[start : start + 64]
-                loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
-                optimiser.zero_grad()
-                loss.backward()
-                optimiser.step()
-        model.eval()
-        test_x, test_y, test_boxes = _squares(200, rng)
-        with torch.no_grad():
-            accuracy = (model(torch.from_numpy(test_x)).argmax(1).numpy() == test_y).mean()
-        held = test_y == 1
+        trained = _trained_on_squares(depth=1, epochs=10)
         key = "encoder.layers.0.ln_1"
         run = tt.capture(
-            model,
-            (test_x[held][:40], test_y[held][:40]),
+            trained["model"],
+            (trained["x"], trained["y"]),
             store=tmp_path_factory.mktemp("vit1") / "trained.zarr",
             layers=[key],
             gradients=True,
@@ -203,7 +191,7 @@ def trained_one_block_vit(tmp_path_factory: pytest.TempPathFactory) -> dict:
         )
     finally:
         torch.set_num_threads(threads)
-    return {"run": run, "key": key, "boxes": test_boxes[held][:40], "accuracy": accuracy}
+    return {"run": run, "key": key, **trained}
 
 
 # Pointing game (/40) of the gradient CAMs on the one-block ViT over 10 trainings (seeds

@@ -39,16 +39,23 @@ def _sharded(group: zarr.Group, name: str, shape: tuple[int, ...], inner: int) -
     )
 
 
-@pytest.mark.parametrize("direct", [True, False])
-def test_streamed_shard_equals_zarrs_own_bytes(tmp_path: Path, direct: bool) -> None:
-    """Appended in batches, the shard file is byte for byte what zarr writes in one go."""
-    values = np.random.default_rng(0).normal(size=(32, 40, 30, 7)).astype(np.float32)
+def _ours_and_zarrs(
+    tmp_path: Path, direct: bool, shape: tuple[int, ...]
+) -> tuple[zarr.Group, zarr.Array, zarr.Array]:
+    """Our group (``a.zarr``, O_DIRECT or not) and the same sharded array in it and in a
+    group zarr writes itself (``b.zarr``), inner chunks of 4 rows."""
     ours = zarr.open_group(
         DirectLocalStore(tmp_path / "a.zarr") if direct else tmp_path / "a.zarr", mode="w"
     )
     theirs = zarr.open_group(tmp_path / "b.zarr", mode="w")
-    a = _sharded(ours, "x", values.shape, 4)
-    b = _sharded(theirs, "x", values.shape, 4)
+    return ours, _sharded(ours, "x", shape, 4), _sharded(theirs, "x", shape, 4)
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_streamed_shard_equals_zarrs_own_bytes(tmp_path: Path, direct: bool) -> None:
+    """Appended in batches, the shard file is byte for byte what zarr writes in one go."""
+    values = np.random.default_rng(0).normal(size=(32, 40, 30, 7)).astype(np.float32)
+    ours, a, b = _ours_and_zarrs(tmp_path, direct, values.shape)
     stream = WholeChunks(ours.store).open_stream(a, 0)
     assert stream is not None
     for start in range(0, 32, 8):
@@ -83,12 +90,7 @@ def test_pieces_of_any_length_give_zarrs_own_bytes(tmp_path: Path, direct: bool)
     """Pieces that end inside an inner chunk (a grouped call's batches, issue 12): the rest
     waits for the next piece, and the shard is still byte for byte zarr's."""
     values = np.random.default_rng(2).normal(size=(32, 5, 6)).astype(np.float32)
-    ours = zarr.open_group(
-        DirectLocalStore(tmp_path / "a.zarr") if direct else tmp_path / "a.zarr", mode="w"
-    )
-    theirs = zarr.open_group(tmp_path / "b.zarr", mode="w")
-    a = _sharded(ours, "x", values.shape, 4)
-    b = _sharded(theirs, "x", values.shape, 4)
+    ours, a, b = _ours_and_zarrs(tmp_path, direct, values.shape)
     stream = WholeChunks(ours.store).open_stream(a, 0)
     assert stream is not None
     for start, stop in ((0, 3), (3, 5), (5, 6), (6, 19), (19, 32)):
