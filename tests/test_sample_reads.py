@@ -18,17 +18,24 @@ import tensortap as tt  # noqa: E402
 from tensortap.core.sample_reads import MAX_SCATTERED, take_samples  # noqa: E402
 
 
-def test_take_samples_equals_the_model_and_isel(tmp_path: Path) -> None:
+def _three_block_run(path: Path) -> tuple[FakeModel, np.ndarray, tt.Run]:
+    """96 images captured to ``path`` in three blocks, so positions fall in different
+    chunks; the model and its inputs, for the reference."""
     model, x = FakeModel(size=16, channels=8), images(96, size=16)
     run = tt.capture(
         model,
         x,
-        store=tmp_path / "r.zarr",
+        store=path,
         backend=FakeBackend(),
         batch_size=8,
-        block_size=32,  # three blocks, so positions fall in different chunks
+        block_size=32,
         progress=False,
     )
+    return model, x, run
+
+
+def test_take_samples_equals_the_model_and_isel(tmp_path: Path) -> None:
+    model, x, run = _three_block_run(tmp_path / "r.zarr")
     activation = run.activation("block.conv")
     assert hasattr(activation.data, "dask")  # the case that needs per-slice reads
     reference = model.forward(x)["block.conv"]
@@ -43,16 +50,7 @@ def test_take_samples_equals_the_model_and_isel(tmp_path: Path) -> None:
 
 
 def test_indexed_run_reads_the_same_samples_without_dask(tmp_path: Path) -> None:
-    model, x = FakeModel(size=16, channels=8), images(96, size=16)
-    run = tt.capture(
-        model,
-        x,
-        store=tmp_path / "r.zarr",
-        backend=FakeBackend(),
-        batch_size=8,
-        block_size=32,
-        progress=False,
-    )
+    model, x, _ = _three_block_run(tmp_path / "r.zarr")
     run = tt.open_run(tmp_path / "r.zarr")
     view = run.indexed()
     assert view is run.indexed() and view.samples == run.samples == 96

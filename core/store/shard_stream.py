@@ -93,11 +93,6 @@ class ShardStream:
                 self.direct = False
         return os.open(self._tmp, flags, 0o644)
 
-    @property
-    def rows(self) -> int:
-        """Rows appended so far (a padded short inner chunk counts whole)."""
-        return self._written * self.inner_rows
-
     def append(self, values: np.ndarray) -> None:
         """Append the next rows, any number: whole inner chunks are written now, the rows
         after the last whole one are kept for the next append or :meth:`finish`."""
