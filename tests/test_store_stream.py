@@ -192,6 +192,7 @@ def test_kill_inside_a_streamed_block_then_resume(tmp_path: Path, reference: tt.
     assert resumed.wait(timeout=120) == 0, resumed.stderr.read().decode() if resumed.stderr else ""
     run = tt.open_run(path)
     assert run.status == "complete" and run.samples == N
+    assert not list(path.rglob("*.partial")), "the resume left the killed block's temporaries"
     np.testing.assert_array_equal(run.tree["sample"].values, np.arange(N))
     _check_committed(run, reference)
     for key in ("block.conv", "dense"):

@@ -9,7 +9,7 @@ the batch arrives, and :meth:`ShardStream.finish` appends the shard index and re
 file to the chunk's key.  So the shard's object appears whole or not at all, exactly like a
 shard written in one go, and the file is byte-identical to it (tests/test_store_stream.py).
 A ``kill -9`` mid-block leaves only the temporary ``*.partial`` file, which no reader opens
-(its block is not committed either).
+(its block is not committed either) and a resume deletes (:mod:`~tensortap.core.store.leftovers`).
 
 With ``O_DIRECT`` the file is written through this thread's aligned bounce buffer
 (:mod:`~tensortap.core.store.direct_io`); the unaligned end of one batch's bytes is kept

@@ -17,12 +17,13 @@ import datetime as _dt
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import zarr
 from zarr.core.sync import sync
-from zarr.storage import StorePath
+from zarr.storage import LocalStore, StorePath
 
 from tensortap.core.errors import (
     CorruptRunError,
@@ -35,6 +36,7 @@ from tensortap.core.stats import DEFAULT_BINS, MOMENTS, BlockStats, merge_blocks
 from tensortap.core.store import commit, layout
 from tensortap.core.store.checksums import input_digest, with_checksum
 from tensortap.core.store.layout import Codec
+from tensortap.core.store.leftovers import remove_partial_files
 from tensortap.core.store.object_placement import REPLACING
 from tensortap.core.store.run_stats import StatsIndex
 from tensortap.core.store.shard_stream import ShardStream
@@ -264,6 +266,8 @@ class RunWriter:
         if attrs is not None and attrs and resume:
             writer = cls(location, zarr.open_group(store, mode="r+"), settings)
             writer._check_resume(attrs)
+            if isinstance(store, LocalStore):  # what a killed capture left mid-write
+                remove_partial_files(Path(store.root))
             writer._reopen()
             if not writer.has_arrays and not attrs.get("block_size"):
                 # Killed before its first block: nothing is chunked yet, decide it afresh.
