@@ -15,6 +15,7 @@ folders and ~470 files).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import OrderedDict
 from pathlib import Path
@@ -109,7 +110,8 @@ class Staging:
             if key is not None:
                 cache_keys[path] = key
                 if (hit := _BUILT.get(key)) is not None:
-                    _BUILT.move_to_end(key)
+                    with contextlib.suppress(KeyError):  # evicted meanwhile by another loop
+                        _BUILT.move_to_end(key)
                     cached[path] = hit
                     continue
             kinds[path] = first_of_kind.setdefault(kind, path)
@@ -157,7 +159,8 @@ class Staging:
             if path in cache_keys:
                 _BUILT[cache_keys[path]] = (meta, buffer.to_bytes())
                 while len(_BUILT) > _BUILT_SIZE:
-                    _BUILT.popitem(last=False)
+                    with contextlib.suppress(KeyError):
+                        _BUILT.popitem(last=False)
 
         async def read(batch: dict[str, Any]) -> dict[str, Buffer]:
             values = await asyncio.gather(
