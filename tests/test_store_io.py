@@ -106,6 +106,23 @@ def test_staged_nodes_match_directly_created_ones(tmp_path: Path) -> None:
     assert w.metadata.to_dict() == reference.metadata.to_dict()
 
 
+def test_staged_documents_from_the_cache_match_built_ones(tmp_path: Path) -> None:
+    """A second run declaring the same arrays takes their documents from the cache: the
+    same bytes as building them, and another array's attributes never leak in."""
+    spec = dict(shape=(8, 3), chunks=(4, 3), dtype="float32", dimension_names=("s", "c"))
+    documents = []
+    for name, long_name in [("first", "w"), ("second", "w"), ("third", "other")]:
+        staging = Staging(zarr.open_group(tmp_path / name, mode="w").store_path)
+        staging.create_array("a/w", **spec, attributes={"long_name": long_name})
+        staging.publish()
+        staging.open("a/w")[0:4] = np.ones((4, 3), np.float32)
+        documents.append((tmp_path / name / "a" / "w" / "zarr.json").read_bytes())
+        reopened = zarr.open_group(tmp_path / name, mode="r")["a/w"]
+        assert reopened.attrs["long_name"] == long_name
+        np.testing.assert_array_equal(reopened[0:4], 1)
+    assert documents[0] == documents[1] != documents[2]
+
+
 def _pair(tmp_path: Path, **spec: object) -> tuple[zarr.Array, zarr.Array]:
     """The same array twice: one for WholeChunks, one written by zarr (the reference)."""
     spec = {"chunk_key_encoding": {"name": "default", "separator": "."}} | spec
