@@ -6,9 +6,9 @@ ended (its global step, epoch and batch, whether the training loss was finite, a
 weights if wanted); the recorder runs the fixed probe batch through the backend's capture
 session at once — the model must not change under it — and hands the results to one
 writer thread, which computes the statistics, writes the step and commits it while
-training goes on.  Small steps — statistics only, or a small probe — are written in the
-training thread instead (a hand-off cost more than it saved); the writer thread then only
-creates the run.
+training goes on.  A statistics-only run writes its steps in the training thread instead
+(small numbers and small files: a hand-off cost more than it saved); its writer thread
+only creates the run.
 """
 
 from __future__ import annotations
@@ -45,9 +45,6 @@ __all__ = [
 ]
 
 TensorsWhen = Literal["always", "epochs", "never"]
-#: Probes whose tensors (activations and gradients of one step) take at most this many
-#: bytes have their steps written in the training thread (see ``StepRecorder``).
-INLINE_STEP_BYTES = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,17 +320,13 @@ class StepRecorder:
             labels=labels_for_store(batch.labels),
         )
         self.writer: StepWriter | None = None
-        # Small steps are written by the training thread itself: statistics only, or a
-        # probe whose tensors are small.  Their work is a few ms of small numbers and small
-        # files, which a hand-off to the writer thread only made dearer (GIL and core
-        # contention; digits CNN, interleaved pairs, CPU-time ratio: statistics every 50
-        # steps 1.24 -> 1.11, full tensors every epoch 1.46 -> 1.39, issue 14).  The thread
-        # still creates the run while the probe and training start; large probes keep
-        # their writes off the training thread.
-        tensor_bytes = sum(
-            np.asarray(v).nbytes for v in (*first.activations.values(), *first.gradients.values())
-        )
-        self._inline = self.policy.tensors == "never" or tensor_bytes <= INLINE_STEP_BYTES
+        # Statistics-only steps are written by the training thread itself: their work is
+        # ~2 ms of small numbers and a dozen small files, which a hand-off to the writer
+        # thread made dearer (GIL and core contention; digits CNN every 50 steps,
+        # interleaved pairs at load ~3-4: CPU-time ratio 1.24-1.36 -> 1.11-1.26, issue 14).
+        # The thread still creates the run while the probe and training start.  Steps with
+        # tensors keep their writes off the training thread (there the overlap paid).
+        self._inline = self.policy.tensors == "never"
         self._dims = {node.key: tuple(node.dims) for node in self.nodes}
         self._channel = {node.key: node.channel_dim for node in self.nodes}
         self.trigger: dict[str, Any] | None = None
@@ -372,7 +365,7 @@ class StepRecorder:
         weight_gradients: Sequence[np.ndarray] | None = None,
     ) -> None:
         """Capture the probe now, as training step ``step``; returns once it is queued
-        (once it is committed, for small steps).
+        (once it is committed, in a statistics-only run).
 
         Parameters
         ----------

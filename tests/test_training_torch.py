@@ -40,10 +40,7 @@ def _train(model, x, y, epochs, monitor=None, nan_after=None):
             monitor.end_epoch()
 
 
-# Small probes' steps are written in the training thread; larger ones by the writer thread.
-@pytest.mark.parametrize("inline_bytes", [4 << 20, -1], ids=["training-thread", "writer-thread"])
-def test_loop_three_epochs_one_run_with_steps(tmp_path, data, monkeypatch, inline_bytes):
-    monkeypatch.setattr("tensortap.core.training.INLINE_STEP_BYTES", inline_bytes)
+def test_loop_three_epochs_one_run_with_steps(tmp_path, data):
     x, y, px, py = data
     model = torch_cnn()
     store = tmp_path / "loop.zarr"
