@@ -191,6 +191,10 @@ _LANE_WIDTHS = (64, 32)
 #: Up to this many channels a channels-first map is reduced in lanes (interleaved timings
 #: on TinyResNet's maps: 1.1-1.2x faster at 8 channels, none at 16).
 _FEW_CHANNELS = 8
+#: ... and only when each map holds at least this many rows of lanes: the lanes' partial
+#: results are as large as the map divided by its rows, so a small map (the digits CNN's
+#: 8×8: one row) spent 5× the kernel's time summing them (issue 14; 32×32 maps have 16).
+_MIN_LANE_ROWS = 8
 
 
 def _lanes(x3: np.ndarray) -> int:
@@ -205,7 +209,9 @@ def _lanes(x3: np.ndarray) -> int:
     )
     if not contiguous_maps or channels > _FEW_CHANNELS:
         return 0
-    return next((w for w in _LANE_WIDTHS if positions % w == 0), 0)
+    return next(
+        (w for w in _LANE_WIDTHS if positions % w == 0 and positions // w >= _MIN_LANE_ROWS), 0
+    )
 
 
 def reduce_block(

@@ -170,7 +170,7 @@ def test_channels_first_maps_reduced_in_lanes_equal_the_numpy_path() -> None:
     if _stats_kernel._compiled() is None:
         pytest.skip("numba is not installed or TENSORTAP_NUMBA=0")
     rng = np.random.default_rng(2)
-    nchw = rng.standard_normal((5, 6, 8, 16)).astype(np.float32)
+    nchw = rng.standard_normal((5, 6, 16, 32)).astype(np.float32)  # 8 rows of 64 lanes
     edges = choose_edges(nchw)
     nchw[0, 1, 0, :4] = edges[7]
     nchw[1, 2, 3, :4] = np.nextafter(np.float32(edges[9]), np.float32(-np.inf))
@@ -202,3 +202,7 @@ def test_channels_first_maps_reduced_in_lanes_equal_the_numpy_path() -> None:
         np.testing.assert_allclose(
             fast.sample_mean[:, finite], reference.sample_mean[:, finite], rtol=1e-6
         )
+    # Maps with fewer rows of lanes (the digits CNN's 8x8) take the contiguous path.
+    maps = np.ascontiguousarray(nchw[:, :, :8, :8])
+    small = to_channels_last(maps, ("channel", "height", "width"), "channel")
+    assert _stats_kernel._lanes(small) == 0

@@ -18,6 +18,8 @@ the normal path.  ``TENSORTAP_DIRECT_IO=0`` turns it off.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import mmap
 import os
 import threading
@@ -54,27 +56,42 @@ def _bounce() -> mmap.mmap:
     return buffer
 
 
+#: Temporary names: a random prefix, the process id (a forked child shares the prefix) and
+#: a counter — one ``uuid4`` per file cost a ``getrandom`` call, and a training step writes
+#: a dozen small files.
+_TMP_PREFIX = uuid.uuid4().hex[:12]
+_tmp_numbers = itertools.count()
+
+
+def _temporary(path: Path) -> str:
+    """A fresh temporary name next to ``path``, as ``path.with_suffix(".<token>.partial")``."""
+    token = f"{_TMP_PREFIX}{os.getpid():x}-{next(_tmp_numbers):x}"
+    return os.fspath(path.with_suffix(f".{token}.partial"))
+
+
 def _atomic_write(path: Path, fill: Callable[[int], None], *, direct: bool) -> bool:
     """Write a temporary file next to ``path`` with ``fill(fd)``, then rename it over
     ``path``: the file is whole or absent.  Returns ``False``, having written nothing,
     when ``direct`` was asked for and the file system refuses ``O_DIRECT``."""
-    tmp = path.with_suffix(f".{uuid.uuid4().hex}.partial")
+    tmp = _temporary(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | (os.O_DIRECT if direct else 0)
     try:
         fd = os.open(tmp, flags, 0o644)
     except OSError:
         if not direct:
             raise
-        tmp.unlink(missing_ok=True)  # EINVAL: no O_DIRECT here
+        with contextlib.suppress(FileNotFoundError):  # EINVAL: no O_DIRECT here
+            os.unlink(tmp)
         return False
     try:
         fill(fd)
     except BaseException:
         os.close(fd)
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
         raise
     os.close(fd)
-    tmp.replace(path)
+    os.replace(tmp, path)
     return True
 
 
@@ -124,8 +141,14 @@ def _write_buffered(path: Path, data: memoryview, trailer: bytes = b"") -> None:
     data = data.cast("B")
 
     def fill(fd: int) -> None:
-        _write_all(fd, data)
-        _write_all(fd, memoryview(trailer))
+        # One system call for the values and their checksum, then whatever a short write
+        # left (none in practice).
+        parts = [data, memoryview(trailer)]
+        written = os.writev(fd, parts) if hasattr(os, "writev") else 0
+        for part in parts:
+            done = min(written, len(part))
+            written -= done
+            _write_all(fd, part[done:])
 
     _atomic_write(path, fill, direct=False)
 

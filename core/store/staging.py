@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -184,10 +185,14 @@ class Staging:
         root = self._local_root()
         if root is None:
             return
-        folders = {root / key.rsplit("/", 1)[0] for key in keys if "/" in key}
-        folders |= {parent for folder in folders for parent in folder.parents}
-        for folder in sorted(f for f in folders if root in f.parents):  # parents sort first
-            folder.mkdir(exist_ok=True)
+        # Relative folder names as strings: ``Path.mkdir`` and ``Path.parents`` cost more than
+        # the system calls on a run's few dozen folders (issue 14: a training run's creation).
+        folders = {key.rsplit("/", 1)[0] for key in keys if "/" in key}
+        folders |= {folder[:i] for folder in folders for i, c in enumerate(folder) if c == "/"}
+        base = os.fspath(root)
+        for folder in sorted(folders):  # parents sort first
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(os.path.join(base, folder))
 
     def _write(self, batch: dict[str, Buffer]) -> None:
         """Write ``key -> bytes`` under ``target``: straight to the files of a local folder
