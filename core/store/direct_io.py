@@ -31,7 +31,15 @@ import numpy as np
 from zarr.core.buffer import Buffer
 from zarr.storage import LocalStore
 
-__all__ = ["DIRECT_MIN_BYTES", "DirectLocalStore", "direct_io_enabled", "write_file"]
+from tensortap.core.store.leftovers import PARTIAL_SUFFIX
+
+__all__ = [
+    "DIRECT_MIN_BYTES",
+    "DirectLocalStore",
+    "direct_io_enabled",
+    "temporary_name",
+    "write_file",
+]
 
 #: Values smaller than this go through the page cache (their copy costs more than it saves).
 DIRECT_MIN_BYTES = 1 << 20
@@ -63,17 +71,17 @@ _TMP_PREFIX = uuid.uuid4().hex[:12]
 _tmp_numbers = itertools.count()
 
 
-def _temporary(path: Path) -> str:
+def temporary_name(path: Path) -> str:
     """A fresh temporary name next to ``path``, as ``path.with_suffix(".<token>.partial")``."""
     token = f"{_TMP_PREFIX}{os.getpid():x}-{next(_tmp_numbers):x}"
-    return os.fspath(path.with_suffix(f".{token}.partial"))
+    return os.fspath(path.with_suffix(f".{token}{PARTIAL_SUFFIX}"))
 
 
 def _atomic_write(path: Path, fill: Callable[[int], None], *, direct: bool) -> bool:
     """Write a temporary file next to ``path`` with ``fill(fd)``, then rename it over
     ``path``: the file is whole or absent.  Returns ``False``, having written nothing,
     when ``direct`` was asked for and the file system refuses ``O_DIRECT``."""
-    tmp = _temporary(path)
+    tmp = temporary_name(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | (os.O_DIRECT if direct else 0)
     try:
         fd = os.open(tmp, flags, 0o644)

@@ -21,14 +21,13 @@ batches at once) are kept until the next append fills it, or padded at the block
 from __future__ import annotations
 
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tensortap.core.store.checksums import CHECKSUM_BYTES, crc32c_trailer
-from tensortap.core.store.direct_io import _ALIGN, _bounce, _write_all
+from tensortap.core.store.direct_io import _ALIGN, _bounce, _write_all, temporary_name
 
 __all__ = ["ShardStream"]
 
@@ -76,7 +75,7 @@ class ShardStream:
         self.dtype = dtype
         self.fill_value = fill_value
         self._inner_bytes = inner_rows * int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize
-        self._tmp = path.with_suffix(f".{uuid.uuid4().hex}.partial")
+        self._tmp = Path(temporary_name(path))
         self.direct = direct
         self._fd = self._open(direct)
         self._pending = b""  # the unaligned end of what was appended so far
