@@ -139,8 +139,12 @@ def make_server(
         websocket_origin=_origins(address, port),
         liveness=True,
         verbose=False,
-        unused_session_lifetime_ms=unused_session_lifetime_ms,
-        check_unused_sessions_ms=min(CHECK_UNUSED_SESSIONS_MS, unused_session_lifetime_ms),
+        # Bokeh's own names: other spellings are passed on and silently ignored (the
+        # server then kept idle sessions for its defaults, 15 s checked every 17 s).
+        unused_session_lifetime_milliseconds=unused_session_lifetime_ms,
+        check_unused_sessions_milliseconds=min(
+            CHECK_UNUSED_SESSIONS_MS, unused_session_lifetime_ms
+        ),
     )
     server.tensortap_runs = runs  # for the caller's start-up line
     return server
