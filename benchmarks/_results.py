@@ -23,7 +23,8 @@ def write_section(title: str, section: str, results: Path = RESULTS) -> None:
     start = text.find(title)
     if start >= 0:
         end = text.find("\n## ", start + len(title))
-        text = text[:start] + section + ("" if end < 0 else text[end + 1 :])
+        rest = "" if end < 0 else "\n" + text[end + 1 :]  # keep the blank line before it
+        text = text[:start] + section.rstrip("\n") + "\n" + rest
     else:
         text = text.rstrip("\n") + "\n\n" + section
     results.write_text(text)
