@@ -327,6 +327,9 @@ class StepRecorder:
         # The thread still creates the run while the probe and training start.  Steps with
         # tensors keep their writes off the training thread (there the overlap paid).
         self._inline = self.policy.tensors == "never"
+        #: Statistics-only steps recorded before the run exists: they wait here, so the
+        #: training thread never waits for the run's creation (~30-100 ms of a short fit).
+        self._held: list[tuple[StepRecord, dict[str, Any] | None, float]] = []
         self._dims = {node.key: tuple(node.dims) for node in self.nodes}
         self._channel = {node.key: node.channel_dim for node in self.nodes}
         self.trigger: dict[str, Any] | None = None
@@ -364,8 +367,11 @@ class StepRecorder:
         weights: Sequence[np.ndarray] | None = None,
         weight_gradients: Sequence[np.ndarray] | None = None,
     ) -> None:
-        """Capture the probe now, as training step ``step``; returns once it is queued
-        (once it is committed, in a statistics-only run).
+        """Capture the probe now, as training step ``step``; returns once it is queued.
+
+        A statistics-only step is committed before this returns once the run exists; the
+        steps recorded while the writer thread still creates it are held and committed at
+        the first step after that (or at :meth:`flush` / :meth:`close`).
 
         Parameters
         ----------
@@ -402,13 +408,13 @@ class StepRecorder:
             )
         pending = _Pending(step, epoch, batch, time.time(), result, tensors, weight_stats, trigger)
         if self._inline:
-            self._thread.join()  # the run's creation, at the first step only
             self._raise_writer_error()
             self._submitted += 1
-            try:
-                self._write(pending)
-            finally:
-                self._written += 1
+            started = time.perf_counter()
+            record = self._prepare(pending)
+            self._held.append((record, trigger, time.perf_counter() - started))
+            if not self._thread.is_alive():  # the run exists: commit what waited for it
+                self._commit_held()
             return
         while True:  # wait for room, but notice a writer that died meanwhile
             self._raise_writer_error()
@@ -474,8 +480,22 @@ class StepRecorder:
                     self._written += 1
                     self._done.notify_all()
 
-    def _write(self, item: _Pending) -> None:
-        started = time.perf_counter()
+    def _commit_held(self) -> None:
+        """Commit the statistics-only steps held until the run existed, in step order."""
+        self._thread.join()
+        self._raise_writer_error()
+        assert self.writer is not None
+        while self._held:
+            record, trigger, computing = self._held.pop(0)
+            started = time.perf_counter()
+            self.writer.write(record, self._dims)
+            self.timings.append((computing, time.perf_counter() - started))
+            if trigger is not None:
+                self.writer.record_trigger(trigger)
+            self._written += 1
+
+    def _prepare(self, item: _Pending) -> StepRecord:
+        """One step's record: statistics (and tensors) of the probe's values."""
         result = item.result
         stats, edges = self._stats(result.activations)
         record = StepRecord(
@@ -486,6 +506,11 @@ class StepRecorder:
         if item.store_tensors:
             record.activations = dict(result.activations)
             record.gradients = dict(result.gradients) if result.gradients else None
+        return record
+
+    def _write(self, item: _Pending) -> None:
+        started = time.perf_counter()
+        record = self._prepare(item)
         computed = time.perf_counter()
         assert self.writer is not None
         self.writer.write(record, self._dims)
@@ -501,6 +526,9 @@ class StepRecorder:
     # ------------------------------------------------------------------ ending
     def flush(self) -> None:
         """Wait until every queued step is committed."""
+        if self._inline:
+            self._commit_held()
+            return
         with self._done:
             while self._written < self._submitted and self._thread.is_alive():
                 self._done.wait(0.5)
@@ -515,6 +543,7 @@ class StepRecorder:
         self._thread.join()
         try:
             self._raise_writer_error()
+            self._commit_held()
         finally:
             if self.writer is not None:
                 self.writer.finish(status)

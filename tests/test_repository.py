@@ -51,3 +51,20 @@ def test_markdown_links_resolve() -> None:
 
 def test_readme_links_the_design_notes() -> None:
     assert "(docs/design.md)" in (ROOT / "README.md").read_text()
+
+
+def test_every_package_folder_is_installed() -> None:
+    """pyproject lists packages by hand (the repository root is ``tensortap``): a folder
+    missing from the list is absent from a non-editable install (viz.app once was)."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(("tensortap", *init.parent.relative_to(ROOT).parts))
+        for init in ROOT.rglob("__init__.py")
+        if not SKIP.intersection(init.relative_to(ROOT).parts)
+        and init.relative_to(ROOT).parts[0] not in ("tests", "benchmarks")
+    }
+    assert found == listed, (sorted(found - listed), sorted(listed - found))
