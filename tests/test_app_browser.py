@@ -147,6 +147,34 @@ def _wait_plots(page: Page, selector: str, n: int = 1, timeout_s: float = 90) ->
         page.page.wait_for_timeout(300)
 
 
+def _wait_pictures(page: Page, selector: str, timeout_s: float = 90) -> list[Any]:
+    """Every loaded, visible ``<img>`` under ``selector``: its box on the page (CSS pixels)
+    and its picture's own size."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = page.page.evaluate(
+            """(selector) => {
+            const out = [];
+            const search = (root, inside) => { for (const e of root.querySelectorAll('*')) {
+                const hit = inside || e.matches(selector);
+                if (hit && e.tagName === 'IMG' && e.complete && e.naturalWidth > 0) {
+                    const box = e.getBoundingClientRect();
+                    if (box.width > 0) out.push({left: box.left, top: box.top,
+                        width: box.width, height: box.height,
+                        natural: [e.naturalWidth, e.naturalHeight]});
+                }
+                if (e.shadowRoot) search(e.shadowRoot, hit); } };
+            search(document, false);
+            return out;
+        }""",
+            selector,
+        )
+        if found:
+            return found
+        assert time.monotonic() < deadline, selector
+        page.page.wait_for_timeout(300)
+
+
 def _pixels(page: Page, frame: dict[str, Any]) -> np.ndarray:
     from io import BytesIO
 
@@ -259,10 +287,14 @@ def test_every_tab_fits_1280_without_sideways_scrolling(app_url: str, browser: A
             Path(keep).mkdir(parents=True, exist_ok=True)
             name = "app-" + tab.lower().replace(" ", "-") + ".png"
             page.page.screenshot(path=str(Path(keep) / name), full_page=True)
-    # The sidebar's thumbnail is drawn, as a picture: no toolbar.
-    (thumbnail,) = _wait_plots(page, ".tt-thumbnail")
+    # The sidebar's thumbnail is drawn, as a picture (a PNG, no plot): the input's bright
+    # square on its faint noise.
+    (thumbnail,) = _wait_pictures(page, ".tt-thumbnail")
     assert thumbnail["width"] > 100 and thumbnail["height"] > 100, thumbnail
-    assert page.page.locator(".tt-thumbnail .bk-Toolbar").count() == 0
+    assert thumbnail["natural"] == [150, 150], thumbnail
+    assert _plot_frames(page, ".tt-thumbnail") == []
+    grey = _pixels(page, thumbnail)
+    assert grey.max() - grey.min() > 100, (grey.min(), grey.max())
     assert page.errors == [], page.errors
 
 

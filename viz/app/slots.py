@@ -167,7 +167,8 @@ class ViewSlot:
                 self._show_new_plot(obj)
         else:  # a message or a Panel object: the plots kept for this view go
             self._piped = []
-            self.container.objects = [obj]
+            if self.container.objects != [obj]:  # the same pane, updated by the builder
+                self.container.objects = [obj]
         self.seconds = time.perf_counter() - started
 
     def _show_new_plot(self, obj: Any) -> None:
