@@ -275,7 +275,8 @@ def test_shared_url_restores_the_view(app_url: str, browser: Any) -> None:
 
 def _plot_images(page: Page, selector: str) -> list[dict[str, Any]]:
     """The image glyphs' data of every visible plot under ``selector``, as the browser's
-    Bokeh models hold it: title, shape and values (row 0 at the bottom)."""
+    Bokeh models hold it: the figure's id and title, the shape and values (row 0 at the
+    bottom)."""
     return page.page.evaluate(
         """(selector) => {
         const hosts = [];
@@ -291,7 +292,7 @@ def _plot_images(page: Page, selector: str) -> list[dict[str, Any]]:
             for (const r of view.model.renderers) {
                 const image = r.data_source && r.data_source.data.image;
                 if (image === undefined) continue;
-                out.push({title: view.model.title.text, shape: image[0].shape,
+                out.push({id: view.model.id, title: view.model.title.text, shape: image[0].shape,
                           values: Array.from(image[0])});
             }
         }
@@ -311,6 +312,7 @@ def test_a_new_sample_and_channel_reach_the_browsers_plots(
     stored = np.asarray(tt.open_run(runs["root"] / "exp" / "a.zarr").activation("conv2").values)
     page = _page(browser, app_url + "/?run=exp/a.zarr&layer=conv2")
     _wait_plots(page, ".tt-zoom")
+    (first,) = _plot_images(page, ".tt-zoom")
     for sample, channel in [(5, 0), (5, 3), (7, 3)]:
         page.set_number("tt-sample", sample)
         page.set_number("tt-channel", channel)
@@ -322,6 +324,7 @@ def test_a_new_sample_and_channel_reach_the_browsers_plots(
             assert time.monotonic() < deadline, shown
             page.page.wait_for_timeout(300)
         (image,) = shown
+        assert image["id"] == first["id"]  # the same figure, its data replaced
         values = np.asarray(image["values"], dtype=np.float32).reshape(image["shape"])
         # Bokeh's row 0 is the bottom one; the map's row 0 is drawn on top (inverted axis).
         np.testing.assert_array_equal(values, stored[sample, :, :, channel])
