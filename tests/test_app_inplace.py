@@ -142,6 +142,8 @@ def test_a_frame_of_another_shape_or_options_is_drawn_anew() -> None:
     pane = _shown(slot.container)
     assert not write_in_place(pane, _map(rng.random((4, 4)), "b").opts(tools=[]))
     assert not write_in_place(pane, hv.RGB(rng.random((4, 4, 3))))
+    relabelled = _map(rng.random((4, 4)), "a").redim.label(z="another layer's activation")
+    assert not write_in_place(pane, relabelled)  # its colour bar and hover say otherwise
     moved = hv.Image(rng.random((4, 4)), bounds=(1, 1, 5, 5)).opts(**frames[0].opts.get().kwargs)
     assert not write_in_place(pane, moved)
     bigger = rng.random((6, 9))

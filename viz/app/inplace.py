@@ -99,7 +99,7 @@ def _plan(plot: Any, obj: Any) -> list[Callable[[], None]] | None:
         old = subplot.current_frame
         if (
             type(old) is not type(element)
-            or old.dimensions() != element.dimensions()
+            or _labels(old) != _labels(element)
             or getattr(subplot, "invert_axes", False)
             or not _same_options(old, element)
         ):
@@ -119,6 +119,11 @@ def _plan(plot: Any, obj: Any) -> list[Callable[[], None]] | None:
         else:
             writes.append(lambda: _set(figure.title, text=title))
     return writes
+
+
+def _labels(element: hv.Element) -> list[tuple[str, str, Any]]:
+    """What the axes, colour bar and hover tool print of the element's dimensions."""
+    return [(d.name, d.label, d.unit) for d in element.dimensions()]
 
 
 def _options(element: Any) -> dict[str, Any]:
