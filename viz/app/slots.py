@@ -225,7 +225,12 @@ class ViewSlot:
         if signature is None or match is None:
             return False
         pane, pipe, _ = match
-        if write_in_place(pane, obj):
+        try:
+            written = write_in_place(pane, obj)
+        except Exception:  # never worse than before: HoloViews redraws the whole frame
+            log.debug("view %s: writing in place failed", self.name, exc_info=True)
+            written = False
+        if written:
             _remember(pane.object, pipe, obj)
         else:
             try:
