@@ -322,9 +322,10 @@ def _write_results(r: dict[str, Any]) -> None:
             "has re-rendered its Bokeh models (no websocket transfer). Views of hidden tabs "
             "are drawn when their tab is shown. The channel grid is one mosaic image (64 "
             "of 256 channels), top samples and the CAM grid one captioned RGB each; a "
-            "frame of the same shape updates its plot in place (a Pipe'd DynamicMap), and "
-            "a view keeps the plots of its last 3 layers, so the layer toggles above "
-            "(`narrow` ↔ `wide`) update plots while a layer's first view builds them. "
+            "frame of the same shape is written into its plot's Bokeh models (data, "
+            "colour range, title: viz/app/inplace.py), and a view keeps the plots of its "
+            "last 3 layers, so the layer toggles above (`narrow` ↔ `wide`) update plots "
+            "while a layer's first view builds them. The sidebar's thumbnail is a PNG. "
             "This run ended with a load average of "
             f"{r['load_average']:.1f}; on a shared machine wall times vary up to 2×.",
             "",

@@ -136,6 +136,30 @@ def test_sample_table_matches_numpy(runs: Path) -> None:
     ]
 
 
+def test_layer_table_matches_numpy_without_the_per_sample_stats(runs: Path) -> None:
+    """The sidebar's table: mean, std, zeros and dead channels of every layer, computed
+    here from the stored activations; only per-channel statistics are read for it."""
+    import tensortap as tt
+    from tensortap.viz.app.shared import CachedRun
+    from tensortap.viz.app.summaries import layer_table
+
+    plain = tt.open_run(runs / "a.zarr")
+    run = CachedRun(tt.open_run(runs / "a.zarr"))
+    table = layer_table(run)
+    assert list(table.index) == list(plain.layers)
+    for key in plain.layers:
+        values = np.asarray(plain.activation(key).values, dtype=np.float64)
+        row = table.loc[key]
+        assert row["shape"] == " × ".join(str(n) for n in values.shape[1:])
+        np.testing.assert_allclose(row["mean"], values.mean(), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(row["std"], values.std(), rtol=1e-4, atol=1e-7)
+        np.testing.assert_allclose(row["zeros"], np.mean(values == 0), rtol=1e-6)
+        per_channel = values.reshape(-1, values.shape[-1]).max(axis=0)  # channels last
+        np.testing.assert_allclose(row["dead"], np.mean(per_channel <= 0))
+    # The per-sample maxima and means (samples × channels) were not loaded for it.
+    assert run._stats == {}
+
+
 def test_filter_names_what_is_allowed(runs: Path) -> None:
     import tensortap as tt
     from tensortap.core.errors import ViewError

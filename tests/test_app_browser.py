@@ -147,6 +147,34 @@ def _wait_plots(page: Page, selector: str, n: int = 1, timeout_s: float = 90) ->
         page.page.wait_for_timeout(300)
 
 
+def _wait_pictures(page: Page, selector: str, timeout_s: float = 90) -> list[Any]:
+    """Every loaded, visible ``<img>`` under ``selector``: its box on the page (CSS pixels)
+    and its picture's own size."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = page.page.evaluate(
+            """(selector) => {
+            const out = [];
+            const search = (root, inside) => { for (const e of root.querySelectorAll('*')) {
+                const hit = inside || e.matches(selector);
+                if (hit && e.tagName === 'IMG' && e.complete && e.naturalWidth > 0) {
+                    const box = e.getBoundingClientRect();
+                    if (box.width > 0) out.push({left: box.left, top: box.top,
+                        width: box.width, height: box.height,
+                        natural: [e.naturalWidth, e.naturalHeight]});
+                }
+                if (e.shadowRoot) search(e.shadowRoot, hit); } };
+            search(document, false);
+            return out;
+        }""",
+            selector,
+        )
+        if found:
+            return found
+        assert time.monotonic() < deadline, selector
+        page.page.wait_for_timeout(300)
+
+
 def _pixels(page: Page, frame: dict[str, Any]) -> np.ndarray:
     from io import BytesIO
 
@@ -245,6 +273,64 @@ def test_shared_url_restores_the_view(app_url: str, browser: Any) -> None:
     assert page.errors == [] and again.errors == [], (page.errors, again.errors)
 
 
+def _plot_images(page: Page, selector: str) -> list[dict[str, Any]]:
+    """The image glyphs' data of every visible plot under ``selector``, as the browser's
+    Bokeh models hold it: the figure's id and title, the shape and values (row 0 at the
+    bottom)."""
+    return page.page.evaluate(
+        """(selector) => {
+        const hosts = [];
+        const search = (root) => { for (const e of root.querySelectorAll('*')) {
+            if (e.matches(selector)) hosts.push(e); if (e.shadowRoot) search(e.shadowRoot); } };
+        search(document);
+        const inside = (el) => { for (let n = el; n; n = n.parentNode || n.host) {
+            if (hosts.includes(n)) return true; } return false; };
+        const out = [];
+        for (const view of Bokeh.index.all_views()) {
+            if (view.frame === undefined || !inside(view.el) || view.el.offsetParent === null)
+                continue;
+            for (const r of view.model.renderers) {
+                const image = r.data_source && r.data_source.data.image;
+                if (image === undefined) continue;
+                out.push({id: view.model.id, title: view.model.title.text, shape: image[0].shape,
+                          values: Array.from(image[0])});
+            }
+        }
+        return out;
+    }""",
+        selector,
+    )
+
+
+def test_a_new_sample_and_channel_reach_the_browsers_plots(
+    app_url: str, browser: Any, runs: dict[str, Any]
+) -> None:
+    """The zoomed map, updated in place on the server, holds in the browser the stored
+    activation of the chosen sample and channel, in the plot it had (no new figure)."""
+    import tensortap as tt
+
+    stored = np.asarray(tt.open_run(runs["root"] / "exp" / "a.zarr").activation("conv2").values)
+    page = _page(browser, app_url + "/?run=exp/a.zarr&layer=conv2")
+    _wait_plots(page, ".tt-zoom")
+    (first,) = _plot_images(page, ".tt-zoom")
+    for sample, channel in [(5, 0), (5, 3), (7, 3)]:
+        page.set_number("tt-sample", sample)
+        page.set_number("tt-channel", channel)
+        deadline = time.monotonic() + 60
+        while True:
+            shown = _plot_images(page, ".tt-zoom")
+            if len(shown) == 1 and f"channel {channel} · sample {sample} " in shown[0]["title"]:
+                break
+            assert time.monotonic() < deadline, shown
+            page.page.wait_for_timeout(300)
+        (image,) = shown
+        assert image["id"] == first["id"]  # the same figure, its data replaced
+        values = np.asarray(image["values"], dtype=np.float32).reshape(image["shape"])
+        # Bokeh's row 0 is the bottom one; the map's row 0 is drawn on top (inverted axis).
+        np.testing.assert_array_equal(values, stored[sample, :, :, channel])
+    assert page.errors == [], page.errors
+
+
 def test_every_tab_fits_1280_without_sideways_scrolling(app_url: str, browser: Any) -> None:
     page = _page(browser, app_url + "/?run=exp/a.zarr&layer=conv2")
     keep = os.environ.get("TENSORTAP_DOC_IMAGES")
@@ -259,10 +345,14 @@ def test_every_tab_fits_1280_without_sideways_scrolling(app_url: str, browser: A
             Path(keep).mkdir(parents=True, exist_ok=True)
             name = "app-" + tab.lower().replace(" ", "-") + ".png"
             page.page.screenshot(path=str(Path(keep) / name), full_page=True)
-    # The sidebar's thumbnail is drawn, as a picture: no toolbar.
-    (thumbnail,) = _wait_plots(page, ".tt-thumbnail")
+    # The sidebar's thumbnail is drawn, as a picture (a PNG, no plot): the input's bright
+    # square on its faint noise.
+    (thumbnail,) = _wait_pictures(page, ".tt-thumbnail")
     assert thumbnail["width"] > 100 and thumbnail["height"] > 100, thumbnail
-    assert page.page.locator(".tt-thumbnail .bk-Toolbar").count() == 0
+    assert thumbnail["natural"] == [150, 150], thumbnail
+    assert _plot_frames(page, ".tt-thumbnail") == []
+    grey = _pixels(page, thumbnail)
+    assert grey.max() - grey.min() > 100, (grey.min(), grey.max())
     assert page.errors == [], page.errors
 
 

@@ -150,11 +150,13 @@ def _read_maps(
     max_channels: int,
     stacklevel: int = 3,
     note_dead: bool = False,
+    loaded: xr.DataArray | None = None,
 ) -> hv.Image | tuple[xr.DataArray, np.ndarray, list[int], tuple[str, str], str]:
     """One sample's maps of a layer and the validated, ordered channels to show.
 
     Reads one sample only: ``isel`` on the lazy array, then one ``.values`` (for a run
-    stored with one chunk per sample, one chunk read), whatever the layer's size.
+    stored with one chunk per sample, one chunk read), whatever the layer's size; nothing
+    when that sample was ``loaded`` already.
 
     Returns
     -------
@@ -169,7 +171,9 @@ def _read_maps(
     position = check_sample(int(activation.sizes["sample"]), sample)
     # Loaded before layer_map's transpose: a lazily indexed array transposed, then read,
     # became zarr's point-wise coordinate selection (~0.5 s for one 4 MiB sample).
-    one = layer_map(activation.isel(sample=position).load(), key)
+    if loaded is None:
+        loaded = activation.isel(sample=position).load()
+    one = layer_map(loaded, key)
     row_dim, column_dim = (str(d) for d in one.dims[1:])
     maps = np.asarray(one.values, dtype=np.float64)
     caption = f"{key} · {sample_caption(run, position)}"
@@ -298,6 +302,7 @@ def feature_mosaic(
     *,
     labels: bool = False,
     frame_px: int = 600,
+    loaded: xr.DataArray | None = None,
 ) -> hv.Image | hv.Overlay:
     """One layer's channel maps for one sample, tiled into ONE image.
 
@@ -329,6 +334,9 @@ def feature_mosaic(
         the image: still one figure).
     frame_px : int
         Size in screen pixels of the longer side of the plot area (Bokeh).
+    loaded : xarray.DataArray, optional
+        This sample's layer output already read (``run.activation(key).isel(sample=…)``,
+        loaded), so that views of one sample share one read (``tensortap serve``).
 
     Returns
     -------
@@ -337,7 +345,7 @@ def feature_mosaic(
         ``shared_scale``, the raw ``activation``.  Array row 0 of every tile is on top.
         An ``hv.Overlay`` of it and the labels when ``labels=True``.
     """
-    read = _read_maps(run, key, sample, channels, order, max_channels)
+    read = _read_maps(run, key, sample, channels, order, max_channels, loaded=loaded)
     if isinstance(read, hv.Image):
         return read
     activation, maps, chosen, (row_dim, column_dim), caption = read

@@ -25,7 +25,12 @@ from tensortap.viz.app.shared import open_shared, reads, shared_sample_table
 from tensortap.viz.app.sidebar import Sidebar, header, status_text
 from tensortap.viz.app.slots import ViewSlot
 from tensortap.viz.app.state import ViewState
-from tensortap.viz.app.summaries import input_thumbnail, layer_table, sample_description
+from tensortap.viz.app.summaries import (
+    THUMBNAIL_PX,
+    input_thumbnail,
+    layer_table,
+    sample_description,
+)
 from tensortap.viz.app.tabs import Tab
 from tensortap.viz.app.tabs.cam import CamTab
 from tensortap.viz.app.tabs.compare import CompareTab
@@ -130,6 +135,9 @@ class TensortapApp(LiveAndSteps):
         ):
             setattr(self, name, getattr(self.sidebar, name))
 
+        self._thumbnail_png = pn.pane.PNG(
+            None, width=THUMBNAIL_PX, height=THUMBNAIL_PX, fixed_aspect=True, margin=(5, 5)
+        )
         self.tab_list: list[Tab] = [cls(self) for cls in TAB_CLASSES]
         self._slots: dict[str, ViewSlot] = {
             "thumbnail": ViewSlot(
@@ -255,7 +263,12 @@ class TensortapApp(LiveAndSteps):
         self.sample_info.object = sample_description(run, sample, row)
         if not run.input_names:
             return pn.pane.Markdown("*(inputs not stored)*")
-        return input_thumbnail(run, sample)
+        picture = input_thumbnail(run, sample)
+        if not isinstance(picture, bytes):
+            return picture
+        # One PNG pane per session, its bytes replaced: the browser swaps the picture.
+        self._thumbnail_png.object = picture
+        return self._thumbnail_png
 
     def _confidence(self, sample: int) -> float:
         """The prediction's probability for one sample (one output read, not all)."""

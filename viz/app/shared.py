@@ -75,6 +75,16 @@ class CachedRun:
                 self._stats[key] = self._run.stats(key).load()
         return self._stats[key]
 
+    def summary_stats(self, key: str) -> Any:
+        """``stats(key)`` without its per-sample variables (``sample_mean``,
+        ``sample_max``): what the layer table shows of every layer, read without the
+        per-sample chunks (kept ones are reused)."""
+        self._check_samples()
+        if key in self._stats:
+            return self._stats[key]
+        stats = self._run.stats(key)
+        return stats.drop_vars([v for v in ("sample_mean", "sample_max") if v in stats])
+
     def refresh(self) -> CachedRun:
         """Re-read the run's commit record (live mode)."""
         self._run.refresh()

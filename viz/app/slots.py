@@ -1,10 +1,11 @@
 """One view of the app: a container refilled by one builder, drawing in place when it can.
 
 Replacing a pane's object builds a new Bokeh figure (axes, tools, glyphs, colour bar:
-~100-300 ms, most of an interaction's budget); pushing a frame of the same structure and
-size through a :class:`holoviews.streams.Pipe` only replaces the data and titles of the
-existing models.  A slot therefore keeps, per frame shape it saw last, one pane showing a
-DynamicMap fed by a Pipe.
+~100-300 ms, most of an interaction's budget); a frame of the same structure and size is
+written into the existing models instead (:func:`~tensortap.viz.app.inplace.write_in_place`:
+data, colour range, title), or, for what that cannot write, pushed through a
+:class:`holoviews.streams.Pipe` (HoloViews then updates the models, slower).  A slot
+therefore keeps, per frame shape it saw last, one pane showing a DynamicMap fed by a Pipe.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import panel as pn
 
 from tensortap.core.errors import TensortapError
+from tensortap.viz.app.inplace import write_in_place
 from tensortap.viz.app.shared import reads
 
 __all__ = ["KEPT_PLOTS", "ViewSlot", "frame_signature"]
@@ -79,6 +81,18 @@ def _panes(obj: Any, options: dict[str, Any]) -> pn.viewable.Viewable:
     panes = [pn.pane.HoloViews(element, **options) for element in obj]
     rows = [pn.Row(*panes[i : i + PLOTS_PER_ROW]) for i in range(0, len(panes), PLOTS_PER_ROW)]
     return pn.Column(*rows, margin=0)
+
+
+def _remember(dynamic: hv.DynamicMap, pipe: hv.streams.Pipe, obj: Any) -> None:
+    """Make a frame written in place (not through the Pipe) the DynamicMap's current one.
+
+    A pane drawn again (a tab shown anew) starts from the DynamicMap's cached frame, and a
+    Tap re-evaluates it from the Pipe's data: both would show the last frame HoloViews
+    drew instead.  Neither update redraws anything.
+    """
+    pipe.update(data=obj)
+    for key in list(dynamic.data):
+        dynamic.data[key] = obj
 
 
 class ViewSlot:
@@ -153,7 +167,8 @@ class ViewSlot:
                 self._show_new_plot(obj)
         else:  # a message or a Panel object: the plots kept for this view go
             self._piped = []
-            self.container.objects = [obj]
+            if self.container.objects != [obj]:  # the same pane, updated by the builder
+                self.container.objects = [obj]
         self.seconds = time.perf_counter() - started
 
     def _show_new_plot(self, obj: Any) -> None:
@@ -182,7 +197,9 @@ class ViewSlot:
             tap = hv.streams.Tap(x=None, y=None)
             tap.add_subscriber(self._tapped)
             streams.append(tap)
-        dynamic = hv.DynamicMap(lambda data, **_: data, streams=streams)
+        # Not memoized: a frame written in place reaches the Pipe without a trigger
+        # (_remember), and a later evaluation (a click's Tap) must return it.
+        dynamic = hv.DynamicMap(hv.Callable(lambda data, **_: data, memoize=False), streams=streams)
         pane = pn.pane.HoloViews(dynamic, **options)
         kept = [entry for entry in self._piped[: KEPT_PLOTS - 1] if entry[0] in view.objects]
         for entry in kept:
@@ -209,10 +226,18 @@ class ViewSlot:
             return False
         pane, pipe, _ = match
         try:
-            pipe.send(obj)
-        except Exception:  # an update HoloViews cannot do in place: draw a new plot
-            log.debug("view %s: in-place update failed, redrawing", self.name, exc_info=True)
-            return False
+            written = write_in_place(pane, obj)
+        except Exception:  # never worse than before: HoloViews redraws the whole frame
+            log.debug("view %s: writing in place failed", self.name, exc_info=True)
+            written = False
+        if written:
+            _remember(pane.object, pipe, obj)
+        else:
+            try:
+                pipe.send(obj)
+            except Exception:  # an update HoloViews cannot do in place: draw a new plot
+                log.debug("view %s: in-place update failed, redrawing", self.name, exc_info=True)
+                return False
         if self._piped[0] is not match:  # back to a hidden plot: show it, hide the others
             # Visibility only: reordering view.objects would make Panel walk every model
             # of the page again (~80 ms).

@@ -40,8 +40,9 @@ class FeatureMapsTab(Tab):
 
     def __init__(self, app: Any) -> None:
         super().__init__(app)
-        # The zoomed map's sample, all channels: (run, samples, layer, position), maps.
-        self._zoom_maps: tuple[tuple[Any, ...], np.ndarray] | None = None
+        # The chosen sample of the chosen layer, read once for the mosaic and the zoomed
+        # map: (run, samples, layer, position), (the sample's array, its maps or None).
+        self._sample_read: tuple[tuple[Any, ...], Any, np.ndarray | None] | None = None
 
     def builders(self) -> dict[str, Callable[[], Any]]:
         return {
@@ -75,22 +76,42 @@ class FeatureMapsTab(Tab):
         )
 
     def on_run_opened(self) -> None:
-        self._zoom_maps = None
+        self._sample_read = None
+
+    def _read_sample(self) -> tuple[Any, Any, int]:
+        """The chosen layer's lazy array, the chosen sample of it loaded, and its position.
+
+        The mosaic and the zoomed map both show this sample (a new sample redraws both):
+        the whole sample is one chunk, read here once and kept, so the second view and
+        any channel of the same sample read nothing.
+        """
+        from tensortap.viz._run import check_sample, indexed
+
+        app, run, key = self.app, self.app.run, self.app.key
+        activation = indexed(run).activation(key)  # one sample, through zarr directly
+        position = check_sample(int(activation.sizes["sample"]), app.sample())
+        cache_key = (str(run.path), id(run), run.samples, key, position)
+        if self._sample_read is None or self._sample_read[0] != cache_key:
+            loaded = activation.isel(sample=position).load()
+            self._sample_read = (cache_key, loaded, None)
+        return activation, self._sample_read[1], position
 
     def feature_maps(self) -> Any:
         # One mosaic image, not one figure per channel: 64 Bokeh figures took seconds to
         # build per sample on a 256-channel layer; one image with its labels takes tens of
         # milliseconds (benchmarks/RESULTS.md, Serve).
         app = self.app
+        _, loaded, position = self._read_sample()
         with warnings.catch_warnings():  # "showing 64 of 256": the title says so already
             warnings.simplefilter("ignore", UserWarning)
             return app.viz.feature_mosaic(
                 app.run,
                 app.key,
-                sample=app.sample(),
+                sample=position,
                 max_channels=GRID_CHANNELS,
                 labels=True,
                 frame_px=GRID_PX,
+                loaded=loaded,
             )
 
     def zoom(self) -> Any:
@@ -99,30 +120,23 @@ class FeatureMapsTab(Tab):
         Drawn apart from the grid so that choosing a channel redraws this small plot only
         (and reaches channels beyond the grid's first 64).
         """
-        from tensortap.viz._run import (
-            check_channel,
-            check_sample,
-            indexed,
-            layer_map,
-            sample_caption,
-        )
+        from tensortap.viz._run import check_channel, layer_map, sample_caption
         from tensortap.viz.feature_maps import map_image
 
         app, run, key = self.app, self.app.run, self.app.key
-        activation = indexed(run).activation(key)  # one sample, through zarr directly
-        position = check_sample(int(activation.sizes["sample"]), app.sample())
-        one = layer_map(activation.isel(sample=position).load(), key)  # see feature_mosaic
+        activation, loaded, position = self._read_sample()
+        one = layer_map(loaded, key)
         if "height" not in one.dims:
             return pn.pane.Markdown(
                 f"Layer `{key}` has no channel maps: the grid above shows all of it."
             )
         channel = check_channel(key, int(one.sizes["channel"]), int(app.channel_slider.value))
-        # The whole sample is one chunk: read it once and keep it, so that choosing
-        # another channel of the same sample reads nothing.
-        cache_key = (str(run.path), id(run), run.samples, key, position)
-        if self._zoom_maps is None or self._zoom_maps[0] != cache_key:
-            self._zoom_maps = (cache_key, np.asarray(one.values))
-        values = np.asarray(self._zoom_maps[1][channel], dtype=np.float64)
+        assert self._sample_read is not None  # set by _read_sample
+        cache_key, _, maps = self._sample_read
+        if maps is None:  # (channel, row, column) once per sample: a channel is then a view
+            maps = np.asarray(one.values)
+            self._sample_read = (cache_key, loaded, maps)
+        values = np.asarray(maps[channel], dtype=np.float64)
         title = f"channel {channel} · {sample_caption(run, position)}"
         image = map_image(values, activation, (str(one.dims[1]), str(one.dims[2])), title=title)
         # Whole-pixel ticks: on a map of a few pixels Bokeh put ticks at 0.5 steps.
