@@ -268,6 +268,7 @@ def run(mlp_samples: int, cnn_samples: int, repeats: int) -> dict[str, Any]:
             shutil.rmtree(path, ignore_errors=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    r["load"] = os.getloadavg()  # after the timed pairs: the machine is shared
     r["rss_kb"] = {n: _child_rss(n) for n in (mlp_samples // 4, mlp_samples)}
     r["w1"] = w1_files()
     r.update(
@@ -302,7 +303,9 @@ def _write_results(r: dict[str, Any]) -> None:
         f"--cnn-samples {cnn_['samples']} --repeats {r['repeats']}` on {r['machine']}, "
         f"{r['cpus']} CPUs, TensorFlow "
         f"{r['tf']}, {r['date']}. Default options (batch 32, blocks sized by bytes), every "
-        "layer, one run; each ratio is the median of back-to-back (plain, capture) pairs.",
+        "layer, one run; each ratio is the median of back-to-back (plain, capture) pairs, both "
+        "sides traced once and kept across them; load average "
+        f"{' / '.join(f'{v:.1f}' for v in r['load'])} (1 / 5 / 15 min) after the pairs.",
         "",
         "| measure | value | target | |",
         "|---|---|---|---|",
