@@ -438,7 +438,13 @@ def _write_results(r: dict[str, Any]) -> None:
             "shards as it is computed (core/store/shard_stream.py), so the disk works from "
             "the first batch on; what the floor row leaves above 1.0 is tensortap's own cost "
             "(statistics, the copy into the aligned write buffer, CRC-32C) and the CPU the "
-            "writes take from the model on this machine.",
+            "writes take from the model on this machine. The causal-floor row is the best a "
+            "perfect pipeline could do with this disk: the last batch is written only after "
+            "it is computed, so even with writes fully overlapped the capture ends one "
+            "batch's write after the model's last batch (or, disk-bound, one batch's "
+            "compute before the disk's n writes); the parts row shows how much of the "
+            "capture the model calls themselves took (slowed by the writer's CPU on 2 "
+            "shared cores) and how much came after them.",
             "",
         ]
     section = "\n".join(lines) + "\n"
