@@ -14,10 +14,10 @@ is the block committed.  Per batch, a small thread pool computes each layer's st
 and dtype narrowing (both release the GIL) and hands its appends to a pool of I/O threads.
 
 A new run's first block also fixes every layer's histogram edges from its values
-(:func:`~tensortap.core.stats.edges_of_ranges` of each batch's finite range, found as the batch
-arrives): its batches' activations are kept until its end, as before, while their bytes are
-already streamed to disk.  Blocks are
-committed in order, so committed samples always form a prefix.
+(:func:`~tensortap.core.stats.edges_of_ranges` of each batch's finite range, found as the
+batch arrives): its batches' activations are kept until its end, as before, while their bytes
+are already streamed to disk.  Blocks are committed in order, so committed samples always form
+a prefix.
 """
 
 from __future__ import annotations
