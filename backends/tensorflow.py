@@ -74,8 +74,10 @@ OUTPUT = "model output"
 _CACHE_SIZE = 16
 #: A group of batches run in one call holds at most this many bytes of tensors and batches
 #: (:meth:`TensorFlowSession.batches_per_call`): the MLP of benchmarks/bench_small_layers.py
-#: runs 128 batches of 32 to a call, MobileNetV2 one.
-_GROUP_BYTES = 8 << 20
+#: runs 128 batches of 32 to a call, its CNN (4.9 MB a batch) six, MobileNetV2 one.  32 MiB:
+#: interleaved CNN captures at 8 / 16 / 32 MiB took 1.10 / 0.97 / 0.92 s wall and 1.38 /
+#: 1.29 / 1.21 s CPU (medians of 5, load ~2.7); the MLP already reaches the batch cap.
+_GROUP_BYTES = 32 << 20
 _GROUP_BATCHES = 128
 _graph_cache: OrderedDict[int, tuple[weakref.ref[Any], CaptureGraph]] = OrderedDict()
 _step_cache: OrderedDict[tuple[Any, ...], tuple[weakref.ref[Any], Any]] = OrderedDict()

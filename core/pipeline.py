@@ -14,9 +14,10 @@ is the block committed.  Per batch, a small thread pool computes each layer's st
 and dtype narrowing (both release the GIL) and hands its appends to a pool of I/O threads.
 
 A new run's first block also fixes every layer's histogram edges from its values
-(:func:`~tensortap.core.stats.choose_edges_of_parts`): its batches' activations are kept
-until its end, as before, while their bytes are already streamed to disk.  Blocks are
-committed in order, so committed samples always form a prefix.
+(:func:`~tensortap.core.stats.edges_of_ranges` of each batch's finite range, found as the
+batch arrives): its batches' activations are kept until its end, as before, while their bytes
+are already streamed to disk.  Blocks are committed in order, so committed samples always form
+a prefix.
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ from tensortap.core.stats import (
     BlockStats,
     block_stats,
     block_stats_from_partials,
-    choose_edges_of_parts,
+    edges_of_ranges,
     merge_stats,
     to_channels_last,
+    value_range,
 )
 from tensortap.core.store import layout
 from tensortap.core.store.shard_stream import ShardStream
@@ -91,6 +93,9 @@ class _OpenBlock:
         #: Full-precision activations kept until the block's end (the first block of a new
         #: run: its values fix the histogram edges), by layer.
         self.held: dict[str, list[np.ndarray]] = {key: [] for key in layers}
+        #: The finite range of each held activation, found as it arrived (while in cache),
+        #: so the edges need no pass over the held block at its end.
+        self.ranges: dict[str, list[tuple[float, float] | None]] = {key: [] for key in layers}
         self.pieces: list[Block] = []  # root arrays of each batch (tensors dropped)
         self.nbytes = 0
 
@@ -322,6 +327,7 @@ class WritePipeline:
             block.stats[key].append(self._stats(key, activation, partials))
         else:
             block.held[key].append(activation)
+            block.ranges[key].append(value_range(activation))
         gradient = result.gradients.get(key) if w.settings.gradients else None
         stored = np.dtype(w.settings.dtype) if w.settings.dtype else None
         base = layout.layer_path(key)
@@ -358,18 +364,16 @@ class WritePipeline:
         w = self.writer
         keys = w.settings.layers
         if not w.edges:  # the run's first block: its values fix the edges
-            found = self._pool.map(lambda k: choose_edges_of_parts(block.held[k]), keys)
-            edges = dict(zip(keys, found, strict=True))
-            w.set_edges(edges)
+            w.set_edges({key: edges_of_ranges(block.ranges[key]) for key in keys})
+        # The first block's statistics wait for its edges: they are reduced now, while the
+        # shards are finished and the root arrays written (the CNN of bench_small_layers
+        # is one block, so all of its statistics are this end's work).
+        held: list[Future[list[BlockStats]]] = []
         if any(block.held[k] for k in keys):
-            futures = [
+            held = [
                 self._pool.submit(lambda k: [self._stats(k, a, None) for a in block.held[k]], key)
                 for key in keys
             ]
-            wait(futures)
-            for key, future in zip(keys, futures, strict=True):
-                block.stats[key] = future.result() + block.stats[key]
-            block.held = {key: [] for key in keys}
         start = block.start
         finishing: list[Future[Any]] = [
             self._io.submit(stream.finish) for stream in block.streams.values()
@@ -410,9 +414,15 @@ class WritePipeline:
                     else None
                 ),
             )
+            if held:
+                wait(held)
+                for key, future in zip(keys, held, strict=True):
+                    block.stats[key] = future.result() + block.stats[key]
+                block.held = {key: [] for key in keys}
+                block.ranges = {key: [] for key in keys}
             w.write_stats(start, {key: merge_stats(block.stats[key]) for key in keys})
         finally:
-            wait([*finishing, *gathered])
+            wait([*held, *finishing, *gathered])  # none may still run after an error
         for done in [*finishing, *gathered]:
             done.result()  # re-raises the first failure
         block.streams = {}  # published

@@ -35,12 +35,14 @@ __all__ = [
     "block_stats_from_partials",
     "choose_edges",
     "choose_edges_of_parts",
+    "edges_of_ranges",
     "histogram_params",
     "slot_bounds",
     "merge_blocks",
     "merge_stats",
     "reduce_blocks",
     "to_channels_last",
+    "value_range",
 ]
 
 #: Number of histogram bins per layer.
@@ -107,6 +109,37 @@ def to_channels_last(values: np.ndarray, dims: Sequence[str], channel: str | Non
     return values.reshape(n, -1, values.shape[-1])
 
 
+def value_range(values: np.ndarray) -> tuple[float, float] | None:
+    """The finite minimum and maximum of ``values``, ``None`` when none is finite.
+
+    The common case, every value finite, takes one ``min`` and one ``max`` reduction and no
+    temporary; NaN or ±inf reach one of them, and only then are the finite values picked
+    out.  The pipeline calls this on each batch of a run's first block as it arrives (the
+    batch is still in cache), so the edges need no pass over the block at its end.
+    """
+    if not values.size:
+        return None
+    low, high = float(values.min()), float(values.max())
+    if not (np.isfinite(low) and np.isfinite(high)):  # NaN and ±inf reach min or max
+        finite = values[np.isfinite(values)]
+        if not finite.size:
+            return None
+        low, high = float(finite.min()), float(finite.max())
+    return low, high
+
+
+def edges_of_ranges(
+    ranges: Sequence[tuple[float, float] | None], bins: int = DEFAULT_BINS
+) -> np.ndarray:
+    """:func:`choose_edges` of values whose parts have these :func:`value_range` results.
+
+    The edges depend only on the finite minimum and maximum, so the parts' ranges decide
+    them (``None``: a part without a finite value).
+    """
+    ends = [end for r in ranges if r is not None for end in r]
+    return choose_edges(np.asarray(ends, np.float64), bins)
+
+
 def choose_edges(values: np.ndarray, bins: int = DEFAULT_BINS) -> np.ndarray:
     """Fixed histogram edges for a layer, decided from its first block.
 
@@ -115,10 +148,8 @@ def choose_edges(values: np.ndarray, bins: int = DEFAULT_BINS) -> np.ndarray:
     lower edge.  Returns ``bins + 1`` increasing float64 edges, uniform as
     ``np.linspace`` makes them (the fast path of ``np.histogram``).
     """
-    low, high = (float(values.min()), float(values.max())) if values.size else (-1.0, 1.0)
-    if not (np.isfinite(low) and np.isfinite(high)):  # NaN and ±inf reach min or max
-        finite = values[np.isfinite(values)]
-        low, high = (float(finite.min()), float(finite.max())) if finite.size else (-1.0, 1.0)
+    found = value_range(values)
+    low, high = (-1.0, 1.0) if found is None else found
     span = high - low
     if span <= 0:
         span = max(abs(high), 1.0)
@@ -128,23 +159,9 @@ def choose_edges(values: np.ndarray, bins: int = DEFAULT_BINS) -> np.ndarray:
 
 
 def choose_edges_of_parts(parts: Sequence[np.ndarray], bins: int = DEFAULT_BINS) -> np.ndarray:
-    """:func:`choose_edges` of the parts joined along the first axis, without joining them.
-
-    The edges depend only on the finite minimum and maximum, so each part's are found
-    alone (a block's batches are written as they arrive: their join is never in memory).
-    """
-    ends: list[float] = []
-    for values in parts:
-        if not values.size:
-            continue
-        low, high = float(values.min()), float(values.max())
-        if not (np.isfinite(low) and np.isfinite(high)):
-            finite = values[np.isfinite(values)]
-            if not finite.size:
-                continue
-            low, high = float(finite.min()), float(finite.max())
-        ends += [low, high]
-    return choose_edges(np.asarray(ends, np.float64), bins)
+    """:func:`choose_edges` of the parts joined along the first axis, without joining them
+    (a block's batches are written as they arrive: their join is never in memory)."""
+    return edges_of_ranges([value_range(values) for values in parts], bins)
 
 
 def _sample_moments(x3: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -105,6 +105,14 @@ class NonFiniteInputs:
             array = np.asarray(value)
             if array.dtype.kind not in "fc":
                 continue
+            # A sum is NaN or ±inf whenever a value is, and costs one pass without the
+            # boolean temporary of isfinite (a 154 MB array: 8 vs 22 ms; W1's 19 MB
+            # inputs: 1.2 vs 1.9 ms); a sum that overflowed on finite values only is
+            # caught by the exact check below.
+            with np.errstate(over="ignore", invalid="ignore"):
+                total = np.add.reduce(array, axis=None)
+            if np.isfinite(total):
+                continue
             finite = np.isfinite(array)
             if finite.all():
                 continue

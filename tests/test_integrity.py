@@ -487,3 +487,38 @@ def test_a_run_of_another_schema_is_refused_with_the_fix(tmp_path: Path) -> None
         CorruptRunError, match="has schema 3; this tensortap reads schemas 1 and 2 — open"
     ):
         tt.open_run(path)
+
+
+def _edges_reference(values: np.ndarray, bins: int = 128) -> np.ndarray:
+    """The documented edge rule from NumPy's finite minimum and maximum: the range widened
+    by half its span each side, a lower end at exactly 0 kept."""
+    finite = values[np.isfinite(values)].astype(np.float64)
+    low, high = float(finite.min()), float(finite.max())
+    span = high - low if high > low else max(abs(high), 1.0)
+    return np.linspace(0.0 if low == 0.0 else low - span / 2, high + span / 2, bins + 1)
+
+
+def test_nonfinite_in_the_first_batch_is_reported_and_left_out_of_the_edges(
+    tmp_path: Path,
+) -> None:
+    x, y = _data(40)
+    x[0, 0, 0, 0] = np.nan  # the first batch of the first block
+    x[5, 1, 1, 1] = np.inf
+    x[5, 2, 2, 2] = -np.inf  # +inf and -inf: a NaN sum, still counted as two values
+    with pytest.warns(NonFiniteInputWarning, match=r"3 NaN or infinite values in 2 samples"):
+        run = _capture(FakeModel(), (x, y), tmp_path / "r.zarr")
+    assert run.attrs["nonfinite_inputs"] == {"values": 3, "samples": 2, "first_sample": 0}
+    first = slice(0, run.block_size)
+    for key in run.layers:
+        values = np.asarray(run.activation(key)[first])
+        assert not np.isfinite(values).all()  # the NaN reached this layer's first batch
+        np.testing.assert_array_equal(run.stats(key)["bin_edges"].values, _edges_reference(values))
+
+
+def test_finite_inputs_whose_sum_overflows_are_not_reported(tmp_path: Path) -> None:
+    x, y = _data(20)
+    x[:, 0, 0, 0] = np.finfo(np.float32).max  # finite, but their float32 sum is inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run = _capture(FakeModel(), (x, y), tmp_path / "r.zarr")
+    assert "nonfinite_inputs" not in run.attrs

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tensortap.core.stats import block_stats, choose_edges, reduce_blocks, to_channels_last
+from tensortap.core.stats import (
+    block_stats,
+    choose_edges,
+    choose_edges_of_parts,
+    edges_of_ranges,
+    reduce_blocks,
+    to_channels_last,
+    value_range,
+)
 
 
 def _reduce(blocks: list[np.ndarray], edges: np.ndarray):
@@ -206,3 +214,28 @@ def test_channels_first_maps_reduced_in_lanes_equal_the_numpy_path() -> None:
     maps = np.ascontiguousarray(nchw[:, :, :8, :8])
     small = to_channels_last(maps, ("channel", "height", "width"), "channel")
     assert _stats_kernel._lanes(small) == 0
+
+
+def test_value_range_is_numpys_finite_min_and_max() -> None:
+    rng = np.random.default_rng(4)
+    data = rng.normal(size=(6, 5, 3)).astype(np.float32)
+    assert value_range(data) == (float(data.min()), float(data.max()))
+    data[0, 0, 0], data[1, 2, 1], data[5, 4, 2] = np.nan, np.inf, -np.inf
+    finite = data[np.isfinite(data)]
+    assert value_range(data) == (float(finite.min()), float(finite.max()))
+    assert value_range(np.full(4, np.nan, np.float32)) is None
+    assert value_range(np.zeros((0, 3), np.float32)) is None
+
+
+def test_edges_of_the_parts_ranges_equal_the_edges_of_their_join() -> None:
+    rng = np.random.default_rng(5)
+    parts = [rng.normal(i, 1 + i, size=(4, 7, 2)).astype(np.float32) for i in range(3)]
+    parts[0][0, 0, 0] = np.nan  # in the first part, as a first batch's NaN
+    parts.append(np.full((2, 7, 2), np.inf, np.float32))  # a part without a finite value
+    joined = np.concatenate(parts)
+    finite = joined[np.isfinite(joined)].astype(np.float64)
+    span = finite.max() - finite.min()
+    reference = np.linspace(finite.min() - span / 2, finite.max() + span / 2, 129)
+    np.testing.assert_array_equal(edges_of_ranges([value_range(p) for p in parts]), reference)
+    np.testing.assert_array_equal(choose_edges_of_parts(parts), reference)
+    np.testing.assert_array_equal(choose_edges(joined), reference)
