@@ -108,9 +108,9 @@ def _page(browser: Any, url: str) -> Page:
     return page
 
 
-def _plot_frames(page: Page, selector: str) -> list[dict[str, Any]]:
-    """Every visible Bokeh plot under ``selector``: its frame on the page (CSS pixels),
-    its data ranges and title, as Bokeh itself laid it out."""
+def _each_plot(page: Page, selector: str, body: str) -> list[Any]:
+    """Run the JavaScript ``body`` for every Bokeh plot view (``view``) under the elements
+    matching ``selector`` (searched through Panel's shadow roots); it pushes to ``out``."""
     return page.page.evaluate(
         """(selector) => {
         const hosts = [];  // Panel renders each component in a shadow root: search them all
@@ -121,18 +121,30 @@ def _plot_frames(page: Page, selector: str) -> list[dict[str, Any]]:
             if (hosts.includes(n)) return true; } return false; };
         const out = [];
         for (const view of Bokeh.index.all_views()) {
-            if (view.frame === undefined || !inside(view.el)) continue;
+            if (view.frame === undefined || !inside(view.el)) continue;"""
+        + body
+        + """
+        }
+        return out;
+    }""",
+        selector,
+    )
+
+
+def _plot_frames(page: Page, selector: str) -> list[dict[str, Any]]:
+    """Every visible Bokeh plot under ``selector``: its frame on the page (CSS pixels),
+    its data ranges and title, as Bokeh itself laid it out."""
+    return _each_plot(
+        page,
+        selector,
+        """
             const box = view.el.getBoundingClientRect();
             if (box.width === 0 || view.el.offsetParent === null) continue;
             const f = view.frame.bbox;
             out.push({left: box.left + f.x0, top: box.top + f.y0, width: f.width,
                       height: f.height, x: [view.frame.x_range.start, view.frame.x_range.end],
                       y: [view.frame.y_range.start, view.frame.y_range.end],
-                      title: view.model.title ? view.model.title.text : ""});
-        }
-        return out;
-    }""",
-        selector,
+                      title: view.model.title ? view.model.title.text : ""});""",
     )
 
 
@@ -277,28 +289,17 @@ def _plot_images(page: Page, selector: str) -> list[dict[str, Any]]:
     """The image glyphs' data of every visible plot under ``selector``, as the browser's
     Bokeh models hold it: the figure's id and title, the shape and values (row 0 at the
     bottom)."""
-    return page.page.evaluate(
-        """(selector) => {
-        const hosts = [];
-        const search = (root) => { for (const e of root.querySelectorAll('*')) {
-            if (e.matches(selector)) hosts.push(e); if (e.shadowRoot) search(e.shadowRoot); } };
-        search(document);
-        const inside = (el) => { for (let n = el; n; n = n.parentNode || n.host) {
-            if (hosts.includes(n)) return true; } return false; };
-        const out = [];
-        for (const view of Bokeh.index.all_views()) {
-            if (view.frame === undefined || !inside(view.el) || view.el.offsetParent === null)
-                continue;
+    return _each_plot(
+        page,
+        selector,
+        """
+            if (view.el.offsetParent === null) continue;
             for (const r of view.model.renderers) {
                 const image = r.data_source && r.data_source.data.image;
                 if (image === undefined) continue;
                 out.push({id: view.model.id, title: view.model.title.text, shape: image[0].shape,
                           values: Array.from(image[0])});
-            }
-        }
-        return out;
-    }""",
-        selector,
+            }""",
     )
 
 
