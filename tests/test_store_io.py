@@ -123,12 +123,14 @@ def test_staged_documents_from_the_cache_match_built_ones(tmp_path: Path) -> Non
     assert documents[0] == documents[1] != documents[2]
 
 
-def _pair(tmp_path: Path, **spec: object) -> tuple[zarr.Array, zarr.Array]:
-    """The same array twice: one for WholeChunks, one written by zarr (the reference)."""
+def _pair(tmp_path: Path, memory: bool = False, **spec: object) -> tuple[zarr.Array, zarr.Array]:
+    """The same array twice: one for WholeChunks (on disk, or in a ``MemoryStore``), one
+    written by zarr on disk (the reference)."""
     spec = {"chunk_key_encoding": {"name": "default", "separator": "."}} | spec
     if spec["chunk_key_encoding"] is None:  # zarr's default: c/0/0
         del spec["chunk_key_encoding"]
-    ours = zarr.open_group(DirectLocalStore(tmp_path / "ours"), mode="w")
+    store = zarr.storage.MemoryStore() if memory else DirectLocalStore(tmp_path / "ours")
+    ours = zarr.open_group(store, mode="w")
     ref = zarr.open_group(tmp_path / "ref", mode="w")
     return ours.create_array("a", **spec), ref.create_array("a", **spec)  # type: ignore[arg-type]
 
@@ -136,6 +138,17 @@ def _pair(tmp_path: Path, **spec: object) -> tuple[zarr.Array, zarr.Array]:
 def _files(root: Path) -> dict[str, bytes]:
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != "zarr.json")
     return {str(p.relative_to(root)): p.read_bytes() for p in files}
+
+
+def _stored(array: zarr.Array) -> dict[str, bytes]:
+    """The chunk objects of ``array`` (made by ``_pair``), by key below the array."""
+    if isinstance(array.store, zarr.storage.MemoryStore):
+        return {
+            key.removeprefix("a/"): value.to_bytes()
+            for key, value in sorted(array.store._store_dict.items())
+            if key.startswith("a/") and not key.endswith("zarr.json")
+        }
+    return _files(Path(array.store.root) / "a")
 
 
 @pytest.mark.parametrize(
@@ -150,12 +163,14 @@ def _files(root: Path) -> dict[str, bytes]:
         ((9, 2), (3, 2), "float32", [slice(3, 6), slice(6, 9)]),  # chunk keys c/1/0
     ],
 )
+@pytest.mark.parametrize("memory", [False, True], ids=["local", "memory"])
 def test_whole_chunks_are_byte_identical_to_zarrs(
-    tmp_path: Path, shape: tuple, chunks: tuple, dtype: str, selections: list
+    tmp_path: Path, shape: tuple, chunks: tuple, dtype: str, selections: list, memory: bool
 ) -> None:
     keys = None if shape == (9, 2) else {"name": "default", "separator": "."}
     ours, ref = _pair(
         tmp_path,
+        memory,
         shape=shape,
         chunks=chunks,
         dtype=dtype,
@@ -170,8 +185,10 @@ def test_whole_chunks_are_byte_identical_to_zarrs(
         value = value.astype(np.float64 if dtype.startswith("int") else dtype)
         assert writer.write(ours, sel, value)
         ref[sel] = value
-    assert _files(tmp_path / "ours" / "a") == _files(tmp_path / "ref" / "a")
-    np.testing.assert_array_equal(zarr.open_array(tmp_path / "ours" / "a", mode="r")[:], ref[:])
+        if isinstance(value, np.ndarray):  # the caller may reuse its buffer: what was
+            value[...] = 0  # stored must not change
+    assert _stored(ours) == _files(tmp_path / "ref" / "a")
+    np.testing.assert_array_equal(zarr.open_array(ours.store, path="a", mode="r")[:], ref[:])
     assert not list(tmp_path.rglob("*.partial"))
 
 
@@ -183,8 +200,9 @@ def test_whole_chunks_are_byte_identical_to_zarrs(
         ((12, 5), (6, 5), (2, 5), [slice(6, 12)]),
     ],
 )
+@pytest.mark.parametrize("memory", [False, True], ids=["local", "memory"])
 def test_whole_shards_are_byte_identical_to_zarrs(
-    tmp_path: Path, shape: tuple, shards: tuple, inner: tuple, selections: list
+    tmp_path: Path, shape: tuple, shards: tuple, inner: tuple, selections: list, memory: bool
 ) -> None:
     """A shard with checksummed inner chunks and index, as the writer makes for large
     blocks: the same bytes as zarr's sharding codec writes, read back by plain zarr."""
@@ -192,6 +210,7 @@ def test_whole_shards_are_byte_identical_to_zarrs(
 
     ours, ref = _pair(
         tmp_path,
+        memory,
         shape=shape,
         shards=shards,
         chunks=inner,
@@ -206,8 +225,8 @@ def test_whole_shards_are_byte_identical_to_zarrs(
         value = rng.standard_normal(np.zeros(shape)[sel].shape).astype(np.float32)
         assert writer.write(ours, sel, value)
         ref[sel] = value
-    assert _files(tmp_path / "ours" / "a") == _files(tmp_path / "ref" / "a")
-    reopened = zarr.open_array(tmp_path / "ours" / "a", mode="r")
+    assert _stored(ours) == _files(tmp_path / "ref" / "a")
+    reopened = zarr.open_array(ours.store, path="a", mode="r")
     np.testing.assert_array_equal(reopened[selections[-1]], ref[selections[-1]])
     np.testing.assert_array_equal(reopened[shards[0] - 1], ref[shards[0] - 1])  # one inner chunk
 
@@ -246,9 +265,10 @@ def test_whole_chunks_leave_everything_else_to_zarr(
     assert _files(tmp_path / "ours" / "a") == {}
 
 
-def test_whole_chunks_need_a_local_store() -> None:
-    array = zarr.create_array(zarr.storage.MemoryStore(), shape=(4,), chunks=(2,), dtype="int64")
-    assert not WholeChunks(array.store).write(array, slice(0, 2), np.arange(2))
+def test_whole_chunks_need_a_local_or_memory_store(tmp_path: Path) -> None:
+    with zarr.storage.ZipStore(tmp_path / "run.zip", mode="w") as store:
+        array = zarr.create_array(store, shape=(4,), chunks=(2,), dtype="int64")
+        assert not WholeChunks(array.store).write(array, slice(0, 2), np.arange(2))
 
 
 def test_whole_chunks_say_when_the_run_folder_vanished(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Whole-chunk writes to local runs that skip zarr's indexing machinery.
+"""Whole-chunk writes to local and in-memory runs that skip zarr's indexing machinery.
 
 A capture writes every block of every array exactly once, as whole chunks.  Through
 ``array[selection] = value`` zarr spends about 1 ms of CPU per call on the selection, the
@@ -10,7 +10,11 @@ stored chunk *is* the chunk's values in C order, little-endian, with a partial l
 padded by the fill value, then their 4-byte CRC-32C (:mod:`~tensortap.core.store.checksums`);
 :class:`WholeChunks` writes exactly those bytes to the chunk's file, atomically (a temporary file renamed,
 ``O_DIRECT`` for large chunks as :class:`~tensortap.core.store.direct_io.DirectLocalStore`
-does), in the calling thread.  Any other array, selection or store goes through zarr.
+does), in the calling thread.  An in-memory run's chunks are put into its
+:class:`~zarr.storage.MemoryStore`'s dict the same way, as the very bytes zarr would store
+(through zarr, each chunk was encoded and copied twice, in zarr's event loop: the in-memory
+capture of the seed's CNN took longer than the same capture to disk).  Any other array,
+selection or store goes through zarr.
 A whole **shard** of such an array (zarr's ``sharding_indexed`` codec with inner chunks
 encoded ``bytes`` + ``crc32c`` and an index encoded the same way at its end, what
 :class:`~tensortap.core.store.writer.RunWriter` makes for large blocks) is written directly
@@ -30,8 +34,9 @@ import numpy as np
 import zarr
 from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
 from zarr.codecs.sharding import ShardingCodecIndexLocation
+from zarr.core.buffer import default_buffer_prototype
 from zarr.core.chunk_grids import RegularChunkGrid
-from zarr.storage import LocalStore
+from zarr.storage import LocalStore, MemoryStore
 
 from tensortap.core.errors import StorageError
 from tensortap.core.store.checksums import CHECKSUM_BYTES, crc32c_trailer
@@ -53,6 +58,8 @@ class _Plan:
     checksum: bool = False
     #: Rows of a shard's inner chunks (``0``: the array is not sharded).
     inner_rows: int = 0
+    #: The array's path in the store, ``""`` or ending in ``/`` (in-memory runs' keys).
+    prefix: str = ""
 
 
 class WholeChunks:
@@ -61,13 +68,17 @@ class WholeChunks:
     Parameters
     ----------
     store : zarr Store
-        The run's store; only a writable :class:`~zarr.storage.LocalStore` is written
-        directly (``O_DIRECT`` when it is a :class:`DirectLocalStore`).
+        The run's store; a writable :class:`~zarr.storage.LocalStore` (``O_DIRECT``
+        when it is a :class:`DirectLocalStore`) or :class:`~zarr.storage.MemoryStore` is
+        written directly.
     """
 
     def __init__(self, store: Any) -> None:
         local = isinstance(store, LocalStore) and not store.read_only
         self._root: Path | None = Path(store.root) if local else None
+        # Exactly zarr's MemoryStore (its GPU subclass converts buffers on the way in).
+        memory = type(store) is MemoryStore and not store.read_only
+        self._memory: dict[str, Any] | None = store._store_dict if memory else None
         self._store = store
         self._plans: dict[str, _Plan | None] = {}
 
@@ -94,13 +105,22 @@ class WholeChunks:
             padded[:rows] = values
             values = padded
         key = plan.encode_key((index, *(0,) * (len(plan.chunks) - 1)))
-        if "/" in key:  # zarr's default separator: a folder per chunk coordinate
-            (plan.folder / key).parent.mkdir(parents=True, exist_ok=True)
         if plan.inner_rows:
             raw, trailer = _shard_bytes(values, plan.inner_rows), b""
         else:
             raw = values.reshape(-1).view(np.uint8)
             trailer = crc32c_trailer(raw) if plan.checksum else b""
+        if self._memory is not None:
+            # A shard's bytes are a new array; a chunk's are the caller's: copied once.
+            stored = (
+                raw if plan.inner_rows else np.concatenate([raw, np.frombuffer(trailer, np.uint8)])
+            )
+            self._memory[plan.prefix + key] = default_buffer_prototype().buffer.from_array_like(
+                stored
+            )
+            return True
+        if "/" in key:  # zarr's default separator: a folder per chunk coordinate
+            (plan.folder / key).parent.mkdir(parents=True, exist_ok=True)
         direct = isinstance(self._store, DirectLocalStore) and self._store._direct
         try:
             still_direct = write_file(plan.folder / key, raw.data, direct=direct, trailer=trailer)
@@ -118,7 +138,7 @@ class WholeChunks:
         directly, else ``None`` (the block's values are then gathered and written at its
         end)."""
         plan = self._plan(array)
-        if plan is None or not plan.inner_rows:
+        if plan is None or not plan.inner_rows or self._memory is not None:
             return None
         key = plan.encode_key((block, *(0,) * (len(plan.chunks) - 1)))
         if "/" in key:
@@ -147,7 +167,8 @@ class WholeChunks:
         return self._plans[path]
 
     def _make_plan(self, array: zarr.Array[Any]) -> _Plan | None:
-        if self._root is None or array.metadata.zarr_format != 3 or sys.byteorder != "little":
+        direct = self._root is not None or self._memory is not None
+        if not direct or array.metadata.zarr_format != 3 or sys.byteorder != "little":
             return None
         meta = array.metadata
         codecs: tuple[Any, ...] = tuple(getattr(meta, "codecs", ()))
@@ -176,13 +197,14 @@ class WholeChunks:
         if not chunks or chunks[1:] != tuple(array.shape[1:]):  # only the first axis is split
             return None
         return _Plan(
-            folder=self._root / array.path,
+            folder=(self._root or Path()) / array.path,
             chunks=chunks,
             dtype=dtype,
             fill_value=np.asarray(meta.fill_value, dtype=dtype),
             encode_key=meta.encode_chunk_key,
             checksum=checksum,
             inner_rows=inner_rows,
+            prefix=f"{array.path}/" if array.path else "",
         )
 
 
