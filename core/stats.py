@@ -34,7 +34,6 @@ __all__ = [
     "block_stats",
     "block_stats_from_partials",
     "choose_edges",
-    "choose_edges_of_parts",
     "edges_of_ranges",
     "histogram_params",
     "slot_bounds",
@@ -156,12 +155,6 @@ def choose_edges(values: np.ndarray, bins: int = DEFAULT_BINS) -> np.ndarray:
     low = 0.0 if low == 0.0 else low - span / 2
     high = high + span / 2
     return np.linspace(low, high, bins + 1)
-
-
-def choose_edges_of_parts(parts: Sequence[np.ndarray], bins: int = DEFAULT_BINS) -> np.ndarray:
-    """:func:`choose_edges` of the parts joined along the first axis, without joining them
-    (a block's batches are written as they arrive: their join is never in memory)."""
-    return edges_of_ranges([value_range(values) for values in parts], bins)
 
 
 def _sample_moments(x3: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -30,7 +30,7 @@ from tensortap.core.data import as_source
 from tensortap.core.errors import DataError, InputMismatchError, TensortapError
 from tensortap.core.graph import CaptureNode
 from tensortap.core.registry import backend_for, get_backend
-from tensortap.core.stats import BlockStats, block_stats, to_channels_last
+from tensortap.core.stats import BlockStats, block_stats, to_channels_last, value_range
 from tensortap.core.store.steps import StepRecord, StepSettings, StepWriter, WeightStats
 from tensortap.core.store.storage import open_location
 from tensortap.core.targets import resolve_target
@@ -144,10 +144,10 @@ def step_edges(values: np.ndarray, bins: int = 128) -> np.ndarray:
     off a range fixed at step 0; views draw each step's exact bins, never re-binned.
     The last edge sits just above the maximum, so the maximum falls in the last bin.
     """
-    finite = values if np.isfinite(values).all() else values[np.isfinite(values)]
-    if not finite.size:
+    found = value_range(values)
+    if found is None:
         return np.linspace(-1.0, 1.0, bins + 1)
-    low, high = float(finite.min()), float(finite.max())
+    low, high = found
     span = high - low
     if span <= 0:
         half = max(abs(high), 1.0) / 2

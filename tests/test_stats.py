@@ -8,7 +8,6 @@ import pytest
 from tensortap.core.stats import (
     block_stats,
     choose_edges,
-    choose_edges_of_parts,
     edges_of_ranges,
     reduce_blocks,
     to_channels_last,
@@ -237,5 +236,4 @@ def test_edges_of_the_parts_ranges_equal_the_edges_of_their_join() -> None:
     span = finite.max() - finite.min()
     reference = np.linspace(finite.min() - span / 2, finite.max() + span / 2, 129)
     np.testing.assert_array_equal(edges_of_ranges([value_range(p) for p in parts]), reference)
-    np.testing.assert_array_equal(choose_edges_of_parts(parts), reference)
     np.testing.assert_array_equal(choose_edges(joined), reference)
