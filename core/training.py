@@ -5,10 +5,12 @@ Framework-free: a framework adapter tells the :class:`StepRecorder` when a train
 ended (its global step, epoch and batch, whether the training loss was finite, and the
 weights if wanted); the recorder runs the fixed probe batch through the backend's capture
 session at once — the model must not change under it — and hands the results to one
-writer thread, which computes the statistics, writes the step and commits it while
-training goes on.  A statistics-only run writes its steps in the training thread instead
-(small numbers and small files: a hand-off cost more than it saved); its writer thread
-only creates the run.
+writer thread, which creates the run, computes the statistics, writes the step and
+commits it while training goes on.  Statistics-only steps go there too: their statistics
+are one compiled call a layer that releases the GIL (:mod:`tensortap.core.step_stats`)
+and their writes are a dozen small files whose system calls release it, so the thread
+works beside training instead of inside it (in the training thread they cost the digits
+CNN's loop ~7 ms a captured step on a slow disk, issue 14).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from tensortap.core.data import as_source
 from tensortap.core.errors import DataError, InputMismatchError, TensortapError
 from tensortap.core.graph import CaptureNode
 from tensortap.core.registry import backend_for, get_backend
-from tensortap.core.stats import BlockStats, block_stats, to_channels_last, value_range
+from tensortap.core.stats import BlockStats, to_channels_last
+from tensortap.core.step_stats import step_edges, step_stats
 from tensortap.core.store.steps import StepRecord, StepSettings, StepWriter, WeightStats
 from tensortap.core.store.storage import open_location
 from tensortap.core.targets import resolve_target
@@ -135,24 +138,6 @@ def check_every(name: str, value: int | None) -> int | None:
             "or None to turn that schedule off"
         )
     return int(value)
-
-
-def step_edges(values: np.ndarray, bins: int = 128) -> np.ndarray:
-    """Histogram edges of one step: ``bins`` uniform bins over its own finite range.
-
-    Each step has its own edges (stored with it), so exploding activations never fall
-    off a range fixed at step 0; views draw each step's exact bins, never re-binned.
-    The last edge sits just above the maximum, so the maximum falls in the last bin.
-    """
-    found = value_range(values)
-    if found is None:
-        return np.linspace(-1.0, 1.0, bins + 1)
-    low, high = found
-    span = high - low
-    if span <= 0:
-        half = max(abs(high), 1.0) / 2
-        return np.linspace(low - half, high + half, bins + 1)
-    return np.linspace(low, high + span / bins / 1024, bins + 1)
 
 
 def parameter_moments(arrays: Sequence[np.ndarray]) -> np.ndarray:
@@ -320,16 +305,6 @@ class StepRecorder:
             labels=labels_for_store(batch.labels),
         )
         self.writer: StepWriter | None = None
-        # Statistics-only steps are written by the training thread itself: their work is
-        # ~2 ms of small numbers and a dozen small files, which a hand-off to the writer
-        # thread made dearer (GIL and core contention; digits CNN every 50 steps,
-        # interleaved pairs at load ~3-4: CPU-time ratio 1.24-1.36 -> 1.11-1.26, issue 14).
-        # The thread still creates the run while the probe and training start.  Steps with
-        # tensors keep their writes off the training thread (there the overlap paid).
-        self._inline = self.policy.tensors == "never"
-        #: Statistics-only steps recorded before the run exists: they wait here, so the
-        #: training thread never waits for the run's creation (~30-100 ms of a short fit).
-        self._held: list[tuple[StepRecord, dict[str, Any] | None, float]] = []
         self._dims = {node.key: tuple(node.dims) for node in self.nodes}
         self._channel = {node.key: node.channel_dim for node in self.nodes}
         self.trigger: dict[str, Any] | None = None
@@ -369,9 +344,8 @@ class StepRecorder:
     ) -> None:
         """Capture the probe now, as training step ``step``; returns once it is queued.
 
-        A statistics-only step is committed before this returns once the run exists; the
-        steps recorded while the writer thread still creates it are held and committed at
-        the first step after that (or at :meth:`flush` / :meth:`close`).
+        The writer thread commits it (after creating the run, for the first steps);
+        :meth:`flush` waits for that.
 
         Parameters
         ----------
@@ -407,15 +381,6 @@ class StepRecorder:
                 None if weight_gradients is None else parameter_moments(weight_gradients),
             )
         pending = _Pending(step, epoch, batch, time.time(), result, tensors, weight_stats, trigger)
-        if self._inline:
-            self._raise_writer_error()
-            self._submitted += 1
-            started = time.perf_counter()
-            record = self._prepare(pending)
-            self._held.append((record, trigger, time.perf_counter() - started))
-            if not self._thread.is_alive():  # the run exists: commit what waited for it
-                self._commit_held()
-            return
         while True:  # wait for room, but notice a writer that died meanwhile
             self._raise_writer_error()
             try:
@@ -445,9 +410,7 @@ class StepRecorder:
         stats, edges = {}, {}
         for key in self.keys:
             x3 = to_channels_last(np.asarray(values[key]), self._dims[key], self._channel[key])
-            edges[key] = step_edges(x3)
-            with np.errstate(over="ignore"):  # edges near the float32 limit (exploding values)
-                stats[key] = block_stats(x3, edges[key])
+            stats[key], edges[key] = step_stats(x3)
         return stats, edges
 
     def _write_loop(self) -> None:
@@ -462,7 +425,7 @@ class StepRecorder:
             except BaseException as err:  # noqa: BLE001 - reported by record() / close()
                 self._error = err
         del warm
-        while not self._inline:
+        while True:
             item = self._queue.get()
             if item is None:
                 return
@@ -479,20 +442,6 @@ class StepRecorder:
                 with self._done:
                     self._written += 1
                     self._done.notify_all()
-
-    def _commit_held(self) -> None:
-        """Commit the statistics-only steps held until the run existed, in step order."""
-        self._thread.join()
-        self._raise_writer_error()
-        assert self.writer is not None
-        while self._held:
-            record, trigger, computing = self._held.pop(0)
-            started = time.perf_counter()
-            self.writer.write(record, self._dims)
-            self.timings.append((computing, time.perf_counter() - started))
-            if trigger is not None:
-                self.writer.record_trigger(trigger)
-            self._written += 1
 
     def _prepare(self, item: _Pending) -> StepRecord:
         """One step's record: statistics (and tensors) of the probe's values."""
@@ -526,9 +475,6 @@ class StepRecorder:
     # ------------------------------------------------------------------ ending
     def flush(self) -> None:
         """Wait until every queued step is committed."""
-        if self._inline:
-            self._commit_held()
-            return
         with self._done:
             while self._written < self._submitted and self._thread.is_alive():
                 self._done.wait(0.5)
@@ -543,7 +489,6 @@ class StepRecorder:
         self._thread.join()
         try:
             self._raise_writer_error()
-            self._commit_held()
         finally:
             if self.writer is not None:
                 self.writer.finish(status)
