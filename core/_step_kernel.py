@@ -5,8 +5,9 @@ cost of :func:`tensortap.core.step_stats.step_stats` is not the reduction but th
 calls around it — the finite range for the step's edges, the edges, the bin rule, the
 block kernel's wrapper and the finishing of moments and histogram: ~170 µs a layer,
 ~1.4 ms a step of the digits CNN's eight layers, once per captured step in the training
-thread.  :func:`_step_finite` does all of it in one call, for the common case of float32
-values without NaN or infinity, with the very rules of the general path:
+thread.  Here the range is NumPy's ``min`` and ``max`` (which NaN and ±inf reach), and
+:func:`_step_finite` does the rest in one call, for the common case of float32 values
+without NaN or infinity, with the very rules of the general path:
 
 - edges: ``step_edges`` (``np.linspace``'s ``i * step + start``, the last edge exact);
 - bounds: ``slot_bounds`` (each edge rounded up to float32);
@@ -27,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from tensortap.core._stats_kernel import _ENABLED
+from tensortap.core import _stats_kernel
 
 __all__ = ["SMALL_VALUES", "step_finite"]
 
@@ -117,16 +118,10 @@ def _step_finite(x3: Any, low: float, high: float, bins: int) -> Any:  # pragma:
 @functools.cache
 def _compiled() -> Any:
     """:func:`_step_finite` compiled by Numba (imported on first use), or ``None``."""
-    if not _ENABLED:
+    if _stats_kernel._compiled() is None:  # no Numba, or TENSORTAP_NUMBA=0
         return None
-    try:
-        from numba import njit
-    except ImportError:
-        return None
-    from tensortap.core import _stats_kernel
+    from numba import njit
 
-    if _stats_kernel._compiled() is None:
-        return None
     global _reduce_finite_jit  # the block kernel, called from the compiled code
     _reduce_finite_jit = _stats_kernel._compiled_finite()
     return njit(nogil=True, cache=True)(_step_finite)
@@ -141,7 +136,8 @@ def step_finite(
     Parameters
     ----------
     x3 : ndarray, shape (sample, positions, channel)
-        The layer's values (any strides: a channels-first view needs no copy).
+        The layer's values (a channels-first view is copied channels-last for the block
+        kernel, as the general path does).
     bins : int
         Number of histogram bins.
     """
